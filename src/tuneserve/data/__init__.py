@@ -1,0 +1,64 @@
+"""Data sets: built-in, image folders, tables and text files; splits and K-fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneserve.exceptions import NotFoundError
+
+from ._builtin import BUILTIN_DATASETS, load_builtin
+from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
+from ._files import TABLE_SUFFIXES, load_file, read_frame
+from ._images import list_images, load_image_folder
+from ._splits import Splits, kfold, split
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "LABEL_COLUMN_CANDIDATES",
+    "TABLE_SUFFIXES",
+    "Dataset",
+    "Modality",
+    "Splits",
+    "Task",
+    "kfold",
+    "list_images",
+    "load",
+    "read_frame",
+    "split",
+]
+
+
+def load(
+    source: str | Path,
+    *,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    task: Task | None = None,
+) -> Dataset:
+    """Load a labeled data set from a built-in name, an image folder, or a file.
+
+    Args:
+        source: ``digits``, ``breast_cancer``, ``wine``, ``iris``, ``diabetes``; a folder
+            with one sub-folder of images per class; or a CSV / TSV / Parquet / JSONL / JSON
+            file with a label column.
+        label_column: The label column of a file (default: one named label, target, class
+            or y).
+        text_column: Treat the file as text with this column (default: detected when the
+            only feature column holds free text).
+        task: Force ``classification`` or ``regression`` (default: inferred from labels).
+
+    Raises:
+        NotFoundError: ``source`` is neither a built-in name nor an existing path.
+        DataError: the data cannot be used; the message says why and how to fix it.
+    """
+    if isinstance(source, str) and source in BUILTIN_DATASETS:
+        return load_builtin(source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise NotFoundError(
+            f"data source {str(source)!r} not found: no such file or folder, and not a built-in "
+            f"data set ({', '.join(BUILTIN_DATASETS)})"
+        )
+    if path.is_dir():
+        return load_image_folder(path)
+    return load_file(path, label_column=label_column, text_column=text_column, task=task)

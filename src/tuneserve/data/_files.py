@@ -1,0 +1,193 @@
+"""Tables and text from CSV, TSV, Parquet, JSONL and JSON files, with column detection."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneserve.exceptions import DataError
+
+from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Task
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+#: An integer label with at most this many distinct values is read as classification.
+MAX_INTEGER_CLASSES = 50
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """Read a file into a DataFrame by its suffix; a parse failure names the file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix == ".tsv":
+            frame = pd.read_csv(path, sep="\t")
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            frame = pd.read_json(path)
+        else:
+            raise DataError(
+                f"cannot read {path}: unknown file type {suffix!r}; tuneserve reads "
+                f"{', '.join(TABLE_SUFFIXES)} files and image folders"
+            )
+    except DataError:
+        raise
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {path}: {exc}. Hint: check the file's format") from exc
+    if len(frame) == 0:
+        raise DataError(f"{path} has no rows; add labeled examples")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _pick_column(frame: pd.DataFrame, wanted: str | None, path: Path, what: str) -> str:
+    columns = list(frame.columns)
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        close = difflib.get_close_matches(wanted, columns, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DataError(
+            f"{what} column {wanted!r} not found in {path}; columns are {columns}.{hint} "
+            f"Hint: pass --{what}-column with one of them"
+        )
+    lowered = {c.lower(): c for c in columns}
+    for candidate in LABEL_COLUMN_CANDIDATES:
+        if candidate in lowered:
+            return lowered[candidate]
+    raise DataError(
+        f"no label column in {path}; columns are {columns}, and none is named "
+        f"{' / '.join(LABEL_COLUMN_CANDIDATES)}. Hint: pass --label-column NAME"
+    )
+
+
+def _is_free_text(series: pd.Series) -> bool:
+    """True for a string column that reads as sentences rather than categories."""
+    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+        return False
+    values = series.dropna().astype(str)
+    if len(values) == 0:
+        return False
+    words = values.str.split().str.len()
+    return bool(words.mean() >= 3 or values.nunique() > 0.5 * len(values) and words.mean() > 1)
+
+
+def _infer_task(labels: pd.Series) -> Task:
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        return "classification"
+    values = labels.to_numpy(dtype=np.float64)
+    integral = bool(np.all(np.equal(np.mod(values, 1), 0)))
+    distinct = len(np.unique(values))
+    if integral and distinct <= MAX_INTEGER_CLASSES and distinct < max(len(values) / 2, 3):
+        return "classification"
+    return "regression"
+
+
+def _encode_labels(labels: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
+        values = labels.to_numpy(dtype=np.float64)
+        if np.all(np.mod(values, 1) == 0):
+            labels = pd.Series(values.astype(np.int64))
+        classes = np.unique(labels.to_numpy())
+        names = tuple(str(c) for c in classes)
+    else:
+        names = tuple(sorted({str(v) for v in labels}))
+    lookup = {name: code for code, name in enumerate(names)}
+    codes = np.array([lookup[str(v)] for v in labels], dtype=np.int64)
+    return codes, names
+
+
+def load_file(
+    path: Path,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    task: Task | None = None,
+) -> Dataset:
+    """Load a labeled table or text data set from one file.
+
+    The label is ``label_column`` or the first column named label / target / class / y.
+    The file is text when ``text_column`` is given, or when the only other column holds
+    free text; otherwise it is a table of all other columns.
+
+    Raises:
+        DataError: unreadable file, no rows, missing column, NaN labels, a single class,
+            or empty texts. The message names the file, the column and the rows.
+    """
+    frame = read_frame(path)
+    label = _pick_column(frame, label_column, path, "label")
+    labels = frame[label]
+    missing = labels.isna() | labels.astype(str).str.strip().eq("")
+    if missing.any():
+        rows = np.flatnonzero(missing.to_numpy())
+        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+        raise DataError(
+            f"{len(rows)} row(s) of {path} have no value in label column {label!r} "
+            f"(0-based rows {shown}). Hint: drop those rows or fill in their labels"
+        )
+    features = [c for c in frame.columns if c != label]
+    if not features:
+        raise DataError(f"{path} has only the label column {label!r}; add feature columns")
+
+    if text_column is not None:
+        text_column = _pick_column(frame, text_column, path, "text")
+        if text_column == label:
+            raise DataError(f"column {label!r} cannot be both the text and the label")
+    elif len(features) == 1 and _is_free_text(frame[features[0]]):
+        text_column = features[0]
+
+    task = task or _infer_task(labels)
+    if task == "classification":
+        y, names = _encode_labels(labels)
+        if len(names) < 2:
+            raise DataError(
+                f"label column {label!r} of {path} holds a single class ({names[0]!r}); "
+                "classification needs at least 2. Hint: add examples of another class"
+            )
+        label_names: tuple[str, ...] | None = names
+    else:
+        try:
+            y = labels.to_numpy(dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"label column {label!r} of {path} is not numeric, so it cannot be a regression "
+                "target. Hint: drop --task regression to classify"
+            ) from exc
+        label_names = None
+
+    if text_column is not None:
+        texts = frame[text_column]
+        empty = texts.isna() | texts.astype(str).str.strip().eq("")
+        if empty.any():
+            rows = np.flatnonzero(empty.to_numpy())
+            shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+            raise DataError(
+                f"{len(rows)} row(s) of {path} have empty text in column {text_column!r} "
+                f"(0-based rows {shown}). Hint: drop those rows"
+            )
+        return Dataset(
+            name=path.stem,
+            modality="text",
+            task=task,
+            X=texts.astype(str).tolist(),
+            y=y,
+            label_names=label_names,
+            source=str(path),
+            label_column=label,
+            text_column=text_column,
+        )
+    return Dataset(
+        name=path.stem,
+        modality="table",
+        task=task,
+        X=frame[features].reset_index(drop=True),
+        y=y,
+        label_names=label_names,
+        source=str(path),
+        label_column=label,
+    )

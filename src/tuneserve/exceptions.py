@@ -1,0 +1,51 @@
+"""The one exception tree of tuneserve.
+
+Every error a user can cause derives from :class:`TuneserveError`. Messages state the rule,
+the value that broke it, and how to fix it. The CLI prints them as one line; the HTTP layer
+maps them to status codes in one place (``InvalidInputError`` -> 400, ``NotFoundError`` -> 404).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChecksumError",
+    "DataError",
+    "ExportError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PackageError",
+    "PackageFormatError",
+    "TuneserveError",
+]
+
+
+class TuneserveError(Exception):
+    """Base class of every error tuneserve raises on purpose."""
+
+
+class InvalidInputError(TuneserveError, ValueError):
+    """An argument or an input to predict is malformed (HTTP 400)."""
+
+
+class NotFoundError(TuneserveError, FileNotFoundError):
+    """A path, data set, model or version does not exist (HTTP 404)."""
+
+
+class DataError(InvalidInputError):
+    """A data set cannot be used as given: missing column, single class, NaN labels..."""
+
+
+class PackageError(TuneserveError):
+    """A model package cannot be written or read."""
+
+
+class PackageFormatError(PackageError):
+    """The manifest is missing, malformed, or from a newer format version."""
+
+
+class ChecksumError(PackageError):
+    """A file in a package does not match the checksum recorded in its manifest."""
+
+
+class ExportError(TuneserveError):
+    """A model could not be exported, or the exported graph disagrees with the original."""

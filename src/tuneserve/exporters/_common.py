@@ -1,0 +1,67 @@
+"""What every exporter shares: build the manifest and write the package."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tuneserve.exceptions import ExportError, InvalidInputError
+from tuneserve.package import Graph, Lineage, Manifest, Package
+from tuneserve.preprocessing import Preprocessor
+
+#: Largest |original - exported| difference an export may show; the parity promise.
+PARITY_TOLERANCE = 1e-4
+
+
+def check_task(task: str, label_names: list[str] | tuple[str, ...] | None) -> None:
+    if task not in ("classification", "regression"):
+        raise InvalidInputError(f"task must be classification or regression, got {task!r}")
+    if task == "classification" and (not label_names or len(label_names) < 2):
+        raise InvalidInputError("a classifier needs label_names with at least 2 classes")
+
+
+def check_parity(max_diff: float, what: str) -> None:
+    if not max_diff <= PARITY_TOLERANCE:  # also catches NaN
+        raise ExportError(
+            f"exported {what} disagrees with the original model: max |difference| {max_diff:.3g} "
+            f"> {PARITY_TOLERANCE}. The graph is not written. Hint: report this with the model "
+            "class; layers with data-dependent control flow may not trace"
+        )
+
+
+def write_package(
+    out: str | Path,
+    *,
+    name: str | None,
+    task: str,
+    label_names: list[str] | tuple[str, ...] | None,
+    preprocessor: Preprocessor,
+    graph_bytes: bytes,
+    graph: Graph,
+    metrics: Mapping[str, float] | None,
+    data_fingerprint: str | None,
+    training_config: Mapping[str, Any] | None,
+    parent: str | None,
+    extras: Mapping[str, bytes | Path] | None,
+    overwrite: bool,
+) -> Package:
+    manifest = Manifest(
+        name=name or Path(out).name,
+        task=task,  # type: ignore[arg-type]
+        modality=preprocessor.modality,  # type: ignore[arg-type]
+        label_names=list(label_names) if label_names is not None else None,
+        input_schema=preprocessor.input_schema(),
+        preprocessing=preprocessor.spec(),
+        graph=graph,
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+        lineage=Lineage(
+            data_fingerprint=data_fingerprint,
+            parent=parent,
+            training_config=dict(training_config or {}),
+        ),
+    )
+    files: dict[str, bytes | Path] = {graph.file: graph_bytes}
+    files.update({f"assets/{k}": v for k, v in preprocessor.assets().items()})
+    files.update({f"extras/{k}": v for k, v in (extras or {}).items()})
+    return Package.write(out, manifest, files, overwrite=overwrite)

@@ -1,0 +1,130 @@
+"""Export a fitted scikit-learn estimator (or pipeline) to a package with skl2onnx."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneserve.exceptions import ExportError, InvalidInputError
+from tuneserve.package import Graph, Package
+from tuneserve.preprocessing import Preprocessor
+
+from ._common import check_parity, check_task, write_package
+
+
+def _convert(estimator: Any, n_features: int, classification: bool) -> Any:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {"zipmap": False} if classification else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return to_onnx(
+                estimator,
+                initial_types=[("input", FloatTensorType([None, n_features]))],
+                options=options,
+            )
+    except Exception as exc:  # skl2onnx raises many unrelated types for unsupported models
+        raise ExportError(
+            f"skl2onnx cannot convert {type(estimator).__name__}: {exc}. Hint: use an estimator "
+            "skl2onnx supports (linear models, SVMs, trees, forests, boosting, MLP)"
+        ) from exc
+
+
+def export_sklearn(
+    estimator: Any,
+    preprocessor: Preprocessor,
+    out: str | Path,
+    *,
+    task: str,
+    sample_inputs: Sequence[Any],
+    label_names: Sequence[str] | None = None,
+    name: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    data_fingerprint: str | None = None,
+    training_config: Mapping[str, Any] | None = None,
+    parent: str | None = None,
+    overwrite: bool = False,
+) -> Package:
+    """Export a fitted estimator that takes the preprocessor's ``input`` matrix.
+
+    A classifier must have been fit on integer codes ``0..k-1`` (``classes_`` in label
+    order); the graph outputs its ``predict_proba``. A regressor's graph outputs ``predict``.
+
+    Args:
+        estimator: Fitted estimator or pipeline.
+        preprocessor: Fitted; produces ``{"input": (n, features)}``.
+        out: Package directory to write.
+        task: ``classification`` or ``regression``.
+        sample_inputs: Raw inputs whose predictions must match within 1e-4 (pass the test
+            split to check parity on it).
+        label_names, name, metrics, data_fingerprint, training_config, parent, overwrite:
+            as for :func:`tuneserve.exporters.export_torch`.
+
+    Raises:
+        ExportError: unsupported estimator, classes not ``0..k-1``, or parity above 1e-4.
+    """
+    import onnxruntime as ort
+
+    check_task(task, label_names)
+    classification = task == "classification"
+    if len(sample_inputs) < 1:
+        raise InvalidInputError("sample_inputs needs at least 1 input to check parity")
+    if classification:
+        classes = np.asarray(getattr(estimator, "classes_", []))
+        assert label_names is not None
+        if not np.array_equal(classes, np.arange(len(label_names))):
+            raise ExportError(
+                f"the estimator's classes_ are {classes.tolist()}, expected codes 0..."
+                f"{len(label_names) - 1} for labels {list(label_names)}. Hint: fit on the "
+                "Dataset's integer codes y, with every class present"
+            )
+    feed = preprocessor.transform(sample_inputs)
+    onnx_model = _convert(estimator, feed["input"].shape[1], classification)
+    outputs = [o.name for o in onnx_model.graph.output]
+    output = "probabilities" if classification else outputs[0]
+    if output not in outputs:
+        raise ExportError(f"converted graph has outputs {outputs}, none named {output!r}")
+    session = ort.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (actual,) = session.run([output], dict(feed))
+    if classification:
+        expected = estimator.predict_proba(feed["input"])
+    else:
+        expected = estimator.predict(feed["input"])
+    diff = float(np.max(np.abs(np.asarray(expected).reshape(actual.shape) - actual)))
+    check_parity(diff, "ONNX graph")
+    graph = Graph(
+        inputs=["input"],
+        output=output,
+        output_kind="probabilities" if classification else "prediction",
+        opset=next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None),
+        parity_max_abs_diff=diff,
+    )
+    config = {"estimator": type(estimator).__qualname__, **dict(training_config or {})}
+    if hasattr(estimator, "get_params"):
+        config.setdefault(
+            "estimator_params",
+            {k: repr(v) for k, v in estimator.get_params(deep=False).items()},
+        )
+    return write_package(
+        out,
+        name=name,
+        task=task,
+        label_names=label_names,
+        preprocessor=preprocessor,
+        graph_bytes=onnx_model.SerializeToString(),
+        graph=graph,
+        metrics=metrics,
+        data_fingerprint=data_fingerprint,
+        training_config=config,
+        parent=parent,
+        extras=None,
+        overwrite=overwrite,
+    )

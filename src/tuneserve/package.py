@@ -1,0 +1,301 @@
+"""The model package: one self-contained directory per deployable model.
+
+Layout::
+
+    <package>/
+      manifest.json     format version, task, labels, input schema, preprocessing, graph,
+                        metrics, lineage, and the sha256 of every other file
+      model.onnx        the inference graph (probabilities for classification)
+      assets/...        preprocessing files (tokenizer.json, ...)
+      extras/...        optional files for other runtimes (model.torchscript.pt, ...)
+
+Packages are immutable once written: a write goes to a temporary sibling directory that is
+renamed into place, so a crash never leaves a half-written package. Loading verifies every
+checksum and refuses a package from a newer format version.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuneserve._version import __version__, git_revision
+from tuneserve.exceptions import (
+    ChecksumError,
+    InvalidInputError,
+    NotFoundError,
+    PackageError,
+    PackageFormatError,
+)
+
+__all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "Graph", "Lineage", "Manifest", "Package"]
+
+#: Bump when a change to the layout or manifest would mislead an older reader.
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+GRAPH_FILE = "model.onnx"
+
+
+class _Model(BaseModel):
+    # Ignore unknown keys so that an older reader of the same format version can still
+    # load a package that a newer tuneserve annotated with extra information.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class Lineage(_Model):
+    """Where a package came from: data, parent package, configuration and code."""
+
+    data_fingerprint: str | None = None
+    parent: str | None = Field(default=None, description="package_id of the parent package")
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    tuneserve_version: str = __version__
+    git_revision: str | None = Field(default_factory=git_revision)
+    created_at: str = Field(
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    )
+
+
+class Graph(_Model):
+    """The ONNX graph: file, input names in feed order, and the output to read."""
+
+    file: str = GRAPH_FILE
+    inputs: list[str]
+    output: str
+    output_kind: Literal["probabilities", "prediction"]
+    opset: int | None = None
+    parity_max_abs_diff: float | None = Field(
+        default=None,
+        description="largest |original - ONNX| output difference measured at export",
+    )
+
+
+class Manifest(_Model):
+    """Everything about a package except its weights."""
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    task: Literal["classification", "regression"]
+    modality: Literal["image", "table", "text"]
+    label_names: list[str] | None = None
+    input_schema: dict[str, Any]
+    preprocessing: dict[str, Any]
+    graph: Graph
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: Lineage = Field(default_factory=Lineage)
+    files: dict[str, str] = Field(default_factory=dict, description="path -> sha256:hex")
+    package_id: str = ""
+
+
+def sha256_file(path: Path) -> str:
+    """``sha256:<hex>`` of a file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _package_id(manifest: Manifest) -> str:
+    """A content id over the manifest (minus the id itself) and every file checksum."""
+    body = manifest.model_dump(mode="json", exclude={"package_id"})
+    body["lineage"].pop("created_at", None)  # same content written twice -> same id
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return f"pkg-{digest[:16]}"
+
+
+def _safe_relpath(name: str) -> PurePosixPath:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or name == MANIFEST_FILE:
+        raise InvalidInputError(
+            f"package file name {name!r} is not allowed; use a relative path inside the package "
+            f"other than {MANIFEST_FILE}"
+        )
+    return rel
+
+
+class Package:
+    """A model package on disk, with its verified manifest.
+
+    Use :meth:`load` to open one and :meth:`write` to create one.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    def __repr__(self) -> str:
+        return f"Package({str(self.path)!r}, name={self.manifest.name!r}, id={self.id!r})"
+
+    @property
+    def id(self) -> str:
+        """Content id: the same files and manifest give the same id."""
+        return self.manifest.package_id
+
+    @property
+    def graph_path(self) -> Path:
+        """Path of the ONNX graph."""
+        return self.path / self.manifest.graph.file
+
+    @property
+    def assets_path(self) -> Path:
+        """Folder of preprocessing assets."""
+        return self.path / "assets"
+
+    def size_bytes(self) -> int:
+        """Total size of the package's files, manifest included."""
+        return sum((self.path / f).stat().st_size for f in [*self.manifest.files, MANIFEST_FILE])
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Package:
+        """Open the package at ``path``.
+
+        Args:
+            path: The package directory.
+            verify: Check every file against its recorded sha256 (default True).
+
+        Raises:
+            NotFoundError: ``path`` does not exist.
+            PackageFormatError: no or malformed manifest, or a newer format version.
+            ChecksumError: a file is missing or differs from its checksum.
+        """
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise NotFoundError(f"package {str(path)!r} not found: no such directory")
+        manifest_path = root / MANIFEST_FILE
+        if not root.is_dir() or not manifest_path.is_file():
+            raise PackageFormatError(
+                f"{root} is not a tuneserve package: {MANIFEST_FILE} is missing. Hint: pass the "
+                "directory that tuneserve wrote (it holds manifest.json and model.onnx)"
+            )
+        try:
+            raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PackageFormatError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise PackageFormatError(f"{manifest_path} must hold a JSON object")
+        version = raw.get("format_version")
+        if not isinstance(version, int):
+            raise PackageFormatError(f"{manifest_path} has no integer format_version")
+        if version > FORMAT_VERSION:
+            raise PackageFormatError(
+                f"package {root} has format version {version}, newer than the newest this "
+                f"tuneserve {__version__} reads ({FORMAT_VERSION}). Hint: upgrade tuneserve "
+                "(pip install -U tuneserve)"
+            )
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise PackageFormatError(
+                f"{manifest_path} is malformed at {where!r}: {first['msg']}"
+            ) from exc
+        package = cls(root, manifest)
+        if verify:
+            package.verify()
+        return package
+
+    def verify(self) -> None:
+        """Check every file against the manifest.
+
+        Raises:
+            ChecksumError: a file is missing or its content changed.
+        """
+        if self.manifest.graph.file not in self.manifest.files:
+            raise ChecksumError(f"package {self.path} does not list its graph in files")
+        for name, expected in self.manifest.files.items():
+            file = self.path / _safe_relpath(name)
+            if not file.is_file():
+                raise ChecksumError(f"package {self.path} is incomplete: {name} is missing")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ChecksumError(
+                    f"checksum mismatch for {name} in package {self.path}: manifest says "
+                    f"{expected[:23]}..., file has {actual[:23]}... The file was changed or "
+                    "corrupted after the package was written. Hint: restore it from the "
+                    "registry or re-export the package"
+                )
+
+    # ---------------------------------------------------------------- writing
+    @classmethod
+    def write(
+        cls,
+        path: str | Path,
+        manifest: Manifest,
+        files: Mapping[str, bytes | Path],
+        *,
+        overwrite: bool = False,
+    ) -> Package:
+        """Write a package atomically and return it, loaded and verified.
+
+        Args:
+            path: Target directory; it must not exist unless ``overwrite``.
+            manifest: The manifest; ``files`` and ``package_id`` are filled in here.
+            files: Relative path -> content (bytes, or a file to copy). Must include the
+                graph file named in ``manifest.graph``.
+            overwrite: Replace an existing package at ``path``. Only a directory holding a
+                manifest.json (a package) is ever replaced.
+
+        Raises:
+            PackageError: the target exists (and not ``overwrite``) or is not a package.
+        """
+        target = Path(path).expanduser().resolve()
+        if target.exists():
+            if not overwrite:
+                raise PackageError(
+                    f"{target} already exists. Hint: choose another --out, or pass overwrite "
+                    "(--force) to replace the package there"
+                )
+            if not (target / MANIFEST_FILE).is_file():
+                raise PackageError(
+                    f"refusing to replace {target}: it exists and is not a tuneserve package"
+                )
+        if manifest.graph.file not in files:
+            raise PackageError(f"files must include the graph {manifest.graph.file!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            checksums: dict[str, str] = {}
+            for name, content in sorted(files.items()):
+                dest = tmp / _safe_relpath(name)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    dest.write_bytes(content)
+                else:
+                    shutil.copyfile(content, dest)
+                checksums[name] = sha256_file(dest)
+            final = manifest.model_copy(update={"files": checksums, "package_id": ""}, deep=True)
+            final.package_id = _package_id(final)
+            text = json.dumps(final.model_dump(mode="json"), indent=2, sort_keys=False)
+            (tmp / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
+            _fsync_tree(tmp)
+            if target.exists():
+                trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(target, trash)
+                os.replace(tmp, target)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.load(target)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush file contents so the rename never exposes empty files after a power cut."""
+    for file in root.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as fh:
+                os.fsync(fh.fileno())

@@ -1,0 +1,194 @@
+"""Image preprocessing in numpy and Pillow: decode, channels, resize, normalize."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tuneserve.exceptions import InvalidInputError, NotFoundError
+
+from ._base import Preprocessor, as_batch, register_preprocessor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# ITU-R BT.601 luma, the same weights Pillow uses for RGB -> L.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def read_image(source: str | Path | bytes) -> np.ndarray:
+    """Decode an image file (or its bytes) to float32 ``(height, width, channels)`` in [0, 1].
+
+    Grayscale stays one channel; RGBA and palette images become RGB.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InvalidInputError: the bytes are not a readable image.
+    """
+    name = "image bytes" if isinstance(source, bytes) else str(source)
+    try:
+        handle: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+        with Image.open(handle) as img:
+            img.load()
+            if img.mode in ("1", "L", "I;16", "I", "F"):
+                arr = np.asarray(img.convert("F"), dtype=np.float32)
+                scale = 255.0 if img.mode in ("1", "L") else float(max(arr.max(), 1.0))
+                if img.mode == "I;16":
+                    scale = 65535.0
+                arr = (arr / scale)[:, :, None]
+            else:
+                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"image file {name} does not exist") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"cannot read image {name}: {exc}. Hint: remove or replace that file "
+            f"(readable formats: {', '.join(IMAGE_SUFFIXES)})"
+        ) from exc
+    return np.ascontiguousarray(arr)
+
+
+def to_image_array(item: Any, position: int) -> np.ndarray:
+    """Turn one raw image (path, bytes, nested list or array) into ``(h, w, c)`` in [0, 1]."""
+    if isinstance(item, str | Path | bytes):
+        return read_image(item)
+    try:
+        arr = np.asarray(item)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"image {position} is not an array: {exc}") from exc
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_:
+        arr = arr.astype(np.float32)
+    else:
+        raise InvalidInputError(
+            f"image {position} has element type {arr.dtype}; send numbers, a file path or bytes"
+        )
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.size == 0:
+        raise InvalidInputError(
+            f"image {position} has shape {arr.shape}; expected (height, width) or "
+            "(height, width, channels) with 1, 3 or 4 channels"
+        )
+    if not np.isfinite(arr).all():
+        raise InvalidInputError(f"image {position} contains NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0 + 1e-6:
+        raise InvalidInputError(
+            f"image {position} has values in [{lo:g}, {hi:g}]; float images must be scaled to "
+            "[0, 1]. Hint: divide by the maximum of the scale (255 for 8-bit, 16 for digits), "
+            "or send uint8"
+        )
+    if arr.shape[2] == 4:  # drop alpha
+        arr = arr[:, :, :3]
+    return arr
+
+
+@register_preprocessor
+class ImagePreprocessor(Preprocessor):
+    """Convert channels, resize to a fixed size, and normalize per channel.
+
+    Output: ``{"input": float32 (batch, channels, height, width)}``.
+
+    Args:
+        size: ``(height, width)``; when None, ``fit`` takes the most common size.
+        channels: 1 or 3; when None, ``fit`` takes 3 if any training image is RGB.
+        mean, std: per-channel constants; when None, ``fit`` computes them.
+    """
+
+    kind: ClassVar[str] = "image"
+    modality: ClassVar[str] = "image"
+
+    def __init__(
+        self,
+        size: tuple[int, int] | None = None,
+        channels: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        self.size = size
+        self.channels = channels
+        self.mean = mean
+        self.std = std
+
+    def fit(self, inputs: Any) -> Self:
+        images = [to_image_array(x, i) for i, x in enumerate(as_batch(inputs, "images"))]
+        if self.size is None:
+            shapes, counts = np.unique([a.shape[:2] for a in images], axis=0, return_counts=True)
+            h, w = shapes[int(np.argmax(counts))]
+            self.size = (int(h), int(w))
+        if self.channels is None:
+            self.channels = 3 if any(a.shape[2] >= 3 for a in images) else 1
+        if self.mean is None or self.std is None:
+            saved_mean, saved_std = self.mean, self.std
+            self.mean, self.std = [0.0] * self.channels, [1.0] * self.channels
+            batch = self._resize_all(images)  # (n, c, h, w), not yet normalized
+            self.mean = saved_mean or [float(v) for v in batch.mean(axis=(0, 2, 3))]
+            self.std = saved_std or [float(max(v, 1e-6)) for v in batch.std(axis=(0, 2, 3))]
+        return self
+
+    def _convert(self, arr: np.ndarray) -> np.ndarray:
+        assert self.size is not None and self.channels is not None
+        if self.channels == 1 and arr.shape[2] == 3:
+            arr = (arr @ _LUMA)[:, :, None]
+        elif self.channels == 3 and arr.shape[2] == 1:
+            arr = np.repeat(arr, 3, axis=2)
+        h, w = self.size
+        if arr.shape[:2] != (h, w):
+            planes = [
+                np.asarray(
+                    Image.fromarray(arr[:, :, c], mode="F").resize((w, h), Image.Resampling.BILINEAR)
+                )
+                for c in range(arr.shape[2])
+            ]
+            arr = np.stack(planes, axis=2)
+        return arr.transpose(2, 0, 1)  # (c, h, w)
+
+    def _resize_all(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([self._convert(a) for a in images]).astype(np.float32)
+
+    def transform(self, inputs: Any) -> dict[str, np.ndarray]:
+        if self.size is None or self.channels is None or self.mean is None or self.std is None:
+            raise RuntimeError("ImagePreprocessor.transform called before fit")
+        images = [to_image_array(x, i) for i, x in enumerate(as_batch(inputs, "images"))]
+        batch = self._resize_all(images)  # (n, c, h, w)
+        mean = np.asarray(self.mean, dtype=np.float32)[None, :, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[None, :, None, None]
+        return {"input": ((batch - mean) / std).astype(np.float32)}
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "size": list(self.size) if self.size else None,
+            "channels": self.channels,
+            "mean": list(self.mean) if self.mean is not None else None,
+            "std": list(self.std) if self.std is not None else None,
+            "value_range": [0.0, 1.0],
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], assets: Path | None = None) -> Self:
+        return cls(
+            size=tuple(spec["size"]),  # type: ignore[arg-type]
+            channels=spec["channels"],
+            mean=spec["mean"],
+            std=spec["std"],
+        )
+
+    def input_schema(self) -> dict[str, Any]:
+        assert self.size is not None
+        return {
+            "type": "image",
+            "height": self.size[0],
+            "width": self.size[1],
+            "channels": self.channels,
+            "accepts": "image files (PNG/JPEG/BMP, any size) or arrays (h, w[, c]): "
+            "uint8 0-255 or float 0-1",
+        }
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"input": {0: "batch"}}

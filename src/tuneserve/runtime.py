@@ -1,0 +1,143 @@
+"""Run a model package with ONNX Runtime on raw inputs.
+
+This module never imports torch: the server and ``tuneserve predict`` depend on it, so what
+was exported and evaluated is exactly what runs, and start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.package import Package
+from tuneserve.preprocessing import Preprocessor, preprocessor_from_spec
+
+__all__ = ["Prediction", "Predictor"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction: a label with class probabilities, or a regression value."""
+
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, without the fields that do not apply."""
+        if self.value is not None:
+            return {"value": self.value}
+        return {"label": self.label, "probabilities": self.probabilities}
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Predictor:
+    """Predict with a package: preprocessing in numpy, the graph in ONNX Runtime.
+
+    Args:
+        package: A :class:`Package` or the path of one (verified on load).
+        batch_size: Inputs per ONNX Runtime call; large input lists are chunked.
+        intra_op_threads: ONNX Runtime threads per call (default: the usable CPU cores).
+        providers: ONNX Runtime execution providers (default: CPU).
+
+    Example:
+        >>> p = Predictor("digits-cnn")                      # doctest: +SKIP
+        >>> p.predict(["seven.png"])[0].label                # doctest: +SKIP
+        '7'
+    """
+
+    def __init__(
+        self,
+        package: Package | str | Path,
+        *,
+        batch_size: int = 64,
+        intra_op_threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        self.package = package if isinstance(package, Package) else Package.load(package)
+        self.manifest = self.package.manifest
+        self.batch_size = batch_size
+        self.preprocessor: Preprocessor = preprocessor_from_spec(
+            self.manifest.preprocessing, self.package.assets_path
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads or _default_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.package.graph_path),
+            sess_options=options,
+            providers=list(providers or ["CPUExecutionProvider"]),
+        )
+        self._inputs = list(self.manifest.graph.inputs)
+        self._output = self.manifest.graph.output
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names in probability-column order (None for regression)."""
+        return self.manifest.label_names
+
+    def _chunks(self, inputs: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        if isinstance(inputs, str | bytes | dict) or not hasattr(inputs, "__len__"):
+            raise InvalidInputError(
+                f"inputs must be a list, got a single {type(inputs).__name__}. "
+                "Hint: wrap one input in a list"
+            )
+        if len(inputs) == 0:
+            raise InvalidInputError("inputs is empty; send at least one input")
+        if hasattr(inputs, "iloc"):  # a DataFrame: slice rows, not columns
+            for start in range(0, len(inputs), self.batch_size):
+                yield inputs.iloc[start : start + self.batch_size]
+            return
+        for start in range(0, len(inputs), self.batch_size):
+            yield inputs[start : start + self.batch_size]
+
+    def run(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Return the graph output for raw inputs.
+
+        Returns:
+            ``(n, classes)`` probabilities for classification, ``(n,)`` values for regression.
+        """
+        outputs = []
+        for chunk in self._chunks(inputs):
+            feed = self.preprocessor.transform(chunk)
+            (out,) = self.session.run([self._output], {k: feed[k] for k in self._inputs})
+            outputs.append(np.asarray(out))
+        result = np.concatenate(outputs, axis=0)
+        if self.manifest.task == "regression":
+            return result.reshape(len(result))
+        return result
+
+    def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Class probabilities ``(n, classes)``; columns follow :attr:`labels`."""
+        if self.manifest.task != "classification":
+            raise InvalidInputError(
+                f"package {self.manifest.name!r} is a regression model; it has no probabilities"
+            )
+        return self.run(inputs)
+
+    def predict(self, inputs: Sequence[Any]) -> list[Prediction]:
+        """Predict each input: the top label with all class probabilities, or a value."""
+        out = self.run(inputs)
+        if self.manifest.task == "regression":
+            return [Prediction(value=float(v)) for v in out]
+        labels = self.labels or [str(i) for i in range(out.shape[1])]
+        return [
+            Prediction(
+                label=labels[int(np.argmax(row))],
+                probabilities={name: float(p) for name, p in zip(labels, row, strict=True)},
+            )
+            for row in out
+        ]

@@ -1,0 +1,89 @@
+"""A trained model in memory, before export: model, preprocessor, history, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneserve.package import Package
+from tuneserve.preprocessing import Preprocessor
+
+
+@dataclass
+class TrainedModel:
+    """What a trainer returns; :meth:`export` turns it into a package.
+
+    Attributes:
+        model: A torch ``nn.Module`` or a fitted scikit-learn estimator.
+        preprocessor: The fitted preprocessor the model was trained behind.
+        task: ``classification`` or ``regression``.
+        label_names: Class names in output order (classification).
+        data_fingerprint: Fingerprint of the training data, for lineage.
+        config: The full training configuration.
+        history: One dict of metrics per epoch (empty for one-shot estimators).
+        metrics: Validation metrics of the kept model.
+    """
+
+    model: Any
+    preprocessor: Preprocessor
+    task: str
+    label_names: tuple[str, ...] | None
+    data_fingerprint: str
+    config: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_torch(self) -> bool:
+        return hasattr(self.model, "state_dict") and hasattr(self.model, "forward")
+
+    def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
+        """In-memory probabilities (classification) or values (regression) for raw inputs."""
+        feed = self.preprocessor.transform(inputs)
+        if self.is_torch:
+            import torch
+
+            self.model.eval()
+            with torch.no_grad():
+                out = self.model(*(torch.from_numpy(v) for v in feed.values()))
+            if self.task == "classification":
+                return torch.softmax(out.float(), dim=-1).numpy()  # type: ignore[no-any-return]
+            return out.float().reshape(-1).numpy()  # type: ignore[no-any-return]
+        if self.task == "classification":
+            return np.asarray(self.model.predict_proba(feed["input"]))
+        return np.asarray(self.model.predict(feed["input"]))
+
+    def export(
+        self,
+        out: str | Path,
+        sample_inputs: Sequence[Any],
+        *,
+        name: str | None = None,
+        metrics: dict[str, float] | None = None,
+        parent: str | None = None,
+        torchscript: bool = False,
+        overwrite: bool = False,
+    ) -> Package:
+        """Write the model as a package; parity is checked on ``sample_inputs``."""
+        common: dict[str, Any] = {
+            "task": self.task,
+            "sample_inputs": sample_inputs,
+            "label_names": self.label_names,
+            "name": name,
+            "metrics": {**self.metrics, **(metrics or {})},
+            "data_fingerprint": self.data_fingerprint,
+            "training_config": {**self.config, "history": self.history},
+            "parent": parent,
+            "overwrite": overwrite,
+        }
+        if self.is_torch:
+            from tuneserve.exporters import export_torch
+
+            return export_torch(self.model, self.preprocessor, out, torchscript=torchscript, **common)
+        from tuneserve.exporters import export_sklearn
+
+        return export_sklearn(self.model, self.preprocessor, out, **common)
