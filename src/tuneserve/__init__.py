@@ -1,0 +1,84 @@
+"""tuneserve: turn a pretrained model into a served, versioned, compressed classifier.
+
+The public API is what ``__all__`` lists. Names load lazily, so ``import tuneserve`` stays
+fast and never imports torch; torch loads only when a training or export name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from tuneserve._version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from tuneserve.data import Dataset, Splits, kfold, split
+    from tuneserve.data import load as load_dataset
+    from tuneserve.exceptions import (
+        ChecksumError,
+        DataError,
+        ExportError,
+        InvalidInputError,
+        NotFoundError,
+        PackageError,
+        PackageFormatError,
+        TuneserveError,
+    )
+    from tuneserve.exporters import export_sklearn, export_torch, export_torchscript
+    from tuneserve.package import Manifest, Package
+    from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor
+    from tuneserve.runtime import Prediction, Predictor
+    from tuneserve.training import CNNConfig, TrainedModel, train_cnn, train_logistic_regression
+    from tuneserve.backbones import SmallCNN
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "Dataset": ("tuneserve.data", "Dataset"),
+    "Splits": ("tuneserve.data", "Splits"),
+    "load_dataset": ("tuneserve.data", "load"),
+    "split": ("tuneserve.data", "split"),
+    "kfold": ("tuneserve.data", "kfold"),
+    "Package": ("tuneserve.package", "Package"),
+    "Manifest": ("tuneserve.package", "Manifest"),
+    "Predictor": ("tuneserve.runtime", "Predictor"),
+    "Prediction": ("tuneserve.runtime", "Prediction"),
+    "ImagePreprocessor": ("tuneserve.preprocessing", "ImagePreprocessor"),
+    "TablePreprocessor": ("tuneserve.preprocessing", "TablePreprocessor"),
+    "TextPreprocessor": ("tuneserve.preprocessing", "TextPreprocessor"),
+    "export_torch": ("tuneserve.exporters", "export_torch"),
+    "export_sklearn": ("tuneserve.exporters", "export_sklearn"),
+    "export_torchscript": ("tuneserve.exporters", "export_torchscript"),
+    "SmallCNN": ("tuneserve.backbones", "SmallCNN"),
+    "CNNConfig": ("tuneserve.training", "CNNConfig"),
+    "TrainedModel": ("tuneserve.training", "TrainedModel"),
+    "train_cnn": ("tuneserve.training", "train_cnn"),
+    "train_logistic_regression": ("tuneserve.training", "train_logistic_regression"),
+    **{
+        name: ("tuneserve.exceptions", name)
+        for name in (
+            "ChecksumError",
+            "DataError",
+            "ExportError",
+            "InvalidInputError",
+            "NotFoundError",
+            "PackageError",
+            "PackageFormatError",
+            "TuneserveError",
+        )
+    },
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'tuneserve' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,78 @@
+"""Entry point: ``tuneserve``. Heavy libraries load inside commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from tuneserve._version import __version__
+
+from . import data, demo, package, predict
+
+app = typer.Typer(
+    name="tuneserve",
+    help="Fine-tune, evaluate, package and serve classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.add_typer(package.app, name="package")
+app.command("predict")(predict.predict)
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tuneserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """tuneserve: turn a pretrained model into a served classifier."""
+    if debug:
+        os.environ["TUNESERVE_DEBUG"] = "1"
+
+
+def _debug() -> bool:
+    return "--debug" in sys.argv or os.environ.get("TUNESERVE_DEBUG") == "1"
+
+
+def run() -> None:
+    """Console-script entry: one clear line per error, the traceback only with ``--debug``."""
+    from tuneserve.exceptions import TuneserveError
+
+    try:
+        app(prog_name="tuneserve")
+    except TuneserveError as exc:
+        if _debug():
+            traceback.print_exc()
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="yellow", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if _debug():
+            traceback.print_exc()
+        typer.secho(
+            f"error: internal error {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback, and please report it)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

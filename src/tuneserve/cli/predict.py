@@ -1,0 +1,152 @@
+"""``tuneserve predict PACKAGE INPUT...``: run a package on files, tables or strings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ._output import console, print_json
+
+
+def _path(item: str) -> Path | None:
+    """``item`` as an existing path, or None (a JSON row or a sentence is no file name)."""
+    try:
+        path = Path(item).expanduser()
+        return path if path.exists() else None
+    except (OSError, ValueError):  # too long for a file name, or a NUL byte
+        return None
+
+
+def _image_inputs(items: list[str]) -> tuple[list[Any], list[str]]:
+    from tuneserve.data import list_images
+    from tuneserve.exceptions import InvalidInputError, NotFoundError
+
+    paths: list[Path] = []
+    for item in items:
+        path = _path(item)
+        if path is not None and path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InvalidInputError(f"folder {path} holds no images (.png, .jpg, .jpeg, .bmp)")
+            paths.extend(found)
+        elif path is not None and path.is_file():
+            paths.append(path)
+        else:
+            raise NotFoundError(f"image {item!r} not found; pass image files or folders of them")
+    return list(paths), [str(p) for p in paths]
+
+
+def _table_inputs(items: list[str]) -> tuple[list[Any], list[str]]:
+    from tuneserve.data import TABLE_SUFFIXES, read_frame
+    from tuneserve.exceptions import InvalidInputError
+
+    rows: list[Any] = []
+    names: list[str] = []
+    for item in items:
+        path = _path(item)
+        if path is not None and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+            frame = read_frame(path)
+            rows.extend(frame.to_dict("records"))
+            names.extend(f"{path.name}:{i}" for i in range(len(frame)))
+            continue
+        try:
+            row = json.loads(item)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict | list):
+            raise InvalidInputError(
+                f"cannot read table input {item!r}: pass a CSV/TSV/Parquet/JSONL file or a JSON "
+                'row such as \'{"column": 1.5}\''
+            )
+        rows.append(row)
+        names.append(f"row {len(names)}")
+    return rows, names
+
+
+def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], list[str]]:
+    from tuneserve.data import TABLE_SUFFIXES, read_frame
+    from tuneserve.exceptions import DataError
+
+    texts: list[str] = []
+    names: list[str] = []
+    for item in items:
+        path = _path(item)
+        if path is None or not path.is_file():
+            texts.append(item)
+            names.append(item if len(item) <= 40 else item[:37] + "...")
+        elif path.suffix.lower() == ".txt":
+            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            texts.extend(lines)
+            names.extend(f"{path.name}:{i + 1}" for i in range(len(lines)))
+        elif path.suffix.lower() in TABLE_SUFFIXES:
+            frame = read_frame(path)
+            column = text_column or ("text" if "text" in frame.columns else None)
+            if column is None or column not in frame.columns:
+                raise DataError(
+                    f"no text column in {path}; columns are {list(frame.columns)}. "
+                    "Hint: pass --text-column NAME"
+                )
+            texts.extend(frame[column].astype(str).tolist())
+            names.extend(f"{path.name}:{i}" for i in range(len(frame)))
+        else:
+            texts.append(item)
+            names.append(item if len(item) <= 40 else item[:37] + "...")
+    return texts, names
+
+
+def predict(
+    package: str = typer.Argument(..., help="Package directory."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="Image files or folders; a CSV/Parquet/JSONL file or JSON rows for tables; "
+        "strings, a .txt file (one text per line) or a CSV for text.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Inputs per ONNX Runtime call."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Classes shown per input (table view)."),
+    text_column: str | None = typer.Option(None, "--text-column", help="Text column of a CSV."),
+) -> None:
+    """Predict with a package (ONNX Runtime; torch is never loaded)."""
+    from tuneserve.runtime import Predictor
+
+    predictor = Predictor(package, batch_size=batch_size)
+    modality = predictor.manifest.modality
+    if modality == "image":
+        raw, names = _image_inputs(inputs)
+    elif modality == "table":
+        raw, names = _table_inputs(inputs)
+    else:
+        raw, names = _text_inputs(inputs, text_column)
+    predictions = predictor.predict(raw)
+    if as_json:
+        print_json(
+            {
+                "model": predictor.manifest.name,
+                "package_id": predictor.package.id,
+                "predictions": [
+                    {"input": n, **p.to_dict()} for n, p in zip(names, predictions, strict=True)
+                ],
+            }
+        )
+        return
+    from rich.table import Table
+
+    if predictor.manifest.task == "regression":
+        table = Table("input", "prediction")
+        for n, p in zip(names, predictions, strict=True):
+            table.add_row(n, f"{p.value:.6g}")
+    else:
+        table = Table("input", "label", "confidence", f"top {top_k}")
+        for n, p in zip(names, predictions, strict=True):
+            assert p.probabilities is not None and p.label is not None
+            top = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:top_k]
+            table.add_row(
+                n,
+                p.label,
+                f"{p.probabilities[p.label]:.3f}",
+                ", ".join(f"{k} {v:.2f}" for k, v in top),
+            )
+    console().print(table)

@@ -1,0 +1,127 @@
+"""The built-in demo: the whole pipeline so far, on real data, offline.
+
+Trains the built-in CNN on scikit-learn's digits, writes a package, predicts test images
+saved as PNG files through the torch-free runtime, and reports test accuracy; then does the
+same for logistic regression on breast_cancer. Later stages extend it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced, for callers and tests."""
+
+    cnn_package: Path
+    cnn_test_accuracy: float
+    cnn_parity: float
+    sample_dir: Path
+    tabular_package: Path
+    tabular_test_accuracy: float
+
+
+def _save_samples(images: list[np.ndarray], labels: list[str], folder: Path) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        path = folder / f"test{i:02d}_true{label}.png"
+        pixels = np.round(img[:, :, 0] * 255).astype(np.uint8)  # (8, 8) grayscale
+        Image.fromarray(pixels, mode="L").save(path)
+        paths.append(path)
+    return paths
+
+
+def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 0) -> DemoResult:
+    """Run the demo, writing packages under ``out``; print what happens on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tuneserve.data import load, split
+    from tuneserve.runtime import Predictor
+    from tuneserve.training import CNNConfig, train_cnn, train_logistic_regression
+
+    con = Console()
+    con.rule("[bold]1. data: digits (scikit-learn, 8x8 grayscale images)")
+    digits = load("digits")
+    parts = split(digits, validation=0.1, test=0.2, seed=seed)
+    con.print(
+        f"{len(digits)} images, {digits.num_classes} classes, fingerprint "
+        f"{digits.fingerprint[:23]}...; split {len(parts.train)} train / "
+        f"{len(parts.validation)} validation / {len(parts.test)} test (stratified, seed {seed})"
+    )
+
+    con.rule("[bold]2. train the built-in CNN")
+    trained = train_cnn(parts.train, parts.validation, CNNConfig(epochs=epochs, seed=seed))
+    best = trained.config["best_epoch"]
+    con.print(
+        f"best epoch {best} of {len(trained.history)}: validation accuracy "
+        f"{trained.metrics['val_accuracy']:.4f}"
+    )
+    memory_probs = trained.predict_proba(parts.test.X)
+    memory_acc = float(np.mean(memory_probs.argmax(1) == parts.test.y))
+
+    con.rule("[bold]3. export a model package (ONNX + manifest + checksums)")
+    cnn_dir = out / "digits-cnn"
+    package = trained.export(
+        cnn_dir,
+        parts.test.X,
+        name="digits-cnn",
+        metrics={"test_accuracy": memory_acc},
+        torchscript=True,
+        overwrite=True,
+    )
+    con.print(
+        f"wrote {package.path} ({package.id}, {package.size_bytes() / 1e3:.0f} kB); ONNX vs "
+        f"torch max |diff| on the test split: {package.manifest.graph.parity_max_abs_diff:.2e}"
+    )
+
+    con.rule("[bold]4. predict with the runtime (ONNX Runtime, no torch)")
+    predictor = Predictor(package)
+    labels = digits.label_names or ()
+    sample_dir = out / "digit-samples"
+    samples = _save_samples(
+        parts.test.X[:10], [labels[c] for c in parts.test.y[:10]], sample_dir
+    )
+    table = Table("file", "true", "predicted", "confidence")
+    for path, code, pred in zip(samples, parts.test.y[:10], predictor.predict(samples), strict=True):
+        assert pred.label is not None and pred.probabilities is not None
+        ok = "" if pred.label == labels[code] else "  [red]x[/red]"
+        table.add_row(path.name, labels[code], pred.label + ok, f"{pred.probabilities[pred.label]:.3f}")
+    con.print(table)
+    runtime_probs = predictor.predict_proba(parts.test.X)
+    test_acc = float(np.mean(runtime_probs.argmax(1) == parts.test.y))
+    parity = float(np.max(np.abs(runtime_probs - memory_probs)))
+    con.print(
+        f"[bold green]digits CNN test accuracy (runtime): {test_acc:.4f}[/bold green] on "
+        f"{len(parts.test)} held-out images; in-memory model: {memory_acc:.4f}; "
+        f"max |probability diff| {parity:.2e}"
+    )
+
+    con.rule("[bold]5. a table: logistic regression on breast_cancer")
+    cancer = load("breast_cancer")
+    cparts = split(cancer, seed=seed)
+    logreg = train_logistic_regression(cparts.train, cparts.validation)
+    tab_pkg = logreg.export(out / "breast-cancer-logreg", cparts.test.X, name="breast-cancer-logreg", overwrite=True)
+    tab_probs = Predictor(tab_pkg).predict_proba(cparts.test.X)
+    tab_acc = float(np.mean(tab_probs.argmax(1) == cparts.test.y))
+    con.print(f"[bold green]breast_cancer test accuracy (runtime): {tab_acc:.4f}[/bold green]")
+
+    con.rule("[bold]next")
+    con.print(f"tuneserve package show {cnn_dir}")
+    con.print(f"tuneserve predict {cnn_dir} {sample_dir}")
+    con.print(f"tuneserve data show digits")
+    return DemoResult(
+        cnn_package=package.path,
+        cnn_test_accuracy=test_acc,
+        cnn_parity=parity,
+        sample_dir=sample_dir,
+        tabular_package=tab_pkg.path,
+        tabular_test_accuracy=tab_acc,
+    )

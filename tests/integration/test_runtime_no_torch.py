@@ -1,0 +1,41 @@
+"""The runtime (and so the server) never imports torch: checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _run(code: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_predicting_a_package_never_imports_torch(digits_package, cancer_package):
+    code = f"""
+import json, sys
+import numpy as np
+from tuneserve.runtime import Predictor
+from tuneserve.data import load
+digits = load("digits")
+p = Predictor({str(digits_package)!r})
+img = p.predict(digits.X[:3])
+tab = Predictor({str(cancer_package)!r}).predict(load("breast_cancer").X.head(3))
+print(json.dumps({{"torch": "torch" in sys.modules, "labels": [x.label for x in img + tab]}}))
+"""
+    result = _run(code)
+    assert result["torch"] is False
+    assert len(result["labels"]) == 6
+
+
+def test_importing_tuneserve_and_cli_stays_light():
+    code = """
+import json, sys
+import tuneserve
+from tuneserve.cli import main
+heavy = [m for m in ("torch", "onnxruntime", "sklearn", "pandas", "transformers") if m in sys.modules]
+print(json.dumps({"heavy": heavy}))
+"""
+    assert _run(code)["heavy"] == []
