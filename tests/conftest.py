@@ -107,7 +107,12 @@ def text_package(text_model, tmp_path_factory) -> Path:
     model, pre, texts, _ = text_model
     out = tmp_path_factory.mktemp("packages") / "reviews"
     export_torch(
-        model, pre, out, task="classification", sample_inputs=texts,
-        label_names=["negative", "positive"], name="reviews",
+        model,
+        pre,
+        out,
+        task="classification",
+        sample_inputs=texts,
+        label_names=["negative", "positive"],
+        name="reviews",
     )
     return out

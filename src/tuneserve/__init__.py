@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tuneserve._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from tuneserve.backbones import SmallCNN
     from tuneserve.data import Dataset, Splits, kfold, split
     from tuneserve.data import load as load_dataset
     from tuneserve.exceptions import (
@@ -29,7 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor
     from tuneserve.runtime import Prediction, Predictor
     from tuneserve.training import CNNConfig, TrainedModel, train_cnn, train_logistic_regression
-    from tuneserve.backbones import SmallCNN
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "Dataset": ("tuneserve.data", "Dataset"),
@@ -67,7 +67,37 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     },
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "CNNConfig",
+    "ChecksumError",
+    "DataError",
+    "Dataset",
+    "ExportError",
+    "ImagePreprocessor",
+    "InvalidInputError",
+    "Manifest",
+    "NotFoundError",
+    "Package",
+    "PackageError",
+    "PackageFormatError",
+    "Prediction",
+    "Predictor",
+    "SmallCNN",
+    "Splits",
+    "TablePreprocessor",
+    "TextPreprocessor",
+    "TrainedModel",
+    "TuneserveError",
+    "__version__",
+    "export_sklearn",
+    "export_torch",
+    "export_torchscript",
+    "kfold",
+    "load_dataset",
+    "split",
+    "train_cnn",
+    "train_logistic_regression",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -86,14 +86,16 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
     predictor = Predictor(package)
     labels = digits.label_names or ()
     sample_dir = out / "digit-samples"
-    samples = _save_samples(
-        parts.test.X[:10], [labels[c] for c in parts.test.y[:10]], sample_dir
-    )
+    samples = _save_samples(parts.test.X[:10], [labels[c] for c in parts.test.y[:10]], sample_dir)
     table = Table("file", "true", "predicted", "confidence")
-    for path, code, pred in zip(samples, parts.test.y[:10], predictor.predict(samples), strict=True):
+    for path, code, pred in zip(
+        samples, parts.test.y[:10], predictor.predict(samples), strict=True
+    ):
         assert pred.label is not None and pred.probabilities is not None
         ok = "" if pred.label == labels[code] else "  [red]x[/red]"
-        table.add_row(path.name, labels[code], pred.label + ok, f"{pred.probabilities[pred.label]:.3f}")
+        table.add_row(
+            path.name, labels[code], pred.label + ok, f"{pred.probabilities[pred.label]:.3f}"
+        )
     con.print(table)
     runtime_probs = predictor.predict_proba(parts.test.X)
     test_acc = float(np.mean(runtime_probs.argmax(1) == parts.test.y))
@@ -108,7 +110,9 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
     cancer = load("breast_cancer")
     cparts = split(cancer, seed=seed)
     logreg = train_logistic_regression(cparts.train, cparts.validation)
-    tab_pkg = logreg.export(out / "breast-cancer-logreg", cparts.test.X, name="breast-cancer-logreg", overwrite=True)
+    tab_pkg = logreg.export(
+        out / "breast-cancer-logreg", cparts.test.X, name="breast-cancer-logreg", overwrite=True
+    )
     tab_probs = Predictor(tab_pkg).predict_proba(cparts.test.X)
     tab_acc = float(np.mean(tab_probs.argmax(1) == cparts.test.y))
     con.print(f"[bold green]breast_cancer test accuracy (runtime): {tab_acc:.4f}[/bold green]")
@@ -116,7 +120,7 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
     con.rule("[bold]next")
     con.print(f"tuneserve package show {cnn_dir}")
     con.print(f"tuneserve predict {cnn_dir} {sample_dir}")
-    con.print(f"tuneserve data show digits")
+    con.print("tuneserve data show digits")
     return DemoResult(
         cnn_package=package.path,
         cnn_test_accuracy=test_acc,

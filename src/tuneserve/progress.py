@@ -48,6 +48,9 @@ def progress_bar(
             info = "  ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
             )
-            progress.update(task, advance=n, **({"info": info} if fields else {}))
+            if fields:
+                progress.update(task, advance=n, info=info)
+            else:
+                progress.update(task, advance=n)
 
         yield advance

@@ -16,7 +16,10 @@ CLI = [str(Path(sys.executable).parent / "tuneserve")]
 
 def tuneserve(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout,
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**__import__("os").environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
     if check:
@@ -100,7 +103,9 @@ def test_predict_table_csv_and_json_row(cancer_package, cancer_splits, tmp_path)
 
     rows = cancer_splits.test.X.head(5)
     rows.to_csv(tmp_path / "rows.csv", index=False)
-    result = json.loads(tuneserve("predict", str(cancer_package), str(tmp_path / "rows.csv"), "--json").stdout)
+    result = json.loads(
+        tuneserve("predict", str(cancer_package), str(tmp_path / "rows.csv"), "--json").stdout
+    )
     expected = [p.label for p in Predictor(cancer_package).predict(rows)]
     assert [p["label"] for p in result["predictions"]] == expected
     one = json.dumps(rows.iloc[0].to_dict())
@@ -113,7 +118,9 @@ def test_predict_table_csv_and_json_row(cancer_package, cancer_splits, tmp_path)
 
 def test_predict_text_strings(text_package):
     result = json.loads(
-        tuneserve("predict", str(text_package), "terrible food, never again", "cold soup", "--json").stdout
+        tuneserve(
+            "predict", str(text_package), "terrible food, never again", "cold soup", "--json"
+        ).stdout
     )
     assert [p["label"] for p in result["predictions"]] == ["negative", "negative"]
 

@@ -14,7 +14,9 @@ from tuneserve.preprocessing import TablePreprocessor
 from tuneserve.runtime import Predictor
 
 
-def test_torch_cnn_package_matches_memory_on_test_split(digits_model, digits_splits, digits_package):
+def test_torch_cnn_package_matches_memory_on_test_split(
+    digits_model, digits_splits, digits_package
+):
     test = digits_splits.test
     expected = digits_model.predict_proba(test.X)
     actual = Predictor(digits_package, batch_size=50).predict_proba(test.X)
@@ -47,7 +49,9 @@ def test_sklearn_regressor_parity(tmp_path):
     parts = split(load("diabetes"), seed=1)
     pre = TablePreprocessor().fit(parts.train.X)
     model = Ridge().fit(pre.transform(parts.train.X)["input"], parts.train.y)
-    pkg = export_sklearn(model, pre, tmp_path / "ridge", task="regression", sample_inputs=parts.test.X)
+    pkg = export_sklearn(
+        model, pre, tmp_path / "ridge", task="regression", sample_inputs=parts.test.X
+    )
     values = Predictor(pkg).run(parts.test.X)
     expected = model.predict(pre.transform(parts.test.X)["input"])
     assert values.shape == (len(parts.test),)
@@ -63,9 +67,7 @@ def test_torchscript_export_matches_torch(digits_model, digits_splits, tmp_path)
     loaded = torch.jit.load(str(path))
     x = torch.from_numpy(digits_model.preprocessor.transform(digits_splits.test.X)["input"])
     with torch.no_grad():
-        np.testing.assert_allclose(
-            loaded(x).numpy(), digits_model.model(x).numpy(), atol=1e-5
-        )
+        np.testing.assert_allclose(loaded(x).numpy(), digits_model.model(x).numpy(), atol=1e-5)
     assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
 
 
@@ -111,8 +113,12 @@ def test_export_refuses_a_model_that_breaks_parity(tmp_path, digits_splits):
     pre = ImagePreprocessor().fit(digits_splits.train.X)
     with pytest.raises(ExportError, match="disagrees with the original"):
         export_torch(
-            Flaky(), pre, tmp_path / "flaky", task="classification",
-            sample_inputs=digits_splits.test.X[:16], label_names=[str(i) for i in range(10)],
+            Flaky(),
+            pre,
+            tmp_path / "flaky",
+            task="classification",
+            sample_inputs=digits_splits.test.X[:16],
+            label_names=[str(i) for i in range(10)],
         )
     assert not (tmp_path / "flaky").exists()
 
@@ -125,6 +131,10 @@ def test_sklearn_export_refuses_classes_out_of_order(tmp_path, cancer_splits):
     model = LogisticRegression(max_iter=500).fit(x, np.where(cancer_splits.train.y == 0, 5, 7))
     with pytest.raises(ExportError, match=r"classes_ are \[5, 7\]"):
         export_sklearn(
-            model, pre, tmp_path / "bad", task="classification",
-            sample_inputs=cancer_splits.test.X, label_names=["malignant", "benign"],
+            model,
+            pre,
+            tmp_path / "bad",
+            task="classification",
+            sample_inputs=cancer_splits.test.X,
+            label_names=["malignant", "benign"],
         )

@@ -35,7 +35,8 @@ def test_importing_tuneserve_and_cli_stays_light():
 import json, sys
 import tuneserve
 from tuneserve.cli import main
-heavy = [m for m in ("torch", "onnxruntime", "sklearn", "pandas", "transformers") if m in sys.modules]
+names = ("torch", "onnxruntime", "sklearn", "pandas", "transformers")
+heavy = [m for m in names if m in sys.modules]
 print(json.dumps({"heavy": heavy}))
 """
     assert _run(code)["heavy"] == []

@@ -35,3 +35,7 @@ def test_top_level_lists_the_pipeline() -> None:
         assert name in tuneserve.__all__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         tuneserve.nope  # noqa: B018
+
+
+def test_top_level_all_matches_lazy_table() -> None:
+    assert sorted(tuneserve.__all__) == sorted([*tuneserve._EXPORTS, "__version__"])

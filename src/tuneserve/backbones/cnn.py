@@ -57,4 +57,4 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, channels, h, w)`` images to ``(batch, num_classes)`` logits."""
-        return self.head(self.features(x))  # type: ignore[no-any-return]
+        return self.head(self.features(x))

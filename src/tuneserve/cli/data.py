@@ -17,8 +17,9 @@ TEXT_COLUMN = typer.Option(None, "--text-column", help="Text column: load the fi
 @app.command("show")
 def show(
     source: str = typer.Argument(
-        ..., help="Built-in name (digits, breast_cancer, wine, iris, diabetes), image folder, "
-        "or a CSV/TSV/Parquet/JSONL file."
+        ...,
+        help="Built-in name (digits, breast_cancer, wine, iris, diabetes), image folder, "
+        "or a CSV/TSV/Parquet/JSONL file.",
     ),
     label_column: str | None = LABEL_COLUMN,
     text_column: str | None = TEXT_COLUMN,
@@ -59,7 +60,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if "target" in summary:
         t = summary["target"]
         out.print(
-            f"target: mean {t['mean']:.4g}, std {t['std']:.4g}, range [{t['min']:.4g}, {t['max']:.4g}]"
+            f"target: mean {t['mean']:.4g}, std {t['std']:.4g}, "
+            f"range [{t['min']:.4g}, {t['max']:.4g}]"
         )
     if "features" in summary:
         feats = summary["features"]
@@ -70,4 +72,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
         out.print(f"image shapes (h x w x c): {summary['image_shapes']}")
     if "words_per_text" in summary:
         w = summary["words_per_text"]
-        out.print(f"text column {summary['text_column']!r}: {w['mean']} words on average, max {w['max']}")
+        out.print(
+            f"text column {summary['text_column']!r}: {w['mean']} words on average, max {w['max']}"
+        )

@@ -26,7 +26,8 @@ def show(
         return
     out = console()
     out.print(f"[bold]{m.name}[/bold]  {pkg.id}  ({pkg.path})")
-    out.print(f"{m.task}, {m.modality}, format {m.format_version}, {pkg.size_bytes() / 1e6:.2f} MB, checksums OK")
+    size_mb = pkg.size_bytes() / 1e6
+    out.print(f"{m.task}, {m.modality}, format {m.format_version}, {size_mb:.2f} MB, checksums OK")
     if m.label_names:
         out.print(f"labels ({len(m.label_names)}): {', '.join(m.label_names)}")
     out.print(f"input: {m.input_schema}")

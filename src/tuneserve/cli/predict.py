@@ -59,7 +59,7 @@ def _table_inputs(items: list[str]) -> tuple[list[Any], list[str]]:
         if not isinstance(row, dict | list):
             raise InvalidInputError(
                 f"cannot read table input {item!r}: pass a CSV/TSV/Parquet/JSONL file or a JSON "
-                'row such as \'{"column": 1.5}\''
+                "row such as '{\"column\": 1.5}'"
             )
         rows.append(row)
         names.append(f"row {len(names)}")

@@ -16,7 +16,7 @@ BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
 def _loader(name: str) -> Callable[..., Any]:
     from sklearn import datasets
 
-    return getattr(datasets, f"load_{name}")  # type: ignore[no-any-return]
+    return getattr(datasets, f"load_{name}")
 
 
 def load_builtin(name: str) -> Dataset:

@@ -75,7 +75,7 @@ def _is_free_text(series: pd.Series) -> bool:
     if len(values) == 0:
         return False
     words = values.str.split().str.len()
-    return bool(words.mean() >= 3 or values.nunique() > 0.5 * len(values) and words.mean() > 1)
+    return bool(words.mean() >= 3 or (values.nunique() > 0.5 * len(values) and words.mean() > 1))
 
 
 def _infer_task(labels: pd.Series) -> Task:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from tuneserve.preprocessing import Preprocessor
 PARITY_TOLERANCE = 1e-4
 
 
-def check_task(task: str, label_names: list[str] | tuple[str, ...] | None) -> None:
+def check_task(task: str, label_names: Sequence[str] | None) -> None:
     if task not in ("classification", "regression"):
         raise InvalidInputError(f"task must be classification or regression, got {task!r}")
     if task == "classification" and (not label_names or len(label_names) < 2):
@@ -35,7 +35,7 @@ def write_package(
     *,
     name: str | None,
     task: str,
-    label_names: list[str] | tuple[str, ...] | None,
+    label_names: Sequence[str] | None,
     preprocessor: Preprocessor,
     graph_bytes: bytes,
     graph: Graph,

@@ -104,7 +104,9 @@ def export_sklearn(
         inputs=["input"],
         output=output,
         output_kind="probabilities" if classification else "prediction",
-        opset=next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None),
+        opset=next(
+            (o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None
+        ),
         parity_max_abs_diff=diff,
     )
     config = {"estimator": type(estimator).__qualname__, **dict(training_config or {})}

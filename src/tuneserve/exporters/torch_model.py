@@ -96,7 +96,9 @@ def _to_onnx(
                 dynamic_shapes=(dynamic,),  # one entry: the *inputs tuple of forward
             )
     except Exception as exc:  # the exporter raises many unrelated types
-        raise ExportError(f"torch.onnx.export failed for {type(head.model).__name__}: {exc}") from exc
+        raise ExportError(
+            f"torch.onnx.export failed for {type(head.model).__name__}: {exc}"
+        ) from exc
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +183,9 @@ def export_torch(
         inputs=list(trace_feed),
         output="output",
         output_kind="probabilities" if task == "classification" else "prediction",
-        opset=next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None),
+        opset=next(
+            (o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None
+        ),
         parity_max_abs_diff=diff,
     )
     config = {"model_class": type(model).__qualname__, **dict(training_config or {})}
@@ -214,7 +218,7 @@ def trace_torchscript(
         # torch.jit.trace is deprecated upstream, but TorchScript is what C++/LibTorch users load.
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, _tensors(feed))
-    return traced  # type: ignore[no-any-return]
+    return traced
 
 
 def export_torchscript(

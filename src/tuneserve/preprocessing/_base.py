@@ -105,4 +105,4 @@ def as_batch(inputs: Any, what: str) -> Sequence[Any]:
         )
     if len(inputs) == 0:
         raise InvalidInputError(f"inputs is empty; send at least one {what.rstrip('s')}")
-    return inputs  # type: ignore[no-any-return]
+    return inputs

@@ -141,7 +141,9 @@ class ImagePreprocessor(Preprocessor):
         if arr.shape[:2] != (h, w):
             planes = [
                 np.asarray(
-                    Image.fromarray(arr[:, :, c], mode="F").resize((w, h), Image.Resampling.BILINEAR)
+                    Image.fromarray(arr[:, :, c], mode="F").resize(
+                        (w, h), Image.Resampling.BILINEAR
+                    )
                 )
                 for c in range(arr.shape[2])
             ]
@@ -173,7 +175,7 @@ class ImagePreprocessor(Preprocessor):
     @classmethod
     def from_spec(cls, spec: dict[str, Any], assets: Path | None = None) -> Self:
         return cls(
-            size=tuple(spec["size"]),  # type: ignore[arg-type]
+            size=tuple(spec["size"]),
             channels=spec["channels"],
             mean=spec["mean"],
             std=spec["std"],

@@ -136,8 +136,10 @@ class TablePreprocessor(Preprocessor):
                 index = {c: j for j, c in enumerate(cats)}
                 onehot = np.zeros((len(frame), len(cats)), dtype=np.float64)
                 for i, v in enumerate(series):
-                    j = None if v is None or (isinstance(v, float) and np.isnan(v)) else index.get(
-                        str(v)
+                    j = (
+                        None
+                        if v is None or (isinstance(v, float) and np.isnan(v))
+                        else index.get(str(v))
                     )
                     if j is not None:
                         onehot[i, j] = 1.0

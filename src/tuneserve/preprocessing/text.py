@@ -66,7 +66,9 @@ class TextPreprocessor(Preprocessor):
         max_length: int = 128,
         model_inputs: tuple[str, ...] | list[str] = DEFAULT_INPUTS,
     ) -> None:
-        self.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+        self.tokenizer = (
+            tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+        )
         self.max_length = max_length
         self.model_inputs = tuple(model_inputs)
         unknown = set(self.model_inputs) - {"input_ids", "attention_mask", "token_type_ids"}
@@ -86,7 +88,7 @@ class TextPreprocessor(Preprocessor):
         if pad.get("pad_token") is None and tok.token_to_id("[PAD]") is None:
             for candidate in ("<pad>", "<|endoftext|>", "</s>"):
                 if tok.token_to_id(candidate) is not None:
-                    pad_token, pad_id = candidate, int(tok.token_to_id(candidate))
+                    pad_token, pad_id = candidate, tok.token_to_id(candidate) or 0
                     break
         tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
 

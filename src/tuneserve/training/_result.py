@@ -51,8 +51,8 @@ class TrainedModel:
             with torch.no_grad():
                 out = self.model(*(torch.from_numpy(v) for v in feed.values()))
             if self.task == "classification":
-                return torch.softmax(out.float(), dim=-1).numpy()  # type: ignore[no-any-return]
-            return out.float().reshape(-1).numpy()  # type: ignore[no-any-return]
+                return torch.softmax(out.float(), dim=-1).numpy()
+            return out.float().reshape(-1).numpy()
         if self.task == "classification":
             return np.asarray(self.model.predict_proba(feed["input"]))
         return np.asarray(self.model.predict(feed["input"]))
@@ -83,7 +83,9 @@ class TrainedModel:
         if self.is_torch:
             from tuneserve.exporters import export_torch
 
-            return export_torch(self.model, self.preprocessor, out, torchscript=torchscript, **common)
+            return export_torch(
+                self.model, self.preprocessor, out, torchscript=torchscript, **common
+            )
         from tuneserve.exporters import export_sklearn
 
         return export_sklearn(self.model, self.preprocessor, out, **common)

@@ -49,9 +49,7 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float
     return loss, acc
 
 
-def train_cnn(
-    train: Dataset, validation: Dataset, config: CNNConfig | None = None
-) -> TrainedModel:
+def train_cnn(train: Dataset, validation: Dataset, config: CNNConfig | None = None) -> TrainedModel:
     """Train :class:`SmallCNN` from scratch on an image classification data set.
 
     Each epoch trains on ``train`` and scores ``validation``; the epoch with the best
@@ -71,9 +69,11 @@ def train_cnn(
     preprocessor = ImagePreprocessor()
     preprocessor.fit(train.X)
     assert preprocessor.size is not None and preprocessor.channels is not None
-    size = tuple(s - s % 4 or 4 for s in preprocessor.size)
+    h, w = preprocessor.size
+    size = (h - h % 4 or 4, w - w % 4 or 4)  # the CNN pools twice by 2
     if size != preprocessor.size:
         preprocessor = ImagePreprocessor(size=size, channels=preprocessor.channels).fit(train.X)
+    channels, image_size = preprocessor.channels or 1, preprocessor.size or size
     x_train = torch.from_numpy(preprocessor.transform(train.X)["input"])  # (n, c, h, w)
     y_train = torch.from_numpy(train.y)
     x_val = torch.from_numpy(preprocessor.transform(validation.X)["input"])
@@ -81,8 +81,8 @@ def train_cnn(
 
     model = SmallCNN(
         num_classes=train.num_classes,
-        in_channels=preprocessor.channels,
-        image_size=preprocessor.size,
+        in_channels=channels,
+        image_size=image_size,
         width=config.width,
         hidden=config.hidden,
     )
@@ -91,7 +91,13 @@ def train_cnn(
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     history: list[dict[str, float]] = []
-    best_acc, best_loss, best_state, best_epoch, stale = -1.0, float("inf"), copy.deepcopy(model.state_dict()), 0, 0
+    best_acc, best_loss, best_state, best_epoch, stale = (
+        -1.0,
+        float("inf"),
+        copy.deepcopy(model.state_dict()),
+        0,
+        0,
+    )
     steps = int(np.ceil(len(x_train) / config.batch_size))
     with progress_bar("training cnn", total=config.epochs * steps) as advance:
         for epoch in range(1, config.epochs + 1):
