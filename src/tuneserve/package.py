@@ -214,7 +214,12 @@ class Package:
         if self.manifest.graph.file not in self.manifest.files:
             raise ChecksumError(f"package {self.path} does not list its graph in files")
         for name, expected in self.manifest.files.items():
-            file = self.path / _safe_relpath(name)
+            try:
+                file = self.path / _safe_relpath(name)
+            except InvalidInputError as exc:
+                raise PackageFormatError(
+                    f"package {self.path} lists file {name!r} outside the package; refusing it"
+                ) from exc
             if not file.is_file():
                 raise ChecksumError(f"package {self.path} is incomplete: {name} is missing")
             actual = sha256_file(file)

@@ -84,7 +84,7 @@ def _infer_task(labels: pd.Series) -> Task:
     values = labels.to_numpy(dtype=np.float64)
     integral = bool(np.all(np.equal(np.mod(values, 1), 0)))
     distinct = len(np.unique(values))
-    if integral and distinct <= MAX_INTEGER_CLASSES and distinct < max(len(values) / 2, 3):
+    if integral and distinct <= MAX_INTEGER_CLASSES and distinct <= max(len(values) / 2, 2):
         return "classification"
     return "regression"
 

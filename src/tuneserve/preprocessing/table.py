@@ -18,6 +18,30 @@ from ._base import Preprocessor, as_batch, register_preprocessor
 MAX_CATEGORIES = 256
 
 
+class _Plan:
+    """Column positions and constants precomputed once, so transform is vectorized."""
+
+    def __init__(self, columns: list[dict[str, Any]]) -> None:
+        self.columns = columns
+        numeric = [(j, c) for j, c in enumerate(columns) if c["kind"] == "numeric"]
+        cats = [(j, c) for j, c in enumerate(columns) if c["kind"] != "numeric"]
+        self.numeric_index = [j for j, _ in numeric]
+        self.numeric_names = [c["name"] for _, c in numeric]
+        self.mean = np.array([c["mean"] for _, c in numeric], dtype=np.float64)
+        self.std = np.array([c["std"] for _, c in numeric], dtype=np.float64)
+        self.categorical_index = [j for j, _ in cats]
+        self.categorical = [
+            {**c, "index": {v: k for k, v in enumerate(c["categories"])}} for _, c in cats
+        ]
+        positions, pos = [], 0
+        for c in columns:
+            positions.append(pos)
+            pos += 1 if c["kind"] == "numeric" else len(c["categories"])
+        self.width = pos
+        self.numeric_positions = [positions[j] for j in self.numeric_index]
+        self.categorical_positions = [positions[j] for j in self.categorical_index]
+
+
 @register_preprocessor
 class TablePreprocessor(Preprocessor):
     """Map table rows to one float32 matrix ``{"input": (batch, features)}``.
@@ -33,6 +57,7 @@ class TablePreprocessor(Preprocessor):
 
     def __init__(self, columns: list[dict[str, Any]] | None = None) -> None:
         self.columns = columns
+        self._cached_plan: _Plan | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -51,7 +76,7 @@ class TablePreprocessor(Preprocessor):
         return self.columns
 
     def fit(self, inputs: Any) -> Self:
-        frame = self._frame(inputs, fitting=True)
+        frame = self._fit_frame(inputs)
         columns: list[dict[str, Any]] = []
         for name in frame.columns:
             series = frame[name]
@@ -74,78 +99,106 @@ class TablePreprocessor(Preprocessor):
         self.columns = columns
         return self
 
-    def _frame(self, inputs: Any, fitting: bool = False) -> pd.DataFrame:
+    def _fit_frame(self, inputs: Any) -> pd.DataFrame:
         if isinstance(inputs, pd.DataFrame):
             if len(inputs) == 0:
                 raise InvalidInputError("inputs is empty; send at least one row")
             return inputs
-        rows = as_batch(inputs, "rows")
-        if fitting:
-            return pd.DataFrame(list(rows))
+        return pd.DataFrame(list(as_batch(inputs, "rows")))
+
+    def _missing_error(self, missing: list[str], present: list[str], where: str) -> None:
         names = [c["name"] for c in self._fitted()]
-        records: list[Mapping[str, Any]] = []
-        for i, row in enumerate(rows):
+        hints = []
+        for name in missing:
+            close = difflib.get_close_matches(name, [p for p in present if p not in names], n=1)
+            if close:
+                hints.append(f"{close[0]!r} -> {name!r}")
+        hint = f" Did you mean: {', '.join(hints)}?" if hints else ""
+        raise InvalidInputError(
+            f"{where} is missing column(s) {missing}; the model needs {names}.{hint}"
+        )
+
+    def _plan(self) -> _Plan:
+        columns = self._fitted()
+        if self._cached_plan is None or self._cached_plan.columns is not columns:
+            self._cached_plan = _Plan(columns)
+        return self._cached_plan
+
+    def _records(self, inputs: Any) -> list[Any]:
+        """Rows as value lists in model column order (dict rows are checked for keys)."""
+        names = [c["name"] for c in self._fitted()]
+        records: list[Any] = []
+        for i, row in enumerate(as_batch(inputs, "rows")):
             if isinstance(row, Mapping):
-                records.append(row)
+                try:
+                    records.append([row[n] for n in names])
+                except KeyError:
+                    missing = [n for n in names if n not in row]
+                    self._missing_error(missing, [str(k) for k in row], f"row {i}")
             elif isinstance(row, list | tuple | np.ndarray):
                 if len(row) != len(names):
                     raise InvalidInputError(
                         f"row {i} has {len(row)} values; the model takes {len(names)} columns "
                         f"in this order: {names}. Hint: send a dict keyed by column name"
                     )
-                records.append(dict(zip(names, row, strict=True)))
+                records.append(row)
             else:
                 raise InvalidInputError(
                     f"row {i} is a {type(row).__name__}; send a dict keyed by column name or a "
                     f"list of {len(names)} values in the order {names}"
                 )
-        return pd.DataFrame.from_records(records)
+        return records
+
+    @staticmethod
+    def _numbers(values: Any, names: list[str]) -> np.ndarray:
+        """``(n, len(names))`` float64; None and NaN stay NaN; a bad value names its cell."""
+        try:
+            # None becomes NaN; numeric strings such as "1.5" are accepted
+            return np.asarray(values, dtype=np.float64).reshape(-1, len(names))
+        except (ValueError, TypeError):
+            pass
+        for row, record in enumerate(values):
+            for name, value in zip(names, record, strict=True):
+                try:
+                    float(value if value is not None else "nan")
+                except (ValueError, TypeError):
+                    raise InvalidInputError(
+                        f"column {name!r} row {row} holds {value!r}, which is not a number; "
+                        "send a number or null for a missing value"
+                    ) from None
+        raise InvalidInputError(f"columns {names} hold values that are not numbers")
 
     def transform(self, inputs: Any) -> dict[str, np.ndarray]:
-        columns = self._fitted()
-        frame = self._frame(inputs)
-        missing = [c["name"] for c in columns if c["name"] not in frame.columns]
-        if missing:
-            hints = []
-            for name in missing:
-                close = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)
-                if close:
-                    hints.append(f"{close[0]!r} -> {name!r}")
-            hint = f" Did you mean: {', '.join(hints)}?" if hints else ""
-            raise InvalidInputError(
-                f"input is missing column(s) {missing}; the model needs "
-                f"{[c['name'] for c in columns]}.{hint}"
-            )
-        blocks: list[np.ndarray] = []
-        for col in columns:
-            series = frame[col["name"]]
-            if col["kind"] == "numeric":
-                values = pd.to_numeric(series, errors="coerce")
-                bad = values.isna() & series.notna()
-                if bad.any():
-                    row = int(np.flatnonzero(bad.to_numpy())[0])
-                    raise InvalidInputError(
-                        f"column {col['name']!r} row {row} holds {series.iloc[row]!r}, which is "
-                        "not a number; send a number or null for a missing value"
-                    )
-                arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
-                arr = np.where(np.isnan(arr), col["mean"], arr)
-                blocks.append(((arr - col["mean"]) / col["std"])[:, None])
-            else:
-                cats = col["categories"]
-                index = {c: j for j, c in enumerate(cats)}
-                onehot = np.zeros((len(frame), len(cats)), dtype=np.float64)
-                for i, v in enumerate(series):
-                    j = (
-                        None
-                        if v is None or (isinstance(v, float) and np.isnan(v))
-                        else index.get(str(v))
-                    )
-                    if j is not None:
-                        onehot[i, j] = 1.0
-                blocks.append(onehot)
-        matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
-        return {"input": matrix.astype(np.float32)}
+        plan = self._plan()
+        if isinstance(inputs, pd.DataFrame):
+            if len(inputs) == 0:
+                raise InvalidInputError("inputs is empty; send at least one row")
+            missing = [c["name"] for c in plan.columns if c["name"] not in inputs.columns]
+            if missing:
+                self._missing_error(missing, [str(c) for c in inputs.columns], "input")
+            n = len(inputs)
+            numeric_raw: Any = inputs[plan.numeric_names].to_numpy()
+            categorical = {c["name"]: inputs[c["name"]].to_numpy() for c in plan.categorical}
+        else:
+            records = self._records(inputs)
+            n = len(records)
+            numeric_raw = [[r[j] for j in plan.numeric_index] for r in records]
+            categorical = {
+                c["name"]: [r[j] for r in records]
+                for c, j in zip(plan.categorical, plan.categorical_index, strict=True)
+            }
+        matrix = np.zeros((n, plan.width), dtype=np.float32)
+        if plan.numeric_names:
+            numbers = self._numbers(numeric_raw, plan.numeric_names)  # (n, numeric)
+            numbers = np.where(np.isnan(numbers), plan.mean, numbers)  # impute the train mean
+            matrix[:, plan.numeric_positions] = (numbers - plan.mean) / plan.std
+        for col, start in zip(plan.categorical, plan.categorical_positions, strict=True):
+            index = col["index"]
+            for i, v in enumerate(categorical[col["name"]]):
+                k = index.get(v if isinstance(v, str) else str(v)) if v is not None else None
+                if k is not None:  # unseen and missing categories stay all zeros
+                    matrix[i, start + k] = 1.0
+        return {"input": matrix}
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "columns": self._fitted()}

@@ -202,9 +202,7 @@ def test_label_only_file(tmp_path: Path) -> None:
 
 
 def test_nan_labels_name_the_rows(tmp_path: Path) -> None:
-    frame = pd.DataFrame(
-        {"a": np.arange(8.0), "target": [0, 1, None, 1, 0, None, 1, 0]}
-    )
+    frame = pd.DataFrame({"a": np.arange(8.0), "target": [0, 1, None, 1, 0, None, 1, 0]})
     path = _csv(tmp_path / "gaps.csv", frame)
     with pytest.raises(
         DataError,
@@ -226,7 +224,9 @@ def test_blank_string_labels_count_as_missing(tmp_path: Path) -> None:
 def test_many_nan_label_rows_are_abbreviated(tmp_path: Path) -> None:
     labels = [0.0, 1.0] + [np.nan] * 12
     path = _csv(tmp_path / "holes.csv", pd.DataFrame({"a": range(14), "label": labels}))
-    with pytest.raises(DataError, match=r"12 row\(s\).*rows 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \.\.\.\)"):
+    with pytest.raises(
+        DataError, match=r"12 row\(s\).*rows 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \.\.\.\)"
+    ):
         load(path)
 
 
@@ -265,9 +265,7 @@ def test_regression_on_text_labels_is_refused(tmp_path: Path) -> None:
 
 def _small_iris(per_class: tuple[int, int, int]) -> Dataset:
     iris = load("iris")
-    idx = np.concatenate(
-        [np.flatnonzero(iris.y == c)[:n] for c, n in enumerate(per_class)]
-    )
+    idx = np.concatenate([np.flatnonzero(iris.y == c)[:n] for c, n in enumerate(per_class)])
     return iris.subset(idx)
 
 

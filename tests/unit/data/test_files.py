@@ -82,7 +82,9 @@ def test_same_rows_in_csv_tsv_parquet_give_same_fingerprint(tmp_path: Path) -> N
     assert len(prints) == 1
 
 
-@pytest.mark.parametrize("label", ["label", "Label", "TARGET", "target", "Class", "class", "y", "Y"])
+@pytest.mark.parametrize(
+    "label", ["label", "Label", "TARGET", "target", "Class", "class", "y", "Y"]
+)
 def test_label_column_is_detected_case_insensitively(tmp_path: Path, label: str) -> None:
     path = _write(_iris_frame(label), tmp_path / "iris.csv")
     data = load(path)
@@ -123,7 +125,7 @@ def test_free_text_column_plus_label_loads_as_text(tmp_path: Path) -> None:
     assert data.task == "classification"
     assert data.text_column == "review"
     assert data.label_column == "label"
-    assert data.X == [t for t, _ in REVIEWS]
+    assert [t for t, _ in REVIEWS] == data.X
     assert data.label_names == ("neg", "pos")
     assert data.y.tolist() == [1, 0, 1, 0, 1, 0, 1, 0]
 
@@ -180,7 +182,7 @@ def test_text_column_override(tmp_path: Path) -> None:
     data = load(path, label_column="sentiment", text_column="review")
     assert data.modality == "text"
     assert data.text_column == "review"
-    assert data.X == [t for t, _ in REVIEWS]
+    assert [t for t, _ in REVIEWS] == data.X
     assert data.summary()["text_column"] == "review"
 
 
@@ -245,3 +247,13 @@ def test_boolean_labels_are_classification(tmp_path: Path) -> None:
     assert data.task == "classification"
     assert data.label_names == ("False", "True")
     assert data.y.tolist() == [1, 0] * 5
+
+
+def test_tiny_file_with_integer_classes_is_classification(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.csv"
+    pd.DataFrame({"x": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "label": [0, 1, 2, 0, 1, 2]}).to_csv(
+        path, index=False
+    )
+    data = load(path)
+    assert data.task == "classification"
+    assert data.label_names == ("0", "1", "2")

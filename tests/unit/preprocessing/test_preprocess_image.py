@@ -24,7 +24,9 @@ def _png_bytes(array: np.ndarray) -> bytes:
 
 def _identity(size: tuple[int, int], channels: int) -> ImagePreprocessor:
     """A preprocessor that only converts and resizes (mean 0, std 1)."""
-    return ImagePreprocessor(size=size, channels=channels, mean=[0.0] * channels, std=[1.0] * channels)
+    return ImagePreprocessor(
+        size=size, channels=channels, mean=[0.0] * channels, std=[1.0] * channels
+    )
 
 
 @pytest.fixture
@@ -212,7 +214,9 @@ def test_spec_round_trip_gives_identical_output(rng: np.random.Generator, tmp_pa
     batch = [*train, rng.random((3, 3)), path]
     for rebuilt in (ImagePreprocessor.from_spec(spec), preprocessor_from_spec(spec)):
         assert isinstance(rebuilt, ImagePreprocessor)
-        np.testing.assert_array_equal(rebuilt.transform(batch)["input"], pre.transform(batch)["input"])
+        np.testing.assert_array_equal(
+            rebuilt.transform(batch)["input"], pre.transform(batch)["input"]
+        )
 
 
 def test_input_schema_and_dynamic_axes() -> None:
@@ -233,7 +237,10 @@ def test_input_schema_and_dynamic_axes() -> None:
 @pytest.mark.parametrize(
     ("item", "pattern"),
     [
-        (np.full((4, 4), 1.5, dtype=np.float32), r"image 1 has values in \[1\.5, 1\.5\]; float images must be scaled to \[0, 1\]"),
+        (
+            np.full((4, 4), 1.5, dtype=np.float32),
+            r"image 1 has values in \[1\.5, 1\.5\]; float images must be scaled to \[0, 1\]",
+        ),
         (np.full((4, 4), -0.1), r"image 1 has values in \[-0\.1, -0\.1\]"),
         (np.full((4, 4), 255.0), r"scaled to \[0, 1\].*255 for 8-bit"),
         (np.array([[0.1, np.nan], [0.2, 0.3]]), r"image 1 contains NaN or infinite values"),
@@ -298,12 +305,6 @@ def test_transform_before_fit_is_refused() -> None:
         ImagePreprocessor().transform([np.zeros((2, 2))])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an unreadable image given as bytes is reported as 'cannot read image image "
-    "bytes' without its position in the batch, although the Preprocessor contract says "
-    "transform names the bad item",
-)
 def test_bad_bytes_error_names_the_position() -> None:
     good = _png_bytes(np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(InvalidInputError, match=r"image 2\b"):

@@ -1,0 +1,354 @@
+"""Model packages: atomic write, load, checksums, format version, failure cleanup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tuneserve.exceptions import (
+    ChecksumError,
+    InvalidInputError,
+    NotFoundError,
+    PackageError,
+    PackageFormatError,
+)
+from tuneserve.package import FORMAT_VERSION, MANIFEST_FILE, Graph, Lineage, Manifest, Package
+
+LABELS = ["setosa", "versicolor", "virginica"]
+
+
+@pytest.fixture(scope="module")
+def onnx_bytes() -> bytes:
+    """A real 4-feature -> 3-class graph: softmax(x @ W + b)."""
+    weights = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    bias = np.array([0.1, -0.2, 0.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "W"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[
+            helper.make_tensor("W", TensorProto.FLOAT, [4, 3], weights.ravel().tolist()),
+            helper.make_tensor("b", TensorProto.FLOAT, [3], bias.tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _manifest(**overrides: Any) -> Manifest:
+    fields: dict[str, Any] = {
+        "name": "iris-logreg",
+        "task": "classification",
+        "modality": "table",
+        "label_names": LABELS,
+        "input_schema": {"type": "table", "columns": [{"name": "a", "type": "number"}]},
+        "preprocessing": {"kind": "table", "columns": [{"name": "a", "kind": "numeric"}]},
+        "graph": Graph(
+            inputs=["input"],
+            output="probabilities",
+            output_kind="probabilities",
+            opset=17,
+            parity_max_abs_diff=1e-7,
+        ),
+        "metrics": {"accuracy": 0.96, "macro_f1": 0.95},
+        "lineage": Lineage(
+            data_fingerprint="sha256:" + "ab" * 32,
+            parent="pkg-0123456789abcdef",
+            training_config={"epochs": 3, "lr": 0.01},
+        ),
+    }
+    fields.update(overrides)
+    return Manifest(**fields)
+
+
+def _files(onnx_bytes: bytes) -> dict[str, bytes | Path]:
+    return {"model.onnx": onnx_bytes, "assets/vocab.txt": b"alpha\nbeta\n"}
+
+
+@pytest.fixture
+def package(tmp_path: Path, onnx_bytes: bytes) -> Package:
+    return Package.write(tmp_path / "pkg", _manifest(), _files(onnx_bytes))
+
+
+def _edit_manifest(root: Path, **changes: Any) -> None:
+    path = root / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    raw.update(changes)
+    path.write_text(json.dumps(raw))
+
+
+# ----------------------------------------------------------------- round trip
+
+
+def test_write_then_load_preserves_manifest(package: Package, tmp_path: Path) -> None:
+    loaded = Package.load(tmp_path / "pkg")
+    m = loaded.manifest
+    assert loaded.path == (tmp_path / "pkg").resolve()
+    assert m.format_version == FORMAT_VERSION
+    assert m.name == "iris-logreg"
+    assert m.task == "classification"
+    assert m.modality == "table"
+    assert m.label_names == LABELS
+    assert m.input_schema == {"type": "table", "columns": [{"name": "a", "type": "number"}]}
+    assert m.preprocessing == {"kind": "table", "columns": [{"name": "a", "kind": "numeric"}]}
+    assert m.graph.inputs == ["input"]
+    assert m.graph.output == "probabilities"
+    assert m.graph.output_kind == "probabilities"
+    assert m.graph.opset == 17
+    assert m.graph.parity_max_abs_diff == pytest.approx(1e-7)
+    assert m.metrics == {"accuracy": 0.96, "macro_f1": 0.95}
+    assert m.lineage.data_fingerprint == "sha256:" + "ab" * 32
+    assert m.lineage.parent == "pkg-0123456789abcdef"
+    assert m.lineage.training_config == {"epochs": 3, "lr": 0.01}
+    assert m.model_dump() == package.manifest.model_dump()
+    assert loaded.id == package.id
+    assert loaded.id.startswith("pkg-") and len(loaded.id) == len("pkg-") + 16
+
+
+def test_files_are_written_with_checksums(package: Package, onnx_bytes: bytes) -> None:
+    import hashlib
+
+    assert package.graph_path.read_bytes() == onnx_bytes
+    assert (package.assets_path / "vocab.txt").read_bytes() == b"alpha\nbeta\n"
+    assert set(package.manifest.files) == {"model.onnx", "assets/vocab.txt"}
+    assert (
+        package.manifest.files["model.onnx"] == "sha256:" + hashlib.sha256(onnx_bytes).hexdigest()
+    )
+    on_disk = json.loads((package.path / MANIFEST_FILE).read_text())
+    assert on_disk["files"] == package.manifest.files
+    assert on_disk["package_id"] == package.id
+    assert package.size_bytes() == sum(
+        p.stat().st_size for p in package.path.rglob("*") if p.is_file()
+    )
+
+
+def test_written_graph_runs(package: Package) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(package.graph_path), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"input": np.ones((2, 4), dtype=np.float32)})[0]
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_file_given_as_path_is_copied(tmp_path: Path, onnx_bytes: bytes) -> None:
+    src = tmp_path / "weights.onnx"
+    src.write_bytes(onnx_bytes)
+    pkg = Package.write(tmp_path / "p", _manifest(), {"model.onnx": src})
+    assert pkg.graph_path.read_bytes() == onnx_bytes
+
+
+def test_package_id_is_stable_for_same_content(tmp_path: Path, onnx_bytes: bytes) -> None:
+    a = Package.write(tmp_path / "a", _manifest(), _files(onnx_bytes))
+    b = Package.write(tmp_path / "b", _manifest(), _files(onnx_bytes))  # new created_at
+    assert a.id == b.id
+    c = Package.write(tmp_path / "c", _manifest(metrics={"accuracy": 0.5}), _files(onnx_bytes))
+    d = Package.write(
+        tmp_path / "d", _manifest(), {**_files(onnx_bytes), "assets/vocab.txt": b"alpha\n"}
+    )
+    assert len({a.id, c.id, d.id}) == 3
+
+
+# ----------------------------------------------------------------- overwrite rules
+
+
+def test_write_refuses_existing_path(package: Package, onnx_bytes: bytes) -> None:
+    before = (package.path / MANIFEST_FILE).read_bytes()
+    with pytest.raises(PackageError, match=r"pkg already exists\. Hint: .*overwrite"):
+        Package.write(package.path, _manifest(name="other"), _files(onnx_bytes))
+    assert (package.path / MANIFEST_FILE).read_bytes() == before
+
+
+def test_write_overwrites_a_package_when_asked(package: Package, onnx_bytes: bytes) -> None:
+    new = Package.write(
+        package.path, _manifest(name="second"), {"model.onnx": onnx_bytes}, overwrite=True
+    )
+    assert new.manifest.name == "second"
+    assert Package.load(package.path).manifest.name == "second"
+    assert not (package.path / "assets").exists()  # old files are gone
+    siblings = sorted(p.name for p in package.path.parent.iterdir())
+    assert siblings == ["pkg"]  # no .old / .tmp leftovers
+
+
+def test_write_refuses_to_overwrite_a_non_package_dir(tmp_path: Path, onnx_bytes: bytes) -> None:
+    target = tmp_path / "important"
+    target.mkdir()
+    (target / "thesis.txt").write_text("do not delete")
+    with pytest.raises(PackageError, match=r"refusing to replace .*important: .*not a tuneserve"):
+        Package.write(target, _manifest(), _files(onnx_bytes), overwrite=True)
+    assert (target / "thesis.txt").read_text() == "do not delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["important"]
+
+
+def test_write_needs_the_graph_file(tmp_path: Path) -> None:
+    with pytest.raises(PackageError, match=r"files must include the graph 'model.onnx'"):
+        Package.write(tmp_path / "p", _manifest(), {"assets/x": b"1"})
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/abs.txt", "manifest.json"])
+def test_write_refuses_unsafe_file_names(tmp_path: Path, onnx_bytes: bytes, name: str) -> None:
+    target = tmp_path / "out" / "p"
+    with pytest.raises(InvalidInputError, match=r"package file name .* is not allowed"):
+        Package.write(target, _manifest(), {"model.onnx": onnx_bytes, name: b"x"})
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+    assert not (tmp_path / "out" / "escape.txt").exists()
+
+
+# ----------------------------------------------------------------- failed writes
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path, onnx_bytes: bytes) -> None:
+    out = tmp_path / "registry"
+    out.mkdir()
+    target = out / "pkg"
+    files: dict[str, bytes | Path] = {
+        "model.onnx": onnx_bytes,  # sorted first: written before the failure
+        "z/weights.bin": tmp_path / "does-not-exist.bin",
+    }
+    with pytest.raises(FileNotFoundError, match=r"does-not-exist\.bin"):
+        Package.write(target, _manifest(), files)
+    assert not target.exists()
+    assert list(out.iterdir()) == []  # no .pkg.tmp-* directory either
+
+
+def test_failed_overwrite_keeps_the_old_package(
+    package: Package, onnx_bytes: bytes, tmp_path: Path
+) -> None:
+    old_id = package.id
+    files: dict[str, bytes | Path] = {"model.onnx": onnx_bytes, "z": tmp_path / "missing"}
+    with pytest.raises(FileNotFoundError):
+        Package.write(package.path, _manifest(name="new"), files, overwrite=True)
+    reloaded = Package.load(package.path)
+    assert reloaded.id == old_id
+    assert reloaded.manifest.name == "iris-logreg"
+    assert sorted(p.name for p in package.path.parent.iterdir()) == ["pkg"]
+
+
+# ----------------------------------------------------------------- verification
+
+
+def test_tampered_file_is_a_checksum_error(package: Package) -> None:
+    vocab = package.assets_path / "vocab.txt"
+    vocab.write_bytes(b"alpha\nBETA\n")  # same length, different content
+    with pytest.raises(
+        ChecksumError,
+        match=r"checksum mismatch for assets/vocab\.txt in package .*changed or corrupted",
+    ):
+        Package.load(package.path)
+    # verify=False opens it anyway (for inspection)
+    assert Package.load(package.path, verify=False).id == package.id
+
+
+def test_tampered_graph_is_a_checksum_error(package: Package) -> None:
+    data = bytearray(package.graph_path.read_bytes())
+    data[-1] ^= 0xFF
+    package.graph_path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"checksum mismatch for model\.onnx"):
+        Package.load(package.path)
+
+
+def test_deleted_file_is_a_checksum_error(package: Package) -> None:
+    (package.assets_path / "vocab.txt").unlink()
+    with pytest.raises(ChecksumError, match=r"is incomplete: assets/vocab\.txt is missing"):
+        Package.load(package.path)
+
+
+def test_graph_not_listed_is_a_checksum_error(package: Package) -> None:
+    raw = json.loads((package.path / MANIFEST_FILE).read_text())
+    del raw["files"]["model.onnx"]
+    (package.path / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ChecksumError, match=r"does not list its graph"):
+        Package.load(package.path)
+
+
+def test_newer_format_version_asks_for_upgrade(package: Package) -> None:
+    _edit_manifest(package.path, format_version=FORMAT_VERSION + 1)
+    with pytest.raises(
+        PackageFormatError,
+        match=rf"format version {FORMAT_VERSION + 1}, newer than .*\({FORMAT_VERSION}\)\. "
+        r"Hint: upgrade tuneserve",
+    ):
+        Package.load(package.path)
+
+
+@pytest.mark.parametrize("version", [None, "1", 1.0])
+def test_non_integer_format_version(package: Package, version: Any) -> None:
+    _edit_manifest(package.path, format_version=version)
+    with pytest.raises(PackageFormatError, match=r"has no integer format_version"):
+        Package.load(package.path)
+
+
+def test_unknown_manifest_keys_are_ignored(package: Package) -> None:
+    _edit_manifest(package.path, future_field={"x": 1})
+    assert Package.load(package.path).id == package.id
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", "", '{"format_version": 1,'], ids=["garbage", "empty", "truncated"]
+)
+def test_malformed_json_manifest(package: Package, text: str) -> None:
+    (package.path / MANIFEST_FILE).write_text(text)
+    with pytest.raises(PackageFormatError, match=r"manifest\.json is not valid JSON"):
+        Package.load(package.path)
+
+
+def test_manifest_that_is_not_an_object(package: Package) -> None:
+    (package.path / MANIFEST_FILE).write_text("[1, 2, 3]")
+    with pytest.raises(PackageFormatError, match=r"must hold a JSON object"):
+        Package.load(package.path)
+
+
+def test_manifest_with_invalid_field(package: Package) -> None:
+    _edit_manifest(package.path, task="clustering")
+    with pytest.raises(PackageFormatError, match=r"manifest\.json is malformed at 'task'"):
+        Package.load(package.path)
+
+
+def test_manifest_missing_required_field(package: Package) -> None:
+    raw = json.loads((package.path / MANIFEST_FILE).read_text())
+    del raw["graph"]
+    (package.path / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(PackageFormatError, match=r"malformed at 'graph'"):
+        Package.load(package.path)
+
+
+def test_directory_without_manifest_is_not_a_package(tmp_path: Path, onnx_bytes: bytes) -> None:
+    (tmp_path / "model.onnx").write_bytes(onnx_bytes)
+    with pytest.raises(
+        PackageFormatError, match=r"is not a tuneserve package: manifest\.json is missing"
+    ):
+        Package.load(tmp_path)
+
+
+def test_a_file_is_not_a_package(tmp_path: Path) -> None:
+    file = tmp_path / "model.onnx"
+    file.write_bytes(b"x")
+    with pytest.raises(PackageFormatError, match=r"not a tuneserve package"):
+        Package.load(file)
+
+
+def test_missing_package_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match=r"package '.*nope' not found"):
+        Package.load(tmp_path / "nope")
+
+
+def test_manifest_file_entry_escaping_the_package(package: Package) -> None:
+    raw = json.loads((package.path / MANIFEST_FILE).read_text())
+    raw["files"]["../outside.txt"] = "sha256:" + "0" * 64
+    (package.path / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(PackageError):
+        Package.load(package.path)
