@@ -138,3 +138,16 @@ def test_sklearn_export_refuses_classes_out_of_order(tmp_path, cancer_splits):
             sample_inputs=cancer_splits.test.X,
             label_names=["malignant", "benign"],
         )
+
+
+@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer"])
+def test_logistic_regression_parity_on_every_builtin_table(name, tmp_path):
+    from tuneserve.data import load, split
+    from tuneserve.training import train_logistic_regression
+
+    parts = split(load(name), seed=3)
+    model = train_logistic_regression(parts.train, parts.validation)
+    pkg = model.export(tmp_path / name, parts.test.X)
+    probs = Predictor(pkg).predict_proba(parts.test.X)
+    assert np.max(np.abs(probs - model.predict_proba(parts.test.X))) <= PARITY_TOLERANCE
+    assert np.mean(probs.argmax(1) == parts.test.y) > 0.85

@@ -78,6 +78,18 @@ def _is_free_text(series: pd.Series) -> bool:
     return bool(words.mean() >= 3 or (values.nunique() > 0.5 * len(values) and words.mean() > 1))
 
 
+def _refuse_blank(values: pd.Series, path: Path, what: str, fix: str) -> None:
+    """Raise a DataError naming the rows whose value is missing or blank."""
+    blank = values.isna() | values.astype(str).str.strip().eq("")
+    if blank.any():
+        rows = np.flatnonzero(blank.to_numpy())
+        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+        raise DataError(
+            f"{len(rows)} row(s) of {path} have {what} (0-based rows {shown}). "
+            f"Hint: drop those rows or {fix}"
+        )
+
+
 def _infer_task(labels: pd.Series) -> Task:
     if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
         return "classification"
@@ -122,14 +134,7 @@ def load_file(
     frame = read_frame(path)
     label = _pick_column(frame, label_column, path, "label")
     labels = frame[label]
-    missing = labels.isna() | labels.astype(str).str.strip().eq("")
-    if missing.any():
-        rows = np.flatnonzero(missing.to_numpy())
-        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
-        raise DataError(
-            f"{len(rows)} row(s) of {path} have no value in label column {label!r} "
-            f"(0-based rows {shown}). Hint: drop those rows or fill in their labels"
-        )
+    _refuse_blank(labels, path, f"no value in label column {label!r}", "fill in their labels")
     features = [c for c in frame.columns if c != label]
     if not features:
         raise DataError(f"{path} has only the label column {label!r}; add feature columns")
@@ -162,14 +167,7 @@ def load_file(
 
     if text_column is not None:
         texts = frame[text_column]
-        empty = texts.isna() | texts.astype(str).str.strip().eq("")
-        if empty.any():
-            rows = np.flatnonzero(empty.to_numpy())
-            shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
-            raise DataError(
-                f"{len(rows)} row(s) of {path} have empty text in column {text_column!r} "
-                f"(0-based rows {shown}). Hint: drop those rows"
-            )
+        _refuse_blank(texts, path, f"empty text in column {text_column!r}", "remove them")
         return Dataset(
             name=path.stem,
             modality="text",

@@ -14,6 +14,11 @@ from tuneserve.preprocessing import Preprocessor
 PARITY_TOLERANCE = 1e-4
 
 
+def graph_opset(model: Any) -> int | None:
+    """The default-domain opset of an ONNX ModelProto."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def check_task(task: str, label_names: Sequence[str] | None) -> None:
     if task not in ("classification", "regression"):
         raise InvalidInputError(f"task must be classification or regression, got {task!r}")

@@ -13,7 +13,7 @@ from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
 
-from ._common import check_parity, check_task, write_package
+from ._common import check_parity, check_task, graph_opset, write_package
 
 
 def _convert(estimator: Any, n_features: int, classification: bool) -> Any:
@@ -104,9 +104,7 @@ def export_sklearn(
         inputs=["input"],
         output=output,
         output_kind="probabilities" if classification else "prediction",
-        opset=next(
-            (o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None
-        ),
+        opset=graph_opset(onnx_model),
         parity_max_abs_diff=diff,
     )
     config = {"estimator": type(estimator).__qualname__, **dict(training_config or {})}

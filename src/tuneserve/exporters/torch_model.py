@@ -21,7 +21,7 @@ from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
 
-from ._common import check_parity, check_task, write_package
+from ._common import check_parity, check_task, graph_opset, write_package
 
 #: Rows traced during ONNX export; the graph is exported with a dynamic batch axis.
 TRACE_ROWS = 4
@@ -183,9 +183,7 @@ def export_torch(
         inputs=list(trace_feed),
         output="output",
         output_kind="probabilities" if task == "classification" else "prediction",
-        opset=next(
-            (o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None
-        ),
+        opset=graph_opset(onnx_model),
         parity_max_abs_diff=diff,
     )
     config = {"model_class": type(model).__qualname__, **dict(training_config or {})}
