@@ -11,7 +11,9 @@ __all__ = [
     "ChecksumError",
     "DataError",
     "ExportError",
+    "InputItemError",
     "InvalidInputError",
+    "NotFittedError",
     "NotFoundError",
     "PackageError",
     "PackageFormatError",
@@ -25,6 +27,23 @@ class TuneserveError(Exception):
 
 class InvalidInputError(TuneserveError, ValueError):
     """An argument or an input to predict is malformed (HTTP 400)."""
+
+
+class InputItemError(InvalidInputError):
+    """One item of a batch is bad; ``index`` is its position, so callers that split a
+    request into batches can report the position in the whole request (``shifted``)."""
+
+    def __init__(self, kind: str, index: int, problem: str) -> None:
+        self.kind, self.index, self.problem = kind, index, problem
+        super().__init__(f"{kind} {index} {problem}")
+
+    def shifted(self, offset: int) -> InputItemError:
+        """The same error with ``index`` moved by ``offset``."""
+        return InputItemError(self.kind, self.index + offset, self.problem)
+
+
+class NotFittedError(TuneserveError, RuntimeError):
+    """A preprocessor or model was used before ``fit``."""
 
 
 class NotFoundError(TuneserveError, FileNotFoundError):

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuneserve._version import __version__, git_revision
 from tuneserve.exceptions import (
@@ -94,6 +94,21 @@ class Manifest(_Model):
     files: dict[str, str] = Field(default_factory=dict, description="path -> sha256:hex")
     package_id: str = ""
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.task == "classification":
+            if not self.label_names or len(self.label_names) < 2:
+                raise ValueError("a classification package needs at least 2 label_names")
+            if len(set(self.label_names)) != len(self.label_names):
+                raise ValueError(f"label_names repeat a name: {self.label_names}")
+            if self.graph.output_kind != "probabilities":
+                raise ValueError("a classification graph must output probabilities")
+        elif self.graph.output_kind != "prediction":
+            raise ValueError("a regression graph must output predictions")
+        if "kind" not in self.preprocessing:
+            raise ValueError("preprocessing needs a 'kind'")
+        return self
+
 
 def sha256_file(path: Path) -> str:
     """``sha256:<hex>`` of a file, read in chunks."""
@@ -104,10 +119,16 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _package_id(manifest: Manifest) -> str:
-    """A content id over the manifest (minus the id itself) and every file checksum."""
-    body = manifest.model_dump(mode="json", exclude={"package_id"})
-    body["lineage"].pop("created_at", None)  # same content written twice -> same id
+def _package_id(manifest_json: Mapping[str, Any]) -> str:
+    """A content id over the manifest as stored (minus the id itself), file checksums included.
+
+    It doubles as the manifest's own checksum: an edited manifest no longer matches its id.
+    The creation time is left out, so the same content written twice gets the same id.
+    """
+    body = {k: v for k, v in manifest_json.items() if k != "package_id"}
+    lineage = body.get("lineage")
+    if isinstance(lineage, dict):
+        body["lineage"] = {k: v for k, v in lineage.items() if k != "created_at"}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return f"pkg-{digest[:16]}"
 
@@ -131,6 +152,7 @@ class Package:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        self._stored: dict[str, Any] | None = None  # manifest.json as read, for verify()
 
     def __repr__(self) -> str:
         return f"Package({str(self.path)!r}, name={self.manifest.name!r}, id={self.id!r})"
@@ -180,7 +202,10 @@ class Package:
         try:
             raw = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PackageFormatError(f"{manifest_path} is not valid JSON: {exc}") from exc
+            raise PackageFormatError(
+                f"{manifest_path} is not valid JSON: {exc}. Hint: the package is damaged; "
+                "restore it from the registry or re-export it"
+            ) from exc
         if not isinstance(raw, dict):
             raise PackageFormatError(f"{manifest_path} must hold a JSON object")
         version = raw.get("format_version")
@@ -198,21 +223,33 @@ class Package:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise PackageFormatError(
-                f"{manifest_path} is malformed at {where!r}: {first['msg']}"
+                f"{manifest_path} is malformed at {where!r}: {first['msg']}. Hint: the package "
+                "is damaged; restore it from the registry or re-export it"
             ) from exc
         package = cls(root, manifest)
+        package._stored = raw
         if verify:
             package.verify()
         return package
 
     def verify(self) -> None:
-        """Check every file against the manifest.
+        """Check the manifest against its id, and every file against the manifest.
 
         Raises:
-            ChecksumError: a file is missing or its content changed.
+            ChecksumError: the manifest was edited, or a file is missing or changed.
         """
+        stored = self._stored or self.manifest.model_dump(mode="json")
+        if _package_id(stored) != self.manifest.package_id:
+            raise ChecksumError(
+                f"{MANIFEST_FILE} of package {self.path} was changed after the package was "
+                f"written (its content no longer matches package_id {self.manifest.package_id!r})"
+                ". Hint: restore the package from the registry or re-export it"
+            )
         if self.manifest.graph.file not in self.manifest.files:
-            raise ChecksumError(f"package {self.path} does not list its graph in files")
+            raise ChecksumError(
+                f"package {self.path} does not list its graph {self.manifest.graph.file!r} in "
+                "files. Hint: re-export the package"
+            )
         for name, expected in self.manifest.files.items():
             try:
                 file = self.path / _safe_relpath(name)
@@ -280,22 +317,41 @@ class Package:
                 else:
                     shutil.copyfile(content, dest)
                 checksums[name] = sha256_file(dest)
-            final = manifest.model_copy(update={"files": checksums, "package_id": ""}, deep=True)
-            final.package_id = _package_id(final)
-            text = json.dumps(final.model_dump(mode="json"), indent=2, sort_keys=False)
+            body = manifest.model_copy(update={"files": checksums}).model_dump(mode="json")
+            body["package_id"] = _package_id(body)
+            text = json.dumps(body, indent=2, sort_keys=False)
             (tmp / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
             _fsync_tree(tmp)
-            if target.exists():
+            if overwrite and target.exists():
+                # Two renames: a crash between them leaves the old package at .<name>.old-*
                 trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(target, trash)
-                os.replace(tmp, target)
+                os.rename(target, trash)
+                os.rename(tmp, target)
                 shutil.rmtree(trash, ignore_errors=True)
             else:
-                os.replace(tmp, target)
+                try:
+                    # rename never replaces a non-empty directory, so something created at
+                    # the target meanwhile is kept and this write fails instead
+                    os.rename(tmp, target)
+                except OSError as exc:
+                    raise PackageError(
+                        f"{target} appeared while the package was being written; nothing was "
+                        "replaced. Hint: choose another --out"
+                    ) from exc
+            _fsync_dir(target.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return cls.load(target)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.exceptions import InvalidInputError
+from tuneserve.exceptions import InputItemError, InvalidInputError, PackageFormatError
 from tuneserve.package import Package
 from tuneserve.preprocessing import Preprocessor, preprocessor_from_spec
 
@@ -83,6 +83,33 @@ class Predictor:
         )
         self._inputs = list(self.manifest.graph.inputs)
         self._output = self.manifest.graph.output
+        self._check_package()
+
+    def _check_package(self) -> None:
+        """Refuse a package whose manifest disagrees with its graph or preprocessing."""
+        m, where = self.manifest, f"package {self.package.path}"
+        if self.preprocessor.modality != m.modality:
+            raise PackageFormatError(
+                f"{where}: modality {m.modality!r} but {self.preprocessor.kind!r} preprocessing"
+            )
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        graph_outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if not set(self._inputs) <= graph_inputs or len(self._inputs) != len(graph_inputs):
+            raise PackageFormatError(
+                f"{where}: manifest inputs {self._inputs} do not match the graph's "
+                f"{sorted(graph_inputs)}"
+            )
+        if self._output not in graph_outputs:
+            raise PackageFormatError(
+                f"{where}: output {self._output!r} is not in the graph's {sorted(graph_outputs)}"
+            )
+        width = graph_outputs[self._output][-1] if graph_outputs[self._output] else None
+        if m.task == "classification" and isinstance(width, int):
+            if width != len(m.label_names or []):
+                raise PackageFormatError(
+                    f"{where}: the graph outputs {width} class probabilities but the manifest "
+                    f"names {len(m.label_names or [])} labels"
+                )
 
     @property
     def labels(self) -> list[str] | None:
@@ -111,8 +138,13 @@ class Predictor:
             ``(n, classes)`` probabilities for classification, ``(n,)`` values for regression.
         """
         outputs = []
+        offset = 0
         for chunk in self._chunks(inputs):
-            feed = self.preprocessor.transform(chunk)
+            try:
+                feed = self.preprocessor.transform(chunk)
+            except InputItemError as exc:  # report the position in the whole input
+                raise exc.shifted(offset) from exc
+            offset += len(chunk)
             (out,) = self.session.run([self._output], {k: feed[k] for k in self._inputs})
             outputs.append(np.asarray(out))
         result = np.concatenate(outputs, axis=0)

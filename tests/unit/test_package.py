@@ -267,10 +267,19 @@ def test_deleted_file_is_a_checksum_error(package: Package) -> None:
         Package.load(package.path)
 
 
+def _reseal(root: Path, raw: dict[str, Any]) -> str:
+    """Write ``raw`` with a matching package_id, as a (newer or buggy) writer would."""
+    from tuneserve.package import _package_id
+
+    raw["package_id"] = _package_id(raw)
+    (root / MANIFEST_FILE).write_text(json.dumps(raw))
+    return str(raw["package_id"])
+
+
 def test_graph_not_listed_is_a_checksum_error(package: Package) -> None:
     raw = json.loads((package.path / MANIFEST_FILE).read_text())
     del raw["files"]["model.onnx"]
-    (package.path / MANIFEST_FILE).write_text(json.dumps(raw))
+    _reseal(package.path, raw)
     with pytest.raises(ChecksumError, match=r"does not list its graph"):
         Package.load(package.path)
 
@@ -292,9 +301,29 @@ def test_non_integer_format_version(package: Package, version: Any) -> None:
         Package.load(package.path)
 
 
-def test_unknown_manifest_keys_are_ignored(package: Package) -> None:
-    _edit_manifest(package.path, future_field={"x": 1})
-    assert Package.load(package.path).id == package.id
+def test_unknown_manifest_keys_from_a_newer_writer_are_ignored(package: Package) -> None:
+    raw = json.loads((package.path / MANIFEST_FILE).read_text())
+    raw["future_field"] = {"x": 1}
+    new_id = _reseal(package.path, raw)
+    assert new_id != package.id
+    loaded = Package.load(package.path)
+    assert loaded.id == new_id
+    assert not hasattr(loaded.manifest, "future_field")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"label_names": ["b", "a", "c"]},
+        {"metrics": {"accuracy": 1.0}},
+        {"future_field": 1},
+    ],
+    ids=["swapped-labels", "inflated-metric", "added-key"],
+)
+def test_edited_manifest_is_a_checksum_error(package: Package, change: dict[str, Any]) -> None:
+    _edit_manifest(package.path, **change)
+    with pytest.raises(ChecksumError, match=r"manifest\.json of package .* was changed after"):
+        Package.load(package.path)
 
 
 @pytest.mark.parametrize(

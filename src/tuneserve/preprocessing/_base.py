@@ -93,7 +93,13 @@ def preprocessor_from_spec(spec: dict[str, Any], assets: Path | None = None) -> 
             f"unknown preprocessing kind {kind!r}; this tuneserve knows {registered_kinds()}. "
             "Hint: upgrade tuneserve to read packages from newer versions"
         )
-    return _REGISTRY[kind].from_spec(spec, assets)
+    try:
+        return _REGISTRY[kind].from_spec(spec, assets)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise PackageFormatError(
+            f"the {kind!r} preprocessing spec in the manifest is malformed ({type(exc).__name__}: "
+            f"{exc}). Hint: re-export the package; manifests are not meant to be edited"
+        ) from exc
 
 
 def as_batch(inputs: Any, what: str) -> Sequence[Any]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tuneserve.exceptions import InvalidInputError, NotFoundError
+from tuneserve.exceptions import InputItemError, InvalidInputError, NotFittedError, NotFoundError
 
 from ._base import Preprocessor, as_batch, register_preprocessor
 
@@ -19,14 +19,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite a transparent image onto white, as a page or a browser shows it."""
+    gray = img.mode in ("LA", "La")
+    rgba = img.convert("LA" if gray else "RGBA")
+    background = Image.new(rgba.mode, rgba.size, (255, 255) if gray else (255, 255, 255, 255))
+    return Image.alpha_composite(background.convert("RGBA"), rgba.convert("RGBA")).convert(
+        "L" if gray else "RGB"
+    )
+
+
 def read_image(source: str | Path | bytes) -> np.ndarray:
     """Decode an image file (or its bytes) to float32 ``(height, width, channels)`` in [0, 1].
 
-    Grayscale stays one channel; RGBA and palette images become RGB.
+    Grayscale stays one channel; colour and palette images become RGB. Transparent pixels are
+    composited onto white. Images over Pillow's decompression-bomb limit are refused.
 
     Raises:
         NotFoundError: the file does not exist.
-        InvalidInputError: the bytes are not a readable image.
+        InvalidInputError: the bytes are not a readable image, or it is too large.
     """
     name = "image bytes" if isinstance(source, bytes) else str(source)
     try:
@@ -34,64 +45,87 @@ def read_image(source: str | Path | bytes) -> np.ndarray:
         with Image.open(handle) as opened:
             opened.load()
             img: Image.Image = opened
-            if img.mode in ("LA", "La"):  # grayscale with alpha stays grayscale
-                img = img.convert("L")
-            if img.mode in ("1", "L", "I;16", "I", "F"):
-                arr = np.asarray(img.convert("F"), dtype=np.float32)
-                scale = 255.0 if img.mode in ("1", "L") else float(max(arr.max(), 1.0))
-                if img.mode == "I;16":
-                    scale = 65535.0
-                arr = (arr / scale)[:, :, None]
+            if img.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (
+                img.mode == "P" and "transparency" in img.info
+            ):
+                img = _flatten_alpha(img)
+            if img.mode in ("1", "L"):
+                arr = np.asarray(img.convert("L"), dtype=np.float32)[:, :, None] / 255.0
+            elif img.mode.startswith("I;16"):
+                arr = np.asarray(img, dtype=np.float32)[:, :, None] / 65535.0
+            elif img.mode in ("I", "F"):
+                arr = np.asarray(img, dtype=np.float32)[:, :, None]
+                arr = arr / max(float(arr.max()), 1.0) if arr.max() > 1.0 else arr
             else:
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except FileNotFoundError as exc:
         raise NotFoundError(f"image file {name} does not exist") from exc
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(
+            f"image {name} is too large to decode safely: {exc}. Hint: downscale it first"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInputError(
             f"cannot read image {name}: {exc}. Hint: remove or replace that file "
             f"(readable formats: {', '.join(IMAGE_SUFFIXES)})"
         ) from exc
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(np.clip(arr, 0.0, 1.0))
 
 
 def to_image_array(item: Any, position: int) -> np.ndarray:
-    """Turn one raw image (path, bytes, nested list or array) into ``(h, w, c)`` in [0, 1]."""
+    """Turn one raw image (path, bytes, nested list or array) into ``(h, w, c)`` in [0, 1].
+
+    Raises:
+        InputItemError: naming ``position``, for anything that is not a valid image.
+    """
     if isinstance(item, str | Path | bytes):
         try:
             return read_image(item)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"image {position}: {exc}") from exc
+            raise InputItemError("image", position, f"is unreadable: {exc}") from exc
     try:
         arr = np.asarray(item)
     except (ValueError, TypeError) as exc:
-        raise InvalidInputError(f"image {position} is not an array: {exc}") from exc
+        raise InputItemError("image", position, f"is not an array: {exc}") from exc
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_:
         arr = arr.astype(np.float32)
     else:
-        raise InvalidInputError(
-            f"image {position} has element type {arr.dtype}; send numbers, a file path or bytes"
+        raise InputItemError(
+            "image",
+            position,
+            f"has element type {arr.dtype}; send numbers, a file path or bytes",
         )
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.size == 0:
-        raise InvalidInputError(
-            f"image {position} has shape {arr.shape}; expected (height, width) or "
-            "(height, width, channels) with 1, 3 or 4 channels"
+        raise InputItemError(
+            "image",
+            position,
+            f"has shape {arr.shape}; expected (height, width) or (height, width, channels) "
+            "with 1, 3 or 4 channels",
         )
     if not np.isfinite(arr).all():
-        raise InvalidInputError(f"image {position} contains NaN or infinite values")
+        raise InputItemError("image", position, "contains NaN or infinite values")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0.0 or hi > 1.0 + 1e-6:
-        raise InvalidInputError(
-            f"image {position} has values in [{lo:g}, {hi:g}]; float images must be scaled to "
-            "[0, 1]. Hint: divide by the maximum of the scale (255 for 8-bit, 16 for digits), "
-            "or send uint8"
+        raise InputItemError(
+            "image",
+            position,
+            f"has values in [{lo:g}, {hi:g}]; float images must be scaled to [0, 1]. "
+            "Hint: divide by the maximum of the scale (255 for 8-bit, 16 for digits), "
+            "or send uint8",
         )
-    if arr.shape[2] == 4:  # drop alpha
-        arr = arr[:, :, :3]
-    return arr
+    return _blend_alpha(arr)
+
+
+def _blend_alpha(arr: np.ndarray) -> np.ndarray:
+    """``(..., 4)`` RGBA in [0, 1] -> RGB composited onto white; other shapes unchanged."""
+    if arr.shape[-1] != 4:
+        return arr
+    alpha = arr[..., 3:4]
+    return arr[..., :3] * alpha + (1.0 - alpha)
 
 
 def uniform_batch(inputs: Any) -> np.ndarray | None:
@@ -126,7 +160,7 @@ def uniform_batch(inputs: Any) -> np.ndarray | None:
             return None
     else:
         return None
-    return arr[..., :3] if arr.shape[3] == 4 else arr
+    return _blend_alpha(arr)
 
 
 @register_preprocessor
@@ -172,13 +206,17 @@ class ImagePreprocessor(Preprocessor):
             self.std = saved_std or [float(max(v, 1e-6)) for v in batch.std(axis=(0, 2, 3))]
         return self
 
+    def _shape(self) -> tuple[tuple[int, int], int]:
+        if self.size is None or self.channels is None:
+            raise NotFittedError("ImagePreprocessor used before fit")
+        return (int(self.size[0]), int(self.size[1])), int(self.channels)
+
     def _convert(self, arr: np.ndarray) -> np.ndarray:
-        assert self.size is not None and self.channels is not None
+        (h, w), _ = self._shape()
         if self.channels == 1 and arr.shape[2] == 3:
             arr = (arr @ _LUMA)[:, :, None]
         elif self.channels == 3 and arr.shape[2] == 1:
             arr = np.repeat(arr, 3, axis=2)
-        h, w = self.size
         if arr.shape[:2] != (h, w):
             planes = [
                 np.asarray(
@@ -196,8 +234,8 @@ class ImagePreprocessor(Preprocessor):
 
     def _convert_batch(self, batch: np.ndarray) -> np.ndarray:
         """``(n, h, w, c)`` in [0, 1] -> ``(n, channels, height, width)``, vectorized."""
-        assert self.size is not None
-        if batch.shape[1:3] != tuple(self.size):
+        size, _ = self._shape()
+        if batch.shape[1:3] != size:
             return self._resize_all(list(batch))
         if self.channels == 1 and batch.shape[3] == 3:
             batch = (batch @ _LUMA)[..., None]
@@ -207,7 +245,7 @@ class ImagePreprocessor(Preprocessor):
 
     def transform(self, inputs: Any) -> dict[str, np.ndarray]:
         if self.size is None or self.channels is None or self.mean is None or self.std is None:
-            raise RuntimeError("ImagePreprocessor.transform called before fit")
+            raise NotFittedError("ImagePreprocessor.transform called before fit")
         uniform = uniform_batch(inputs)
         if uniform is not None:
             batch = self._convert_batch(uniform)  # (n, c, h, w)
@@ -238,12 +276,12 @@ class ImagePreprocessor(Preprocessor):
         )
 
     def input_schema(self) -> dict[str, Any]:
-        assert self.size is not None
+        (h, w), channels = self._shape()
         return {
             "type": "image",
-            "height": self.size[0],
-            "width": self.size[1],
-            "channels": self.channels,
+            "height": h,
+            "width": w,
+            "channels": channels,
             "accepts": "image files (PNG/JPEG/BMP, any size) or arrays (h, w[, c]): "
             "uint8 0-255 or float 0-1",
         }

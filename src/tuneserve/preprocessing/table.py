@@ -5,17 +5,38 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NoReturn, Self
 
 import numpy as np
 import pandas as pd
 
-from tuneserve.exceptions import InvalidInputError
+from tuneserve.exceptions import InputItemError, InvalidInputError, NotFittedError
 
 from ._base import Preprocessor, as_batch, register_preprocessor
 
 #: A categorical column with more distinct values than this is refused at fit time.
 MAX_CATEGORIES = 256
+
+
+def category_key(value: Any, column: str, row: int) -> str | None:
+    """The category a cell stands for: ``1``, ``1.0`` and ``"1"`` are the same; None if
+    missing. CSV readers turn ``1`` into ``1.0`` when a column has gaps, so this matters."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else str(float(value))
+    raise InputItemError(
+        "row",
+        row,
+        f"column {column!r} holds a {type(value).__name__} ({value!r:.40}); "
+        "send a string or a number",
+    )
 
 
 class _Plan:
@@ -72,7 +93,7 @@ class TablePreprocessor(Preprocessor):
 
     def _fitted(self) -> list[dict[str, Any]]:
         if self.columns is None:
-            raise RuntimeError("TablePreprocessor used before fit")
+            raise NotFittedError("TablePreprocessor used before fit")
         return self.columns
 
     def fit(self, inputs: Any) -> Self:
@@ -82,13 +103,20 @@ class TablePreprocessor(Preprocessor):
             series = frame[name]
             if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
                 values = series.astype(np.float64)
+                if np.isinf(values).any():
+                    row = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
+                    raise InvalidInputError(
+                        f"column {name!r} row {row} is infinite; training data must be finite. "
+                        "Hint: replace it with a real value or leave it empty (missing)"
+                    )
                 mean = float(values.mean()) if values.notna().any() else 0.0
                 std = float(values.std(ddof=0)) if values.notna().sum() > 1 else 1.0
                 columns.append(
                     {"name": str(name), "kind": "numeric", "mean": mean, "std": std or 1.0}
                 )
             else:
-                cats = sorted({str(v) for v in series.dropna()})
+                keys = (category_key(v, name, i) for i, v in enumerate(series))
+                cats = sorted({k for k in keys if k is not None})
                 if len(cats) > MAX_CATEGORIES:
                     raise InvalidInputError(
                         f"column {name!r} holds {len(cats)} distinct text values; one-hot "
@@ -106,7 +134,7 @@ class TablePreprocessor(Preprocessor):
             return inputs
         return pd.DataFrame(list(as_batch(inputs, "rows")))
 
-    def _missing_error(self, missing: list[str], present: list[str], where: str) -> None:
+    def _missing_error(self, missing: list[str], present: list[str], row: int | None) -> NoReturn:
         names = [c["name"] for c in self._fitted()]
         hints = []
         for name in missing:
@@ -114,9 +142,10 @@ class TablePreprocessor(Preprocessor):
             if close:
                 hints.append(f"{close[0]!r} -> {name!r}")
         hint = f" Did you mean: {', '.join(hints)}?" if hints else ""
-        raise InvalidInputError(
-            f"{where} is missing column(s) {missing}; the model needs {names}.{hint}"
-        )
+        problem = f"is missing column(s) {missing}; the model needs {names}.{hint}"
+        if row is None:
+            raise InvalidInputError(f"input {problem}")
+        raise InputItemError("row", row, problem)
 
     def _plan(self) -> _Plan:
         columns = self._fitted()
@@ -134,37 +163,54 @@ class TablePreprocessor(Preprocessor):
                     records.append([row[n] for n in names])
                 except KeyError:
                     missing = [n for n in names if n not in row]
-                    self._missing_error(missing, [str(k) for k in row], f"row {i}")
+                    self._missing_error(missing, [str(k) for k in row], i)
             elif isinstance(row, list | tuple | np.ndarray):
                 if len(row) != len(names):
-                    raise InvalidInputError(
-                        f"row {i} has {len(row)} values; the model takes {len(names)} columns "
-                        f"in this order: {names}. Hint: send a dict keyed by column name"
+                    raise InputItemError(
+                        "row",
+                        i,
+                        f"has {len(row)} values; the model takes {len(names)} columns "
+                        f"in this order: {names}. Hint: send a dict keyed by column name",
                     )
                 records.append(row)
             else:
-                raise InvalidInputError(
-                    f"row {i} is a {type(row).__name__}; send a dict keyed by column name or a "
-                    f"list of {len(names)} values in the order {names}"
+                raise InputItemError(
+                    "row",
+                    i,
+                    f"is a {type(row).__name__}; send a dict keyed by column name or a "
+                    f"list of {len(names)} values in the order {names}",
                 )
         return records
 
     @staticmethod
     def _numbers(values: Any, names: list[str]) -> np.ndarray:
-        """``(n, len(names))`` float64; None and NaN stay NaN; a bad value names its cell."""
+        """``(n, len(names))`` finite float64 or NaN (missing); a bad value names its cell."""
         try:
             # None becomes NaN; numeric strings such as "1.5" are accepted
-            return np.asarray(values, dtype=np.float64).reshape(-1, len(names))
+            numbers = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
         except (ValueError, TypeError):
-            pass
+            numbers = None
+        if numbers is not None:
+            infinite = np.isinf(numbers)
+            if not infinite.any():
+                return numbers
+            row, col = (int(i) for i in np.argwhere(infinite)[0])
+            raise InputItemError(
+                "row",
+                row,
+                f"column {names[col]!r} is infinite; send a finite number or null for a missing "
+                "value",
+            )
         for row, record in enumerate(values):
             for name, value in zip(names, record, strict=True):
                 try:
                     float(value if value is not None else "nan")
                 except (ValueError, TypeError):
-                    raise InvalidInputError(
-                        f"column {name!r} row {row} holds {value!r}, which is not a number; "
-                        "send a number or null for a missing value"
+                    raise InputItemError(
+                        "row",
+                        row,
+                        f"column {name!r} holds {value!r:.40}, which is not a number; "
+                        "send a number or null for a missing value",
                     ) from None
         raise InvalidInputError(f"columns {names} hold values that are not numbers")
 
@@ -175,7 +221,7 @@ class TablePreprocessor(Preprocessor):
                 raise InvalidInputError("inputs is empty; send at least one row")
             missing = [c["name"] for c in plan.columns if c["name"] not in inputs.columns]
             if missing:
-                self._missing_error(missing, [str(c) for c in inputs.columns], "input")
+                self._missing_error(missing, [str(c) for c in inputs.columns], None)
             n = len(inputs)
             numeric_raw: Any = inputs[plan.numeric_names].to_numpy()
             categorical = {c["name"]: inputs[c["name"]].to_numpy() for c in plan.categorical}
@@ -193,9 +239,10 @@ class TablePreprocessor(Preprocessor):
             numbers = np.where(np.isnan(numbers), plan.mean, numbers)  # impute the train mean
             matrix[:, plan.numeric_positions] = (numbers - plan.mean) / plan.std
         for col, start in zip(plan.categorical, plan.categorical_positions, strict=True):
-            index = col["index"]
-            for i, v in enumerate(categorical[col["name"]]):
-                k = index.get(v if isinstance(v, str) else str(v)) if v is not None else None
+            index, name = col["index"], col["name"]
+            for i, v in enumerate(categorical[name]):
+                key = v if isinstance(v, str) else category_key(v, name, i)
+                k = index.get(key) if key is not None else None
                 if k is not None:  # unseen and missing categories stay all zeros
                     matrix[i, start + k] = 1.0
         return {"input": matrix}

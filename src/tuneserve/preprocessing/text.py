@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from tokenizers import Tokenizer
 
-from tuneserve.exceptions import InvalidInputError, NotFoundError
+from tuneserve.exceptions import InputItemError, InvalidInputError, NotFoundError
 
 from ._base import Preprocessor, as_batch, register_preprocessor
 
@@ -99,8 +99,8 @@ class TextPreprocessor(Preprocessor):
         texts = as_batch(inputs, "strings")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise InvalidInputError(
-                    f"text {i} is a {type(text).__name__}, not a string; send strings"
+                raise InputItemError(
+                    "text", i, f"is a {type(text).__name__}, not a string; send strings"
                 )
         encodings = self.tokenizer.encode_batch(list(texts))
         truncated = sum(1 for e in encodings if e.overflowing)

@@ -128,7 +128,9 @@ def test_palette_and_rgba_images_become_rgb(tmp_path: Path) -> None:
 
     out = read_image(tmp_path / "rgba.png")
     assert out.shape == (4, 4, 3)
-    np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 0.0])
+    # transparent pixels are composited onto white: alpha 100/255 over white
+    blend = 1.0 - 100 / 255
+    np.testing.assert_allclose(out[0, 0], [blend, 1.0, blend], atol=1 / 255)
     pal_arr = read_image(tmp_path / "pal.png")
     assert pal_arr.shape == (2, 3, 3)
     np.testing.assert_allclose(pal_arr[0, 0], [1.0, 0.0, 0.0])

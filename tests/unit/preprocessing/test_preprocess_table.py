@@ -178,7 +178,7 @@ def test_non_numeric_value_names_column_and_row(fitted: TablePreprocessor) -> No
     ]
     with pytest.raises(
         InvalidInputError,
-        match=r"column 'age' row 2 holds 'thirty', which is not a number; send a number or null",
+        match=r"row 2 column 'age' holds 'thirty', which is not a number; send a number or null",
     ):
         fitted.transform(rows)
 
@@ -186,7 +186,7 @@ def test_non_numeric_value_names_column_and_row(fitted: TablePreprocessor) -> No
 def test_non_numeric_value_in_dataframe_names_position() -> None:
     pre = TablePreprocessor().fit(pd.DataFrame({"x": [1.0, 2.0]}))
     frame = pd.DataFrame({"x": ["1", "2", "oops"]}, index=[10, 11, 12])
-    with pytest.raises(InvalidInputError, match=r"column 'x' row 2 holds 'oops'"):
+    with pytest.raises(InvalidInputError, match=r"row 2 column 'x' holds 'oops'"):
         pre.transform(frame)
 
 
