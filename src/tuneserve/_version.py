@@ -21,6 +21,17 @@ def git_revision() -> str | None:
     """
     here = Path(__file__).resolve().parent
     try:
+        # Only a checkout that tracks this very file counts: an installed copy inside some
+        # other repository (a venv in a project folder) must not record that project's HEAD.
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "_version.py"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if tracked.returncode != 0:
+            return None
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         )

@@ -104,12 +104,15 @@ class Predictor:
                 f"{where}: output {self._output!r} is not in the graph's {sorted(graph_outputs)}"
             )
         width = graph_outputs[self._output][-1] if graph_outputs[self._output] else None
-        if m.task == "classification" and isinstance(width, int):
-            if width != len(m.label_names or []):
-                raise PackageFormatError(
-                    f"{where}: the graph outputs {width} class probabilities but the manifest "
-                    f"names {len(m.label_names or [])} labels"
-                )
+        if (
+            m.task == "classification"
+            and isinstance(width, int)
+            and width != len(m.label_names or [])
+        ):
+            raise PackageFormatError(
+                f"{where}: the graph outputs {width} class probabilities but the manifest "
+                f"names {len(m.label_names or [])} labels"
+            )
 
     @property
     def labels(self) -> list[str] | None:

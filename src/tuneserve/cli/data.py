@@ -75,3 +75,5 @@ def _print_summary(summary: dict[str, Any]) -> None:
         out.print(
             f"text column {summary['text_column']!r}: {w['mean']} words on average, max {w['max']}"
         )
+        if summary.get("ignored_columns"):
+            out.print(f"other columns, not used: {summary['ignored_columns']}")

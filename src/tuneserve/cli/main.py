@@ -52,6 +52,9 @@ def run() -> None:
     """Console-script entry: one clear line per error, the traceback only with ``--debug``."""
     from tuneserve.exceptions import TuneserveError
 
+    if "--debug" in sys.argv[1:]:  # accepted anywhere, not only before the command
+        sys.argv = [a for i, a in enumerate(sys.argv) if i == 0 or a != "--debug"]
+        os.environ["TUNESERVE_DEBUG"] = "1"
     try:
         app(prog_name="tuneserve")
     except TuneserveError as exc:

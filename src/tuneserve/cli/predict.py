@@ -53,35 +53,44 @@ def _table_inputs(items: list[str]) -> tuple[list[Any], list[str]]:
             names.extend(f"{path.name}:{i}" for i in range(len(frame)))
             continue
         try:
-            row = json.loads(item)
+            parsed = json.loads(item)
         except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict | list):
+            parsed = None
+        if not isinstance(parsed, dict | list):
             raise InvalidInputError(
-                f"cannot read table input {item!r}: pass a CSV/TSV/Parquet/JSONL file or a JSON "
-                "row such as '{\"column\": 1.5}'"
+                f"cannot read table input {item[:60]!r}: pass a CSV/TSV/Parquet/JSONL file, a "
+                "JSON row such as '{\"column\": 1.5}', or a JSON array of rows"
             )
-        rows.append(row)
-        names.append(f"row {len(names)}")
+        # a JSON array of rows (dicts or lists) is many rows; a flat list is one row
+        many = isinstance(parsed, list) and all(isinstance(r, dict | list) for r in parsed)
+        for row in parsed if many and parsed else [parsed]:
+            rows.append(row)
+            names.append(f"row {len(names)}")
     return rows, names
 
 
 def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], list[str]]:
     from tuneserve.data import TABLE_SUFFIXES, read_frame
-    from tuneserve.exceptions import DataError
+    from tuneserve.data._files import refuse_blank
+    from tuneserve.exceptions import DataError, InvalidInputError
 
     texts: list[str] = []
     names: list[str] = []
     for item in items:
         path = _path(item)
-        if path is None or not path.is_file():
+        if path is None:
             texts.append(item)
             names.append(item if len(item) <= 40 else item[:37] + "...")
-        elif path.suffix.lower() == ".txt":
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        elif path.is_file() and path.suffix.lower() == ".txt":
+            try:
+                lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            except UnicodeDecodeError as exc:
+                raise DataError(f"cannot read {path}: not UTF-8 text ({exc})") from exc
+            if not lines:
+                raise DataError(f"{path} holds no text; write one text per line")
             texts.extend(lines)
             names.extend(f"{path.name}:{i + 1}" for i in range(len(lines)))
-        elif path.suffix.lower() in TABLE_SUFFIXES:
+        elif path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
             frame = read_frame(path)
             column = text_column or ("text" if "text" in frame.columns else None)
             if column is None or column not in frame.columns:
@@ -89,11 +98,15 @@ def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], 
                     f"no text column in {path}; columns are {list(frame.columns)}. "
                     "Hint: pass --text-column NAME"
                 )
+            refuse_blank(frame[column], path, f"empty text in column {column!r}", "fill them in")
             texts.extend(frame[column].astype(str).tolist())
             names.extend(f"{path.name}:{i}" for i in range(len(frame)))
         else:
-            texts.append(item)
-            names.append(item if len(item) <= 40 else item[:37] + "...")
+            kind = "folder" if path.is_dir() else "file"
+            raise InvalidInputError(
+                f"{item!r} is a {kind}, but this package classifies text: pass strings, a .txt "
+                "file (one text per line) or a CSV/TSV/Parquet/JSONL file with a text column"
+            )
     return texts, names
 
 

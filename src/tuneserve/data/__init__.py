@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneserve.exceptions import NotFoundError
+from tuneserve.exceptions import InvalidInputError, NotFoundError
 
 from ._builtin import BUILTIN_DATASETS, load_builtin
 from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
@@ -51,9 +51,22 @@ def load(
         NotFoundError: ``source`` is neither a built-in name nor an existing path.
         DataError: the data cannot be used; the message says why and how to fix it.
     """
+    if str(source).strip() == "":
+        raise NotFoundError(
+            f"data source is empty; pass a built-in name ({', '.join(BUILTIN_DATASETS)}), "
+            "an image folder or a file"
+        )
+    file_options = {"label_column": label_column, "text_column": text_column, "task": task}
+    given = [f"--{k.replace('_', '-')}" for k, v in file_options.items() if v is not None]
+    path = Path(source).expanduser()
+    if given and (str(source) in BUILTIN_DATASETS or path.is_dir()):
+        kind = "built-in data sets" if str(source) in BUILTIN_DATASETS else "image folders"
+        raise InvalidInputError(
+            f"{', '.join(given)} only apply to CSV/TSV/Parquet/JSONL files, not to {kind} "
+            f"like {str(source)!r}. Hint: drop the option"
+        )
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         return load_builtin(source)
-    path = Path(source).expanduser()
     if not path.exists():
         raise NotFoundError(
             f"data source {str(source)!r} not found: no such file or folder, and not a built-in "

@@ -128,6 +128,8 @@ class Dataset:
         else:
             lengths = np.array([len(t.split()) for t in self.X])
             out["text_column"] = self.text_column
+            if self.meta.get("ignored_columns"):
+                out["ignored_columns"] = list(self.meta["ignored_columns"])
             out["words_per_text"] = {
                 "mean": round(float(lengths.mean()), 1),
                 "max": int(lengths.max()),

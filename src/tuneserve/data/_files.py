@@ -12,6 +12,8 @@ from tuneserve.exceptions import DataError
 
 from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Task
 
+#: A free-text column with one of these names is the text even beside other columns.
+TEXT_COLUMN_NAMES = ("text", "sentence", "document", "content", "review", "body", "message")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
 #: An integer label with at most this many distinct values is read as classification.
 MAX_INTEGER_CLASSES = 50
@@ -23,6 +25,8 @@ def read_frame(path: Path) -> pd.DataFrame:
     try:
         if suffix == ".csv":
             frame = pd.read_csv(path)
+            if len(frame.columns) == 1 and ";" in str(frame.columns[0]):
+                frame = pd.read_csv(path, sep=";")  # a European-style CSV
         elif suffix == ".tsv":
             frame = pd.read_csv(path, sep="\t")
         elif suffix in (".parquet", ".pq"):
@@ -38,10 +42,15 @@ def read_frame(path: Path) -> pd.DataFrame:
             )
     except DataError:
         raise
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path} is empty; it needs a header line and rows") from exc
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read {path}: {exc}. Hint: check the file's format") from exc
+        raise DataError(
+            f"cannot read {path}: {exc}. Hint: check the file's format (UTF-8, comma- or "
+            "semicolon-separated CSV, tab-separated .tsv, one JSON object per line in .jsonl)"
+        ) from exc
     if len(frame) == 0:
-        raise DataError(f"{path} has no rows; add labeled examples")
+        raise DataError(f"{path} has a header but no rows")
     frame.columns = [str(c) for c in frame.columns]
     return frame
 
@@ -78,7 +87,7 @@ def _is_free_text(series: pd.Series) -> bool:
     return bool(words.mean() >= 3 or (values.nunique() > 0.5 * len(values) and words.mean() > 1))
 
 
-def _refuse_blank(values: pd.Series, path: Path, what: str, fix: str) -> None:
+def refuse_blank(values: pd.Series, path: Path, what: str, fix: str) -> None:
     """Raise a DataError naming the rows whose value is missing or blank."""
     blank = values.isna() | values.astype(str).str.strip().eq("")
     if blank.any():
@@ -88,6 +97,24 @@ def _refuse_blank(values: pd.Series, path: Path, what: str, fix: str) -> None:
             f"{len(rows)} row(s) of {path} have {what} (0-based rows {shown}). "
             f"Hint: drop those rows or {fix}"
         )
+
+
+def _detect_text_column(frame: pd.DataFrame, features: list[str]) -> str | None:
+    """The text column of a text data set, or None for a table.
+
+    Text when the only feature column holds free text, or when exactly one column holds
+    free text and it is named like text (text, sentence, review, ...) or every other column
+    is an id (a distinct value per row).
+    """
+    free = [c for c in features if _is_free_text(frame[c])]
+    if len(free) != 1:
+        return None
+    column = free[0]
+    others = [c for c in features if c != column]
+    ids = all(frame[c].nunique(dropna=False) == len(frame) for c in others)
+    if not others or column.lower() in TEXT_COLUMN_NAMES or ids:
+        return column
+    return None
 
 
 def _infer_task(labels: pd.Series) -> Task:
@@ -134,7 +161,7 @@ def load_file(
     frame = read_frame(path)
     label = _pick_column(frame, label_column, path, "label")
     labels = frame[label]
-    _refuse_blank(labels, path, f"no value in label column {label!r}", "fill in their labels")
+    refuse_blank(labels, path, f"no value in label column {label!r}", "fill in their labels")
     features = [c for c in frame.columns if c != label]
     if not features:
         raise DataError(f"{path} has only the label column {label!r}; add feature columns")
@@ -143,8 +170,8 @@ def load_file(
         text_column = _pick_column(frame, text_column, path, "text")
         if text_column == label:
             raise DataError(f"column {label!r} cannot be both the text and the label")
-    elif len(features) == 1 and _is_free_text(frame[features[0]]):
-        text_column = features[0]
+    else:
+        text_column = _detect_text_column(frame, features)
 
     task = task or _infer_task(labels)
     if task == "classification":
@@ -167,7 +194,7 @@ def load_file(
 
     if text_column is not None:
         texts = frame[text_column]
-        _refuse_blank(texts, path, f"empty text in column {text_column!r}", "remove them")
+        refuse_blank(texts, path, f"empty text in column {text_column!r}", "remove them")
         return Dataset(
             name=path.stem,
             modality="text",
@@ -178,6 +205,7 @@ def load_file(
             source=str(path),
             label_column=label,
             text_column=text_column,
+            meta={"ignored_columns": [c for c in features if c != text_column]},
         )
     return Dataset(
         name=path.stem,

@@ -41,44 +41,70 @@ def _check_class_sizes(data: Dataset, needed: int, purpose: str) -> None:
             )
 
 
+def _allocate(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """Rows per class for a part: at least one each, ``round(n * fraction)`` in total where
+    possible, shared out by largest remainder so the total stays on target."""
+    exact = counts * fraction
+    take = np.maximum(np.floor(exact).astype(np.int64), 1)
+    target = max(round(float(counts.sum()) * fraction), len(counts))
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    i = 0
+    while take.sum() < target:
+        take[order[i % len(order)]] += 1
+        i += 1
+    while take.sum() > target:  # the one-per-class minimum overshot: trim the largest excess
+        excess = np.where(take > 1, take - exact, -np.inf)
+        take[int(np.argmax(excess))] -= 1
+    return take
+
+
+def _stratified_indices(
+    y: np.ndarray, validation: float, test: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    classes, counts = np.unique(y, return_counts=True)
+    n_test, n_val = _allocate(counts, test), _allocate(counts, validation)
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for c, count, t, v in zip(classes, counts, n_test, n_val, strict=True):
+        while t + v > count - 1:  # keep at least one training example (count >= 3)
+            if t >= v:
+                t -= 1
+            else:
+                v -= 1
+        idx = rng.permutation(np.flatnonzero(y == c))
+        parts[0].append(idx[t + v :])
+        parts[1].append(idx[t : t + v])
+        parts[2].append(idx[:t])
+    train, val, tst = (np.sort(np.concatenate(p)) for p in parts)
+    return train, val, tst
+
+
 def split(data: Dataset, validation: float = 0.1, test: float = 0.2, seed: int = 0) -> Splits:
     """Split into train / validation / test, stratified by class for classification.
 
-    The same ``seed`` and data always give the same split.
+    Every class appears in every part (so a class needs 3 examples); each part's share of a
+    class follows the fractions as closely as whole rows allow. The same ``seed`` and data
+    always give the same split.
 
     Raises:
-        DataError: a class has fewer than 3 examples, or a part would hold fewer rows
-            than there are classes.
+        DataError: a class has fewer than 3 examples, or regression data has fewer than 3 rows.
     """
-    from sklearn.model_selection import train_test_split
-
     _check_fractions(validation, test)
-    indices = np.arange(len(data))
-    stratify = data.y if data.task == "classification" else None
+    rng = np.random.default_rng(seed)
     if data.task == "classification":
         _check_class_sizes(data, 3, "a stratified train/validation/test split")
-        k = data.num_classes
-        for name, frac in (("validation", validation), ("test", test)):
-            if int(np.floor(len(data) * frac)) < k:
-                raise DataError(
-                    f"a {name} fraction of {frac} gives {int(len(data) * frac)} rows of "
-                    f"{data.name}, fewer than its {k} classes. Hint: raise --{name} or add data"
-                )
-    rest, test_idx = train_test_split(
-        indices, test_size=test, random_state=seed, stratify=stratify, shuffle=True
-    )
-    stratify_rest = data.y[rest] if stratify is not None else None
-    train_idx, val_idx = train_test_split(
-        rest,
-        test_size=validation / (1.0 - test),
-        random_state=seed,
-        stratify=stratify_rest,
-        shuffle=True,
-    )
+        train_idx, val_idx, test_idx = _stratified_indices(data.y, validation, test, rng)
+    else:
+        if len(data) < 3:
+            raise DataError(
+                f"{data.name} has {len(data)} rows; a train/validation/test split needs 3 or more"
+            )
+        train_idx, val_idx, test_idx = _stratified_indices(
+            np.zeros(len(data), dtype=np.int64), validation, test, rng
+        )
     return Splits(
-        train=data.subset(np.sort(train_idx), name=f"{data.name}[train]"),
-        validation=data.subset(np.sort(val_idx), name=f"{data.name}[validation]"),
-        test=data.subset(np.sort(test_idx), name=f"{data.name}[test]"),
+        train=data.subset(train_idx, name=f"{data.name}[train]"),
+        validation=data.subset(val_idx, name=f"{data.name}[validation]"),
+        test=data.subset(test_idx, name=f"{data.name}[test]"),
     )
 
 

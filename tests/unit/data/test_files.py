@@ -161,11 +161,28 @@ def _reviews_with_extras() -> pd.DataFrame:
 def test_label_column_override(tmp_path: Path) -> None:
     path = _write(_reviews_with_extras(), tmp_path / "r.csv")
     data = load(path, label_column="sentiment")
-    # two feature columns: a table, not text, unless the text column is named
-    assert data.modality == "table"
+    # a free-text column named like text ("review") makes a text data set; others are noted
+    assert data.modality == "text"
+    assert data.text_column == "review"
     assert data.label_column == "sentiment"
-    assert list(data.X.columns) == ["review", "stars"]
+    assert data.meta["ignored_columns"] == ["stars"]
+    assert data.summary()["ignored_columns"] == ["stars"]
     assert data.label_names == ("neg", "pos")
+
+
+def test_free_text_beside_other_features_with_a_neutral_name_is_a_table(tmp_path: Path) -> None:
+    frame = _reviews_with_extras().rename(columns={"review": "notes"})
+    data = load(_write(frame, tmp_path / "r.csv"), label_column="sentiment")
+    assert data.modality == "table"
+    assert list(data.X.columns) == ["notes", "stars"]
+
+
+def test_text_beside_an_id_column_is_text(tmp_path: Path) -> None:
+    frame = _reviews_with_extras().rename(columns={"review": "notes"}).drop(columns="stars")
+    frame.insert(0, "id", range(len(frame)))
+    data = load(_write(frame, tmp_path / "r.csv"), label_column="sentiment")
+    assert data.modality == "text"
+    assert data.text_column == "notes"
 
 
 def test_label_column_override_beats_detected_name(tmp_path: Path) -> None:

@@ -154,3 +154,24 @@ def test_kfold_regression(diabetes: Dataset) -> None:
     held = np.concatenate([_rows(h) for _, h in folds])
     np.testing.assert_array_equal(np.sort(held), np.arange(442))
     assert sorted({len(h) for _, h in folds}) == [110, 111]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rare_class_is_in_every_part(seed: int) -> None:
+    import pandas as pd
+
+    y = np.array([0] * 100 + [1] * 3)
+    data = Dataset(
+        name="rare",
+        modality="table",
+        task="classification",
+        X=pd.DataFrame({"x": np.arange(103, dtype=float)}),
+        y=y,
+        label_names=("big", "tiny"),
+        source="test",
+    )
+    parts = split(data, validation=0.1, test=0.2, seed=seed)
+    for part in (parts.train, parts.validation, parts.test):
+        assert part.class_counts()["tiny"] == 1, part.name
+    assert len(parts.test) == round(103 * 0.2)
+    assert len(parts.validation) == round(103 * 0.1)
