@@ -153,3 +153,52 @@ def test_demo_runs_end_to_end(tmp_path, epochs):
     assert (tmp_path / "digits-cnn" / "manifest.json").is_file()
     assert len(list((tmp_path / "digit-samples").glob("*.png"))) == 10
     assert "breast_cancer test accuracy (runtime):" in out
+
+
+def test_text_package_refuses_paths_and_bad_files(text_package, tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG")
+    proc = tuneserve("predict", str(text_package), str(tmp_path / "photo.png"), check=False)
+    assert_one_line_error(proc, "is a file, but this package classifies text")
+    proc = tuneserve("predict", str(text_package), str(tmp_path), check=False)
+    assert_one_line_error(proc, "is a folder, but this package classifies text")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    proc = tuneserve("predict", str(text_package), str(tmp_path / "latin1.txt"), check=False)
+    assert_one_line_error(proc, "latin1.txt: not UTF-8 text")
+    (tmp_path / "reviews.csv").write_text("id,text\n1,cold soup\n2,\n3,lovely\n")
+    proc = tuneserve("predict", str(text_package), str(tmp_path / "reviews.csv"), check=False)
+    assert_one_line_error(proc, "1 row(s) of", "empty text in column 'text'", "rows 1")
+    (tmp_path / "ok.txt").write_text("cold soup\n\nrude staff and a long wait\n")
+    result = json.loads(
+        tuneserve("predict", str(text_package), str(tmp_path / "ok.txt"), "--json").stdout
+    )
+    assert [p["input"] for p in result["predictions"]] == ["ok.txt:1", "ok.txt:2"]
+
+
+def test_predict_json_array_of_rows(cancer_package, cancer_splits):
+    rows = cancer_splits.test.X.head(3).to_dict("records")
+    result = json.loads(
+        tuneserve("predict", str(cancer_package), json.dumps(rows), "--json").stdout
+    )
+    assert len(result["predictions"]) == 3
+
+
+def test_debug_flag_works_after_the_command(tmp_path):
+    proc = tuneserve("data", "show", str(tmp_path / "missing.csv"), "--debug", check=False)
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
+
+
+def test_error_row_numbers_count_across_batches(cancer_package, cancer_splits, tmp_path):
+    frame = cancer_splits.train.X.head(120).copy()
+    frame["mean radius"] = frame["mean radius"].astype(object)
+    frame.loc[frame.index[100], "mean radius"] = "abc"
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    proc = tuneserve(
+        "predict",
+        str(cancer_package),
+        str(tmp_path / "rows.csv"),
+        "--batch-size",
+        "16",
+        check=False,
+    )
+    assert_one_line_error(proc, "row 100 column 'mean radius' holds 'abc'")

@@ -381,3 +381,26 @@ def test_manifest_file_entry_escaping_the_package(package: Package) -> None:
     (package.path / MANIFEST_FILE).write_text(json.dumps(raw))
     with pytest.raises(PackageError):
         Package.load(package.path)
+
+
+class _ClobberingFiles(dict):  # type: ignore[type-arg]
+    """A files mapping that, while being written, lets another writer create the target."""
+
+    def __init__(self, target: Path, content: dict[str, bytes | Path]) -> None:
+        super().__init__(content)
+        self.target = target
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self.target.mkdir()
+        (self.target / "thesis.txt").write_text("someone else's work")
+        return super().items()
+
+
+def test_write_never_replaces_a_directory_that_appears_meanwhile(
+    tmp_path: Path, onnx_bytes: bytes
+) -> None:
+    target = tmp_path / "pkg"
+    with pytest.raises(PackageError, match=r"appeared while the package was being written"):
+        Package.write(target, _manifest(), _ClobberingFiles(target, _files(onnx_bytes)))
+    assert (target / "thesis.txt").read_text() == "someone else's work"
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no temporary directory left

@@ -326,3 +326,14 @@ def test_kfold_more_folds_than_rows() -> None:
     data = load("diabetes").subset(range(6))
     with pytest.raises(DataError, match=r"k=10 needs at least 10 rows; diabetes has 6"):
         next(kfold(data, k=10))
+
+
+@pytest.mark.parametrize("source", ["iris", "digits"])
+def test_file_only_options_are_refused_for_builtins(source: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"--label-column only apply to .* files"):
+        load(source, label_column="foo")
+
+
+def test_empty_source_is_refused() -> None:
+    with pytest.raises(NotFoundError, match=r"data source is empty"):
+        load("")

@@ -274,3 +274,11 @@ def test_tiny_file_with_integer_classes_is_classification(tmp_path: Path) -> Non
     data = load(path)
     assert data.task == "classification"
     assert data.label_names == ("0", "1", "2")
+
+
+def test_semicolon_separated_csv(tmp_path: Path) -> None:
+    path = tmp_path / "euro.csv"
+    path.write_text("a;b;label\n1,5;2;x\n3;4;y\n5;6;x\n")
+    data = load(path)
+    assert list(data.X.columns) == ["a", "b"]
+    assert data.label_names == ("x", "y")

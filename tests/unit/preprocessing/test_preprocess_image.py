@@ -309,3 +309,27 @@ def test_bad_bytes_error_names_the_position() -> None:
     good = _png_bytes(np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(InvalidInputError, match=r"image 2\b"):
         _identity((4, 4), 1).transform([good, good, b"garbage"])
+
+
+def test_ink_on_transparent_background_is_composited_onto_white(tmp_path: Path) -> None:
+    rgba = np.zeros((6, 6, 4), dtype=np.uint8)  # transparent everywhere ...
+    rgba[2:4, 2:4] = [0, 0, 0, 255]  # ... but an opaque black stroke
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "ink.png")
+    from tuneserve.preprocessing import read_image
+
+    img = read_image(tmp_path / "ink.png")
+    assert img.shape == (6, 6, 3)
+    np.testing.assert_allclose(img[0, 0], [1.0, 1.0, 1.0])  # background: white, not black
+    np.testing.assert_allclose(img[2, 2], [0.0, 0.0, 0.0])  # the ink stays black
+    # an RGBA array takes the same path
+    arr = ImagePreprocessor(size=(6, 6), channels=3, mean=[0, 0, 0], std=[1, 1, 1])
+    np.testing.assert_allclose(arr.transform([rgba])["input"][0].transpose(1, 2, 0), img)
+
+
+def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneserve.preprocessing import read_image
+
+    Image.new("L", (40, 40)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 pixels > 2 x the limit
+    with pytest.raises(InvalidInputError, match=r"big\.png is too large to decode safely"):
+        read_image(tmp_path / "big.png")

@@ -305,3 +305,27 @@ def test_register_preprocessor_refuses_duplicate_of_a_fresh_class() -> None:
 def test_unknown_kind_in_spec_asks_for_upgrade() -> None:
     with pytest.raises(PackageFormatError, match=r"unknown preprocessing kind 'audio'.*upgrade"):
         preprocessor_from_spec({"kind": "audio"})
+
+
+def test_numeric_looking_categories_match_after_a_csv_round_trip(tmp_path: Path) -> None:
+    pre = TablePreprocessor().fit(pd.DataFrame({"code": ["1", "2", "x", "2"]}))
+    assert pre.spec()["columns"][0]["categories"] == ["1", "2", "x"]
+    # a CSV column with a gap is read as floats: 1 -> 1.0; it must still be category "1"
+    path = tmp_path / "rows.csv"
+    path.write_text("code,note\n1,a\n,b\n2,c\n")
+    frame = pd.read_csv(path)
+    assert frame["code"].dtype == np.float64
+    out = pre.transform(frame)["input"]
+    np.testing.assert_array_equal(out, [[1, 0, 0], [0, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(pre.transform([{"code": 2}])["input"], [[0, 1, 0]])
+
+
+def test_unhashable_category_value_is_refused() -> None:
+    pre = TablePreprocessor().fit(pd.DataFrame({"color": ["red", "blue"]}))
+    with pytest.raises(InvalidInputError, match=r"row 1 column 'color' holds a list"):
+        pre.transform([{"color": "red"}, {"color": ["red"]}])
+
+
+def test_infinite_training_value_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match=r"column 'x' row 1 is infinite"):
+        TablePreprocessor().fit(pd.DataFrame({"x": [1.0, np.inf]}))
