@@ -77,7 +77,7 @@ def export_sklearn(
         raise InvalidInputError("sample_inputs needs at least 1 input to check parity")
     if classification:
         classes = np.asarray(getattr(estimator, "classes_", []))
-        assert label_names is not None
+        label_names = list(label_names or [])  # check_task guarantees >= 2 names
         if not np.array_equal(classes, np.arange(len(label_names))):
             raise ExportError(
                 f"the estimator's classes_ are {classes.tolist()}, expected codes 0..."

@@ -68,8 +68,7 @@ def train_cnn(train: Dataset, validation: Dataset, config: CNNConfig | None = No
     generator = torch.Generator().manual_seed(config.seed)
     preprocessor = ImagePreprocessor()
     preprocessor.fit(train.X)
-    assert preprocessor.size is not None and preprocessor.channels is not None
-    h, w = preprocessor.size
+    h, w = preprocessor.size or (8, 8)  # fit always sets the size
     size = (h - h % 4 or 4, w - w % 4 or 4)  # the CNN pools twice by 2
     if size != preprocessor.size:
         preprocessor = ImagePreprocessor(size=size, channels=preprocessor.channels).fit(train.X)
