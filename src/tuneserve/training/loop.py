@@ -1,0 +1,293 @@
+"""The training loop: train and validation phases, best checkpoint, early stopping, resume.
+
+Determinism: weights come from the caller's seed, batch order and augmentation from a
+generator seeded per epoch, and dropout from the global RNG whose state is checkpointed. So
+a run that is killed and resumed ends with exactly the weights of an uninterrupted run (on
+the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.progress import progress_bar
+
+from .config import TrainConfig
+
+Tensors = tuple[torch.Tensor, ...]
+#: ``augment(images, generator) -> images`` for the first input of a batch.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+CHECKPOINT_FILE = "last.pt"
+
+
+@dataclass
+class LoopResult:
+    """What :func:`fit` did. The model passed in now holds the best weights."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_score: float
+    stopped_early: bool
+    resumed_from_epoch: int
+
+    @property
+    def best_record(self) -> dict[str, float]:
+        """The history entry of the kept epoch."""
+        return next(r for r in self.history if int(r["epoch"]) == self.best_epoch)
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InvalidInputError("device 'cuda' was asked for, but no CUDA GPU is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    mode = config.mixed_precision
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16" and device.type != "cuda":
+        raise InvalidInputError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' on CPU")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        epoch = step // steps_per_epoch
+        if config.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == "step":
+            return config.gamma ** (epoch // config.step_size)
+        if config.schedule == "multistep":
+            return config.gamma ** sum(epoch >= m for m in config.milestones)
+        return 1.0
+
+    return factor
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidInputError("the model has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def _batches(n: int, size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator else torch.arange(n)
+    for start in range(0, n, size):
+        yield order[start : start + size]
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-save never leaves a broken checkpoint
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[Tensors, torch.Tensor],
+    validation: tuple[Tensors, torch.Tensor],
+    config: TrainConfig,
+    *,
+    task: str = "classification",
+    augment: Augment | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    data_fingerprint: str = "",
+    description: str = "training",
+) -> LoopResult:
+    """Train ``model`` in place and leave it holding the best weights (on the CPU, eval mode).
+
+    Args:
+        model: Takes the input tensors positionally; returns logits (classification) or
+            values (regression).
+        train, validation: ``((input tensors...), targets)``; inputs share the batch axis.
+        config: Optimizer, schedule, precision, early stopping and seed.
+        task: ``classification`` (cross-entropy) or ``regression`` (mean squared error).
+        augment: Applied to the first training input of each batch.
+        checkpoint_dir: Write ``last.pt`` there after every epoch.
+        resume: Continue from ``checkpoint_dir/last.pt`` when it exists.
+        data_fingerprint: Recorded in the checkpoint; a resume on other data is refused.
+        description: Label of the progress bar.
+
+    Raises:
+        InvalidInputError: bad settings, or a checkpoint made with other settings or data.
+    """
+    device = _device(config)
+    dtype = _precision(config, device)
+    (x_train, y_train), (x_val, y_val) = train, validation
+    n = len(y_train)
+    classification = task == "classification"
+    monitor = config.monitor if classification else "val_loss"
+    weight = None
+    if classification and config.class_weights:
+        counts = torch.bincount(y_train, minlength=int(y_train.max()) + 1).float()
+        weight = (n / (len(counts) * counts.clamp(min=1))).to(device)
+    criterion: nn.Module = nn.CrossEntropyLoss(weight=weight) if classification else nn.MSELoss()
+    model.to(device)
+    optimizer = _optimizer(model, config)
+    batches_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accumulation)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, stale, start_epoch = -math.inf, 0, 0, 0
+    best_state = copy.deepcopy(model.state_dict())
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    torch.manual_seed(config.seed)
+    if ckpt is not None and resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if (state["config"], state["data"]) != (config.fingerprint(), data_fingerprint):
+            raise InvalidInputError(
+                f"checkpoint {ckpt} was made with other training settings or data; resume "
+                "with the same ones, or start over without --resume"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        history, best_state = state["history"], state["best_state"]
+        best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale"]
+        start_epoch = state["epoch"]
+
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=dtype))
+        if dtype is not None
+        else contextlib.nullcontext
+    )
+    stopped_early = config.patience is not None and stale >= config.patience
+    with progress_bar(description, total=config.epochs * batches_per_epoch) as advance:
+        advance(start_epoch * batches_per_epoch)
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            if stopped_early:
+                break
+            model.train()
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            total_loss = 0.0
+            optimizer.zero_grad(set_to_none=True)
+            for i, idx in enumerate(_batches(n, config.batch_size, generator)):
+                xb = tuple(t[idx].to(device) for t in x_train)
+                if augment is not None:
+                    xb = (augment(xb[0], generator), *xb[1:])
+                yb = y_train[idx].to(device)
+                with autocast():
+                    out = model(*xb)
+                target_out = out.float() if classification else out.float().reshape(yb.shape)
+                loss = criterion(target_out, yb)
+                # the last group of an epoch may hold fewer batches: average over what it has
+                accum = config.grad_accumulation
+                group = min(accum, batches_per_epoch - (i // accum) * accum)
+                scaler.scale(loss / group).backward()
+                total_loss += loss.item() * len(idx)
+                if (i + 1) % config.grad_accumulation == 0 or i + 1 == batches_per_epoch:
+                    if config.clip_grad_norm is not None:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                advance(1, loss=loss.item())
+            record = {"epoch": float(epoch), "train_loss": total_loss / n}
+            record.update(evaluate(model, x_val, y_val, criterion, config.batch_size, autocast))
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            history.append(record)
+            score = record[monitor] if monitor == "val_accuracy" else -record["val_loss"]
+            if score > best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            stopped_early = config.patience is not None and stale >= config.patience
+            if ckpt is not None:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                _save(
+                    ckpt,
+                    {
+                        "epoch": epoch,
+                        "config": config.fingerprint(),
+                        "data": data_fingerprint,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "history": history,
+                        "best_state": best_state,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "stale": stale,
+                    },
+                )
+            if stopped_early:
+                advance((config.epochs - epoch) * batches_per_epoch)
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    return LoopResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_score=best_score if monitor == "val_accuracy" else -best_score,
+        stopped_early=stopped_early,
+        resumed_from_epoch=start_epoch,
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    inputs: Tensors,
+    targets: torch.Tensor,
+    criterion: nn.Module,
+    batch_size: int,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> dict[str, float]:
+    """Validation loss (and accuracy for classification) of ``model`` on tensors."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    classification = isinstance(criterion, nn.CrossEntropyLoss)
+    with torch.no_grad():
+        for idx in _batches(len(targets), batch_size, None):
+            yb = targets[idx].to(device)
+            with autocast():
+                out = model(*(t[idx].to(device) for t in inputs)).float()
+            if classification:
+                correct += int((out.argmax(1) == yb).sum())
+            else:
+                out = out.reshape(yb.shape)
+            loss_sum += float(criterion(out, yb)) * len(idx)
+    metrics = {"val_loss": loss_sum / len(targets)}
+    if classification:
+        metrics["val_accuracy"] = correct / len(targets)
+    return metrics
