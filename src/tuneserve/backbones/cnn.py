@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._registry import BackboneSpec, register_backbone
+
 
 class SmallCNN(nn.Module):
     """Two conv layers with pooling, then two dense layers.
@@ -58,3 +60,15 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, channels, h, w)`` images to ``(batch, num_classes)`` logits."""
         return self.head(self.features(x))
+
+
+register_backbone(
+    BackboneSpec(
+        name="cnn",
+        modality="image",
+        family="torch",
+        strategies=("full",),
+        description="built-in small CNN for MNIST-like images, trained from scratch",
+        factory=SmallCNN,
+    )
+)

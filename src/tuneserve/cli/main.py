@@ -10,7 +10,7 @@ import typer
 
 from tuneserve._version import __version__
 
-from . import data, demo, package, predict
+from . import data, demo, package, predict, train
 
 app = typer.Typer(
     name="tuneserve",
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(package.app, name="package")
+app.command("train")(train.train)
 app.command("predict")(predict.predict)
 app.command("demo")(demo.demo)
 

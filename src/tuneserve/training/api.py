@@ -1,0 +1,133 @@
+"""``train``: data in, package out, with sensible defaults per backbone and strategy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
+from tuneserve.data import Dataset, Splits, load, split
+from tuneserve.package import Package
+
+from ._result import TrainedModel
+from .classic import train_mlp, train_sklearn
+from .cnn import CNNConfig, train_cnn
+from .config import TrainConfig
+from .text import probe_defaults, train_text
+
+#: Per (family or backbone, strategy) defaults; explicit settings override them.
+_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("cnn", "full"): {},
+    ("mlp", "full"): {"learning_rate": 1e-3, "epochs": 100, "patience": 15},
+    ("text", "partial"): {"learning_rate": 1e-4, "epochs": 4, "batch_size": 16},
+    ("text", "full"): {"learning_rate": 5e-5, "epochs": 3, "batch_size": 16},
+}
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its package, and how it did on the held-out test split."""
+
+    package: Package
+    trained: TrainedModel
+    splits: Splits
+    test_metrics: dict[str, float]
+
+
+def default_config(backbone: str, strategy: str, **overrides: Any) -> TrainConfig:
+    """The settings ``train`` uses for a backbone and strategy, with ``overrides`` applied."""
+    registered = {s.name: s for s in list_backbones()}
+    spec = registered.get(backbone)
+    family = "text" if spec is None or spec.modality == "text" else backbone
+    base = CNNConfig() if backbone == "cnn" else TrainConfig()
+    if (family, strategy) == ("text", "probe"):
+        base = probe_defaults(base)
+    base = replace(base, **_DEFAULTS.get((family, strategy), {}))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _test_metrics(trained: TrainedModel, test: Dataset) -> dict[str, float]:
+    pred = trained.predict_proba(test.X)
+    if trained.task == "classification":
+        return {"test_accuracy": float(np.mean(pred.argmax(1) == test.y))}
+    return {"test_mse": float(np.mean((pred - test.y) ** 2))}
+
+
+def train(
+    data: Dataset | str | Path,
+    out: str | Path,
+    *,
+    backbone: str | None = None,
+    strategy: str | None = None,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    validation: float = 0.1,
+    test: float = 0.2,
+    max_length: int = 128,
+    unfreeze: int = 2,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train on ``data`` and write a package to ``out``.
+
+    The data is split (stratified, seeded) into train / validation / test. The model is
+    trained on train, the best epoch chosen on validation, and the package checked for
+    parity and scored on test (recorded in the manifest as ``test_*`` metrics).
+
+    Args:
+        data: A :class:`Dataset` or anything :func:`tuneserve.data.load` takes.
+        out: Package directory.
+        backbone: Registry name, or for text a Hugging Face id or local path (default per
+            modality: cnn, random-forest, minilm).
+        strategy: ``probe``, ``partial``, ``full`` (text); ``full`` (cnn, mlp); ``fit``
+            (scikit-learn). Default: the backbone's first.
+        config: Loop settings (default: :func:`default_config`).
+        seed, validation, test: The split.
+        max_length, unfreeze: Text settings (tokens; blocks unfrozen by ``partial``).
+        checkpoint_dir, resume: Per-epoch checkpoints and continuing an interrupted run.
+        overwrite: Replace an existing package at ``out``.
+    """
+    dataset = data if isinstance(data, Dataset) else load(data)
+    name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    registered = {s.name for s in list_backbones()}
+    is_hf_text = dataset.modality == "text" and name not in registered
+    spec = get_backbone("minilm" if is_hf_text else name, dataset.modality)
+    strategy = check_strategy(spec, strategy)
+    parts = split(dataset, validation=validation, test=test, seed=seed)
+    config = config or default_config(name, strategy, seed=seed)
+    common: dict[str, Any] = {"checkpoint_dir": checkpoint_dir, "resume": resume}
+    trained: TrainedModel
+    if spec.family == "sklearn":
+        trained = train_sklearn(parts.train, parts.validation, backbone=name, seed=seed)
+    elif name == "cnn":
+        cnn_config = config if isinstance(config, CNNConfig) else CNNConfig(**config.to_dict())
+        trained = train_cnn(parts.train, parts.validation, cnn_config, **common)
+    elif name == "mlp":
+        trained = train_mlp(parts.train, parts.validation, config, **common)
+    else:
+        trained = train_text(
+            parts.train,
+            parts.validation,
+            backbone=name,
+            strategy=strategy,
+            config=config,
+            max_length=max_length,
+            unfreeze=unfreeze,
+            **common,
+        )
+    trained.config.setdefault("backbone", name)
+    trained.config.setdefault("strategy", strategy)
+    trained.config["split"] = {"seed": seed, "validation": validation, "test": test}
+    metrics = _test_metrics(trained, parts.test)
+    package = trained.export(
+        out,
+        parts.test.X,
+        name=Path(out).name,
+        metrics=metrics,
+        overwrite=overwrite,
+    )
+    return TrainResult(package=package, trained=trained, splits=parts, test_metrics=metrics)

@@ -1,0 +1,156 @@
+"""Fine-tune a text encoder: linear probe on cached features, partial, or full fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneserve.backbones.text import (
+    TextClassifier,
+    encoder_blocks,
+    load_encoder,
+    resolve_text_model,
+)
+from tuneserve.data import Dataset
+from tuneserve.exceptions import DataError, InvalidInputError
+from tuneserve.preprocessing import TextPreprocessor
+from tuneserve.progress import progress_bar
+
+from ._result import TrainedModel
+from .config import TrainConfig
+from .feature_cache import FeatureCache, backbone_identity
+from .loop import fit
+
+EMBED_BATCH = 64
+
+
+def _embed(model: TextClassifier, feed: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Mean-pooled embeddings ``(n, hidden)`` of a tokenized data set, without gradients."""
+    model.eval()
+    ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
+    out = []
+    with torch.no_grad(), progress_bar(f"embedding {name}", total=len(ids)) as advance:
+        for start in range(0, len(ids), EMBED_BATCH):
+            sl = slice(start, start + EMBED_BATCH)
+            out.append(model.embed(ids[sl], mask[sl]).numpy())
+            advance(len(ids[sl]))
+    return np.concatenate(out)
+
+
+def _targets(data: Dataset) -> torch.Tensor:
+    return torch.from_numpy(data.y if data.task == "classification" else data.y.astype(np.float32))
+
+
+def train_text(
+    train: Dataset,
+    validation: Dataset,
+    *,
+    backbone: str = "minilm",
+    strategy: str = "probe",
+    config: TrainConfig | None = None,
+    max_length: int = 128,
+    unfreeze: int = 2,
+    cache: FeatureCache | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> TrainedModel:
+    """Turn a pretrained text encoder into a classifier (or regressor) for ``train``.
+
+    Strategies:
+        ``probe``: the encoder stays frozen; its pooled features are computed once, kept in
+        the feature cache, and a linear head is trained on them.
+        ``partial``: the last ``unfreeze`` transformer blocks and the head are trained.
+        ``full``: every weight is trained.
+
+    Raises:
+        DataError: the data is not text.
+        InvalidInputError: unknown strategy, or ``unfreeze`` out of range.
+    """
+    if train.modality != "text":
+        raise DataError(f"text backbones train on text data; {train.name} is {train.modality}")
+    if strategy not in ("probe", "partial", "full"):
+        raise InvalidInputError(f"strategy must be probe, partial or full; got {strategy!r}")
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    outputs = train.num_classes if train.task == "classification" else 1
+    preprocessor = TextPreprocessor(resolve_text_model(backbone), max_length=max_length)
+    model = TextClassifier(load_encoder(backbone), outputs)
+    train_feed = preprocessor.transform(train.X)
+    val_feed = preprocessor.transform(validation.X)
+    y_train, y_val = _targets(train), _targets(validation)
+    extra: dict[str, Any] = {"backbone": backbone, "strategy": strategy, "max_length": max_length}
+
+    if strategy == "probe":
+        cache = cache or FeatureCache()
+        identity = backbone_identity(resolve_text_model(backbone))
+        spec = preprocessor.spec()
+
+        def features(data: Dataset, feed: dict[str, np.ndarray]) -> torch.Tensor:
+            key = cache.key(identity, spec, data.fingerprint)
+            return torch.from_numpy(
+                cache.get_or_compute(key, lambda: _embed(model, feed, data.name))
+            )
+
+        train_x, val_x = features(train, train_feed), features(validation, val_feed)
+        result = fit(
+            model.head,
+            ((train_x,), y_train),
+            ((val_x,), y_val),
+            config,
+            task=train.task,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            data_fingerprint=train.fingerprint,
+            description="training probe head",
+        )
+        extra["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
+    else:
+        blocks = encoder_blocks(model.encoder)
+        if strategy == "partial":
+            if not 1 <= unfreeze <= len(blocks):
+                raise InvalidInputError(
+                    f"unfreeze must be between 1 and {len(blocks)} (the encoder's blocks); "
+                    f"got {unfreeze}"
+                )
+            model.encoder.requires_grad_(False)
+            for block in blocks[-unfreeze:]:
+                block.requires_grad_(True)
+            extra["unfreeze"] = unfreeze
+        ids = ("input_ids", "attention_mask")
+        result = fit(
+            model,
+            (tuple(torch.from_numpy(train_feed[k]) for k in ids), y_train),
+            (tuple(torch.from_numpy(val_feed[k]) for k in ids), y_val),
+            config,
+            task=train.task,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            data_fingerprint=train.fingerprint,
+            description=f"fine-tuning ({strategy})",
+        )
+        model.requires_grad_(True)
+    model.eval()
+    return TrainedModel(
+        model=model,
+        preprocessor=preprocessor,
+        task=train.task,
+        label_names=train.label_names,
+        data_fingerprint=train.fingerprint,
+        config={
+            "trainer": "train_text",
+            **extra,
+            **config.to_dict(),
+            "best_epoch": result.best_epoch,
+        },
+        history=result.history,
+        metrics={k: v for k, v in result.best_record.items() if k.startswith("val_")},
+    )
+
+
+def probe_defaults(config: TrainConfig) -> TrainConfig:
+    """Settings that suit a linear head on frozen features."""
+    return replace(config, learning_rate=1e-2, epochs=60, batch_size=64, patience=15)
