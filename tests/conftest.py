@@ -116,3 +116,32 @@ def text_package(text_model, tmp_path_factory) -> Path:
         name="reviews",
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory) -> Path:
+    """A small review sentiment data set in CSV (text + label), built from word lists."""
+    import random
+
+    import pandas as pd
+
+    rng = random.Random(0)
+    good = ["wonderful", "great", "delicious", "friendly", "lovely", "excellent", "fantastic"]
+    bad = ["terrible", "awful", "cold", "rude", "disgusting", "slow", "horrible"]
+    things = ["food", "service", "staff", "soup", "evening", "view", "dessert", "waiter"]
+    shapes = [
+        "the {t} was {w}",
+        "{w} {t}, I would say it again",
+        "what a {w} {t}",
+        "honestly the {t} felt {w} tonight",
+    ]
+    rows = []
+    for i in range(120):
+        label = "positive" if i % 2 else "negative"
+        word = rng.choice(good if i % 2 else bad)
+        rows.append(
+            {"text": rng.choice(shapes).format(t=rng.choice(things), w=word), "label": label}
+        )
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

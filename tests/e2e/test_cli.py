@@ -202,3 +202,33 @@ def test_error_row_numbers_count_across_batches(cancer_package, cancer_splits, t
         check=False,
     )
     assert_one_line_error(proc, "row 100 column 'mean radius' holds 'abc'")
+
+
+def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
+    summary = json.loads(
+        tuneserve("train", "wine", "--out", str(tmp_path / "wine"), "-b", "logreg", "--json").stdout
+    )
+    assert summary["backbone"] == "logreg" and summary["test"]["test_accuracy"] > 0.85
+    assert (tmp_path / "wine" / "manifest.json").is_file()
+
+    out = tmp_path / "reviews"
+    env_home = {"TUNESERVE_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [*CLI, "train", str(reviews_csv), "--out", str(out), "--max-length", "32", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, **env_home},
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["backbone"] == "minilm" and summary["strategy"] == "probe"
+    assert summary["test"]["test_accuracy"] >= 0.9
+    assert not out.with_name("reviews.checkpoints").exists()  # removed after success
+    result = json.loads(tuneserve("predict", str(out), "what a delicious dessert", "--json").stdout)
+    assert result["predictions"][0]["label"] == "positive"
+
+    proc = tuneserve("train", "wine", "--out", str(tmp_path / "x"), "-b", "minilm", check=False)
+    assert_one_line_error(proc, "backbone 'minilm' is for text data, but this data set is table")
+    proc = tuneserve("train", "wine", "--out", str(tmp_path / "wine"), check=False)
+    assert_one_line_error(proc, "already exists", "--force")
