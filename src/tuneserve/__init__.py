@@ -29,7 +29,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tuneserve.package import Manifest, Package
     from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor
     from tuneserve.runtime import Prediction, Predictor
-    from tuneserve.training import CNNConfig, TrainedModel, train_cnn, train_logistic_regression
+    from tuneserve.training import (
+        CNNConfig,
+        TrainConfig,
+        TrainedModel,
+        train,
+        train_cnn,
+        train_logistic_regression,
+    )
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "Dataset": ("tuneserve.data", "Dataset"),
@@ -51,6 +58,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "CNNConfig": ("tuneserve.training", "CNNConfig"),
     "TrainedModel": ("tuneserve.training", "TrainedModel"),
     "train_cnn": ("tuneserve.training", "train_cnn"),
+    "train": ("tuneserve.training", "train"),
+    "TrainConfig": ("tuneserve.training", "TrainConfig"),
     "train_logistic_regression": ("tuneserve.training", "train_logistic_regression"),
     **{
         name: ("tuneserve.exceptions", name)
@@ -86,6 +95,7 @@ __all__ = [
     "Splits",
     "TablePreprocessor",
     "TextPreprocessor",
+    "TrainConfig",
     "TrainedModel",
     "TuneserveError",
     "__version__",
@@ -95,6 +105,7 @@ __all__ = [
     "kfold",
     "load_dataset",
     "split",
+    "train",
     "train_cnn",
     "train_logistic_regression",
 ]
