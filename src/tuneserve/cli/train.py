@@ -42,6 +42,9 @@ def train(
         None, "--checkpoint-dir", help="Checkpoint every epoch here (default: OUT.checkpoints)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    init: Path | None = typer.Option(
+        None, "--from", help="Start from this package's backbone (supervised transfer)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
     label_column: str | None = typer.Option(None, "--label-column"),
     text_column: str | None = typer.Option(None, "--text-column"),
@@ -54,8 +57,10 @@ def train(
 
     dataset = load(data, label_column=label_column, text_column=text_column)
     from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
+    from tuneserve.training.api import _source, _source_backbone
 
-    name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    source = _source(init, dataset.modality) if init is not None else None
+    name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[dataset.modality]
     registered = {s.name for s in list_backbones()}
     spec = get_backbone(
         name if name in registered or dataset.modality != "text" else "minilm", dataset.modality
@@ -92,6 +97,7 @@ def train(
         checkpoint_dir=ckpt if spec.family == "torch" else None,
         resume=resume,
         overwrite=force,
+        init=source,
     )
     if checkpoint_dir is None and ckpt.exists():  # only kept to resume an interrupted run
         import shutil

@@ -88,6 +88,48 @@ class Dataset:
             X = [self.X[i] for i in idx]
         return replace(self, X=X, y=self.y[idx], name=name or self.name)
 
+    def select_classes(self, names: Sequence[str], name: str | None = None) -> Dataset:
+        """Keep only the rows of the classes ``names``, recoded ``0..len(names)-1``.
+
+        Raises:
+            DataError: a name is not a class of this data set, or fewer than 2 are given.
+        """
+        from tuneserve.exceptions import DataError
+
+        labels = list(self.label_names or ())
+        unknown = [n for n in names if n not in labels]
+        if self.label_names is None or unknown or len(names) < 2:
+            raise DataError(
+                f"select_classes needs 2 or more of the classes {labels}; got {list(names)}"
+            )
+        old = [labels.index(n) for n in names]
+        keep = np.flatnonzero(np.isin(self.y, old))
+        recode = np.full(len(labels), -1, dtype=np.int64)
+        recode[old] = np.arange(len(old))
+        part = self.subset(keep, name=name or f"{self.name}[{','.join(names)}]")
+        return replace(part, y=recode[part.y], label_names=tuple(names))
+
+    def sample_per_class(self, k: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """``k`` random rows of each class, and the rest (few-shot experiments).
+
+        Raises:
+            DataError: a class has ``k`` rows or fewer.
+        """
+        from tuneserve.exceptions import DataError
+
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for code, (label, count) in enumerate(self.class_counts().items()):
+            if count <= k:
+                raise DataError(f"class {label!r} has {count} rows; cannot take {k} and keep some")
+            chosen.append(rng.choice(np.flatnonzero(self.y == code), size=k, replace=False))
+        picked = np.sort(np.concatenate(chosen))
+        rest = np.setdiff1d(np.arange(len(self)), picked)
+        return (
+            self.subset(picked, name=f"{self.name}[{k} per class]"),
+            self.subset(rest, name=f"{self.name}[rest]"),
+        )
+
     def class_counts(self) -> dict[str, int]:
         """Examples per class, in label order (empty for regression)."""
         if self.label_names is None:

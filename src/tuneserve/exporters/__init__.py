@@ -2,6 +2,12 @@
 
 from ._common import PARITY_TOLERANCE
 from .sklearn_model import export_sklearn
-from .torch_model import export_torch, export_torchscript
+from .torch_model import export_torch, export_torchscript, load_weights
 
-__all__ = ["PARITY_TOLERANCE", "export_sklearn", "export_torch", "export_torchscript"]
+__all__ = [
+    "PARITY_TOLERANCE",
+    "export_sklearn",
+    "export_torch",
+    "export_torchscript",
+    "load_weights",
+]

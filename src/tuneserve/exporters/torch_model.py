@@ -23,6 +23,7 @@ from tuneserve.preprocessing import Preprocessor
 
 from ._common import check_parity, check_task, graph_opset, write_package
 
+WEIGHTS_FILE = "weights.pt"
 #: Rows traced during ONNX export; the graph is exported with a dynamic batch axis.
 TRACE_ROWS = 4
 PARITY_BATCH = 256
@@ -142,6 +143,7 @@ def export_torch(
     training_config: Mapping[str, Any] | None = None,
     parent: str | None = None,
     torchscript: bool = False,
+    weights: bool = True,
     overwrite: bool = False,
 ) -> Package:
     """Export a torch model with its fitted preprocessor to a package.
@@ -160,6 +162,9 @@ def export_torch(
         label_names: Class names in logit order (classification).
         name, metrics, data_fingerprint, training_config, parent: recorded in the manifest.
         torchscript: Also store a TorchScript trace under ``extras/model.torchscript.pt``.
+        weights: Store the trained ``state_dict`` under ``extras/weights.pt``, so that
+            ``train --from`` can fine-tune this model further (read back with
+            :func:`load_weights`).
         overwrite: Replace an existing package at ``out``.
 
     Raises:
@@ -175,6 +180,10 @@ def export_torch(
     diff = _max_abs_diff(head, onnx_model, preprocessor, sample_inputs)
     check_parity(diff, "ONNX graph")
     extras: dict[str, bytes | Path] = {}
+    if weights:
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        extras[WEIGHTS_FILE] = buffer.getvalue()
     if torchscript:
         buffer = io.BytesIO()
         torch.jit.save(trace_torchscript(model, sample_inputs[:TRACE_ROWS], preprocessor), buffer)
@@ -237,3 +246,20 @@ def export_torchscript(
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def load_weights(package: Package) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` a package stored at export (``weights=True``).
+
+    Raises:
+        NotFoundError: the package carries no torch weights.
+    """
+    from tuneserve.exceptions import NotFoundError
+
+    path = package.path / "extras" / WEIGHTS_FILE
+    if f"extras/{WEIGHTS_FILE}" not in package.manifest.files or not path.is_file():
+        raise NotFoundError(
+            f"package {package.path} carries no torch weights, so it cannot be fine-tuned "
+            "further. Hint: it was exported without weights, or by scikit-learn"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)

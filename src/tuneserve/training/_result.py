@@ -36,6 +36,7 @@ class TrainedModel:
     config: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    parent: str | None = None
 
     @property
     def is_torch(self) -> bool:
@@ -77,7 +78,7 @@ class TrainedModel:
             "metrics": {**self.metrics, **(metrics or {})},
             "data_fingerprint": self.data_fingerprint,
             "training_config": {**self.config, "history": self.history},
-            "parent": parent,
+            "parent": parent or self.parent,
             "overwrite": overwrite,
         }
         if self.is_torch:

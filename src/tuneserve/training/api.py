@@ -10,6 +10,7 @@ import numpy as np
 
 from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
 from tuneserve.data import Dataset, Splits, load, split
+from tuneserve.exceptions import InvalidInputError
 from tuneserve.package import Package
 
 from ._result import TrainedModel
@@ -49,6 +50,23 @@ def default_config(backbone: str, strategy: str, **overrides: Any) -> TrainConfi
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def _source(init: str | Path | Package, modality: str) -> Package:
+    source = init if isinstance(init, Package) else Package.load(init)
+    if source.manifest.modality != modality:
+        raise InvalidInputError(
+            f"--from package {source.path} was trained on {source.manifest.modality} data, but "
+            f"this data set is {modality}; transfer needs the same kind of input"
+        )
+    return source
+
+
+def _source_backbone(source: Package | None) -> str | None:
+    if source is None:
+        return None
+    backbone = source.manifest.lineage.training_config.get("backbone")
+    return str(backbone) if backbone else None
+
+
 def _test_metrics(trained: TrainedModel, test: Dataset) -> dict[str, float]:
     pred = trained.predict_proba(test.X)
     if trained.task == "classification":
@@ -71,6 +89,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    init: str | Path | Package | None = None,
 ) -> TrainResult:
     """Train on ``data`` and write a package to ``out``.
 
@@ -90,9 +109,16 @@ def train(
         max_length, unfreeze: Text settings (tokens; blocks unfrozen by ``partial``).
         checkpoint_dir, resume: Per-epoch checkpoints and continuing an interrupted run.
         overwrite: Replace an existing package at ``out``.
+        init: A package to start from (``--from``): supervised transfer of its backbone to
+            these labels. Same kind of data; torch backbones only.
+
+    Raises:
+        InvalidInputError: unknown backbone or strategy, or an ``init`` package that does
+            not fit (other modality, a scikit-learn model).
     """
     dataset = data if isinstance(data, Dataset) else load(data)
-    name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    source = _source(init, dataset.modality) if init is not None else None
+    name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[dataset.modality]
     registered = {s.name for s in list_backbones()}
     is_hf_text = dataset.modality == "text" and name not in registered
     spec = get_backbone("minilm" if is_hf_text else name, dataset.modality)
@@ -100,6 +126,13 @@ def train(
     parts = split(dataset, validation=validation, test=test, seed=seed)
     config = config or default_config(name, strategy, seed=seed)
     common: dict[str, Any] = {"checkpoint_dir": checkpoint_dir, "resume": resume}
+    if source is not None:
+        if spec.family != "torch" or name == "mlp":
+            raise InvalidInputError(
+                f"--from continues torch backbones (cnn, text encoders); {name!r} cannot start "
+                "from a package"
+            )
+        common["init"] = source
     trained: TrainedModel
     if spec.family == "sklearn":
         trained = train_sklearn(parts.train, parts.validation, backbone=name, seed=seed)

@@ -11,7 +11,9 @@ import torch
 from tuneserve.backbones.cnn import SmallCNN
 from tuneserve.data import Dataset
 from tuneserve.exceptions import DataError, InvalidInputError
-from tuneserve.preprocessing import ImagePreprocessor
+from tuneserve.exporters import load_weights
+from tuneserve.package import Package
+from tuneserve.preprocessing import ImagePreprocessor, preprocessor_from_spec
 
 from ._result import TrainedModel
 from .augment import ImageAugment
@@ -41,8 +43,11 @@ def train_cnn(
     *,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    init: Package | None = None,
 ) -> TrainedModel:
-    """Train :class:`SmallCNN` from scratch on an image classification data set.
+    """Train :class:`SmallCNN` on an image classification data set, from scratch or, with
+    ``init``, from the CNN of another package (supervised transfer: its weights and
+    preprocessing, with a new output layer for these labels).
 
     Each epoch trains on ``train`` and scores ``validation``; the best epoch is kept;
     training stops after ``patience`` epochs without gain. With ``checkpoint_dir`` every
@@ -57,21 +62,25 @@ def train_cnn(
             f"the CNN trains on image classification data; {train.name} is "
             f"{train.modality} {train.task}"
         )
-    preprocessor = ImagePreprocessor().fit(train.X)
-    h, w = preprocessor.size or (8, 8)  # fit always sets the size
-    size = (h - h % 4 or 4, w - w % 4 or 4)  # the CNN pools twice by 2
-    if size != preprocessor.size:
-        preprocessor = ImagePreprocessor(size=size, channels=preprocessor.channels).fit(train.X)
+    torch.manual_seed(config.seed)
+    if init is not None:
+        model, preprocessor = _from_package(init, train.num_classes)
+    else:
+        preprocessor = ImagePreprocessor().fit(train.X)
+        h, w = preprocessor.size or (8, 8)  # fit always sets the size
+        size = (h - h % 4 or 4, w - w % 4 or 4)  # the CNN pools twice by 2
+        if size != preprocessor.size:
+            preprocessor = ImagePreprocessor(size=size, channels=preprocessor.channels)
+            preprocessor.fit(train.X)
+        model = SmallCNN(
+            num_classes=train.num_classes,
+            in_channels=preprocessor.channels or 1,
+            image_size=size,
+            width=config.width,
+            hidden=config.hidden,
+        )
     x_train = torch.from_numpy(preprocessor.transform(train.X)["input"])  # (n, c, h, w)
     x_val = torch.from_numpy(preprocessor.transform(validation.X)["input"])
-    torch.manual_seed(config.seed)
-    model = SmallCNN(
-        num_classes=train.num_classes,
-        in_channels=preprocessor.channels or 1,
-        image_size=size,
-        width=config.width,
-        hidden=config.hidden,
-    )
     result = fit(
         model,
         ((x_train,), torch.from_numpy(train.y)),
@@ -94,4 +103,24 @@ def train_cnn(
         config=cfg,
         history=result.history,
         metrics={k: v for k, v in result.best_record.items() if k.startswith("val_")},
+        parent=init.id if init is not None else None,
     )
+
+
+def _from_package(source: Package, num_classes: int) -> tuple[SmallCNN, ImagePreprocessor]:
+    """The CNN of ``source`` with a fresh output layer of ``num_classes``, and its
+    preprocessing (the features were learned on exactly that input)."""
+    cfg = source.manifest.lineage.training_config.get("model_config")
+    if source.manifest.lineage.training_config.get("model_class") != "SmallCNN" or not cfg:
+        raise InvalidInputError(
+            f"--from package {source.path} is not a built-in CNN package; the cnn backbone can "
+            "only continue from one"
+        )
+    model = SmallCNN(**{**cfg, "image_size": tuple(cfg["image_size"])})
+    model.load_state_dict(load_weights(source))
+    model.head[-1] = torch.nn.Linear(int(cfg["hidden"]), num_classes)
+    model.config["num_classes"] = num_classes
+    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
+    if not isinstance(pre, ImagePreprocessor):
+        raise InvalidInputError(f"--from package {source.path} has no image preprocessing")
+    return model, pre

@@ -35,6 +35,8 @@ class TrainConfig:
         monitor: ``val_accuracy`` (higher is better) or ``val_loss`` (lower is better).
         seed: Seeds weights, batch order, dropout and augmentation.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        backbone_lr_scale: Learning rate of everything but the model's ``head``, as a
+            fraction of ``learning_rate`` (fine-tuning a pretrained body gently).
     """
 
     epochs: int = 30
@@ -56,6 +58,7 @@ class TrainConfig:
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -64,6 +67,10 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patience is not None and self.patience < 1:
             raise InvalidInputError(f"patience must be >= 1 or None, got {self.patience}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise InvalidInputError(
+                f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale}"
+            )
         if self.learning_rate <= 0:
             raise InvalidInputError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:

@@ -87,9 +87,21 @@ def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], flo
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
         raise InvalidInputError("the model has no trainable parameters")
+    params: list[Any] = trainable
+    head = getattr(model, "head", None)
+    if config.backbone_lr_scale != 1.0 and isinstance(head, nn.Module):
+        # a pretrained body learns slower than a fresh head (discriminative learning rates)
+        head_ids = {id(p) for p in head.parameters()}
+        params = [
+            {"params": [p for p in trainable if id(p) in head_ids]},
+            {
+                "params": [p for p in trainable if id(p) not in head_ids],
+                "lr": config.learning_rate * config.backbone_lr_scale,
+            },
+        ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,

@@ -17,7 +17,9 @@ from tuneserve.backbones.text import (
 )
 from tuneserve.data import Dataset
 from tuneserve.exceptions import DataError, InvalidInputError
-from tuneserve.preprocessing import TextPreprocessor
+from tuneserve.exporters import load_weights
+from tuneserve.package import Package
+from tuneserve.preprocessing import TextPreprocessor, preprocessor_from_spec
 from tuneserve.progress import progress_bar
 
 from ._result import TrainedModel
@@ -57,6 +59,7 @@ def train_text(
     cache: FeatureCache | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    init: Package | None = None,
 ) -> TrainedModel:
     """Turn a pretrained text encoder into a classifier (or regressor) for ``train``.
 
@@ -65,6 +68,9 @@ def train_text(
         the feature cache, and a linear head is trained on them.
         ``partial``: the last ``unfreeze`` transformer blocks and the head are trained.
         ``full``: every weight is trained.
+
+    With ``init``, the encoder (and tokenizer) of that package is the starting point, with a
+    new head for these labels (supervised transfer).
 
     Raises:
         DataError: the data is not text.
@@ -77,8 +83,14 @@ def train_text(
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
     outputs = train.num_classes if train.task == "classification" else 1
-    preprocessor = TextPreprocessor(resolve_text_model(backbone), max_length=max_length)
-    model = TextClassifier(load_encoder(backbone), outputs)
+    identity: str
+    if init is not None:
+        model, preprocessor, backbone = _from_package(init, outputs)
+        identity = f"package:{init.id}"
+    else:
+        preprocessor = TextPreprocessor(resolve_text_model(backbone), max_length=max_length)
+        model = TextClassifier(load_encoder(backbone), outputs)
+        identity = backbone_identity(resolve_text_model(backbone))
     train_feed = preprocessor.transform(train.X)
     val_feed = preprocessor.transform(validation.X)
     y_train, y_val = _targets(train), _targets(validation)
@@ -86,7 +98,6 @@ def train_text(
 
     if strategy == "probe":
         cache = cache or FeatureCache()
-        identity = backbone_identity(resolve_text_model(backbone))
         spec = preprocessor.spec()
 
         def features(data: Dataset, feed: dict[str, np.ndarray]) -> torch.Tensor:
@@ -148,7 +159,27 @@ def train_text(
         },
         history=result.history,
         metrics={k: v for k, v in result.best_record.items() if k.startswith("val_")},
+        parent=init.id if init is not None else None,
     )
+
+
+def _from_package(source: Package, outputs: int) -> tuple[TextClassifier, TextPreprocessor, str]:
+    """The encoder and tokenizer of ``source``, with a fresh head of ``outputs``."""
+    cfg = source.manifest.lineage.training_config
+    if cfg.get("model_class") != "TextClassifier" or "backbone" not in cfg:
+        raise InvalidInputError(
+            f"--from package {source.path} is not a text-encoder package; text backbones can "
+            "only continue from one"
+        )
+    backbone = str(cfg["backbone"])
+    model = TextClassifier(load_encoder(backbone), int(cfg["model_config"]["outputs"]))
+    model.load_state_dict(load_weights(source))
+    model.head = torch.nn.Linear(model.head.in_features, outputs)
+    model.config["outputs"] = outputs
+    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
+    if not isinstance(pre, TextPreprocessor):
+        raise InvalidInputError(f"--from package {source.path} has no text preprocessing")
+    return model, pre, backbone
 
 
 def probe_defaults(config: TrainConfig) -> TrainConfig:
