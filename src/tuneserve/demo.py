@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tuneserve.training import TrainedModel
 
 
 @dataclass
@@ -23,6 +27,7 @@ class DemoResult:
     sample_dir: Path
     tabular_package: Path
     tabular_test_accuracy: float
+    transfer: dict[str, float]
 
 
 def _save_samples(images: list[np.ndarray], labels: list[str], folder: Path) -> list[Path]:
@@ -117,6 +122,18 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
     tab_acc = float(np.mean(tab_probs.argmax(1) == cparts.test.y))
     con.print(f"[bold green]breast_cancer test accuracy (runtime): {tab_acc:.4f}[/bold green]")
 
+    con.rule("[bold]6. transfer learning: digits 0-4 -> 5-9 with 10 labeled images per class")
+    transfer = _transfer(out, epochs, seed)
+    con.print(
+        f"source CNN on digits 0-4: validation accuracy {transfer['source_val_accuracy']:.4f}\n"
+        f"target 5-9, trained on {transfer['shots']} images per class, tested on "
+        f"{transfer['test_rows']} held-out images:\n"
+        f"  [bold]fine-tuned from the 0-4 CNN: {transfer['transfer_accuracy']:.4f}[/bold]\n"
+        f"  [bold]same CNN from scratch:       {transfer['scratch_accuracy']:.4f}[/bold]\n"
+        f"  transfer minus scratch: "
+        f"{100 * (transfer['transfer_accuracy'] - transfer['scratch_accuracy']):+.1f} points"
+    )
+
     con.rule("[bold]next")
     con.print(f"tuneserve package show {cnn_dir}")
     con.print(f"tuneserve predict {cnn_dir} {sample_dir}")
@@ -128,4 +145,38 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
         sample_dir=sample_dir,
         tabular_package=tab_pkg.path,
         tabular_test_accuracy=tab_acc,
+        transfer=transfer,
     )
+
+
+def _transfer(out: Path, epochs: int, seed: int, shots: int = 10) -> dict[str, float]:
+    """Pretrain on digits 0-4, fine-tune on 5-9 from ``shots`` images per class, and train
+    the same CNN from scratch on the same images; both are scored on the same test images."""
+    from tuneserve.data import load
+    from tuneserve.training import CNNConfig, train, train_cnn
+
+    digits = load("digits")
+    source = train(
+        digits.select_classes(["0", "1", "2", "3", "4"]),
+        out / "digits-0-4",
+        config=CNNConfig(epochs=epochs, seed=seed),
+        seed=seed,
+        overwrite=True,
+    )
+    target = digits.select_classes(["5", "6", "7", "8", "9"])
+    few, rest = target.sample_per_class(shots, seed=seed)
+    validation, test = rest.sample_per_class(shots, seed=seed + 1)
+    config = CNNConfig(epochs=max(epochs, 40), patience=15, batch_size=16, seed=seed)
+    tuned = train_cnn(few, validation, config, init=source.package)
+    scratch = train_cnn(few, validation, config)
+
+    def accuracy(model: TrainedModel) -> float:
+        return float(np.mean(model.predict_proba(test.X).argmax(1) == test.y))
+
+    return {
+        "shots": shots,
+        "test_rows": len(test),
+        "source_val_accuracy": source.trained.metrics["val_accuracy"],
+        "transfer_accuracy": accuracy(tuned),
+        "scratch_accuracy": accuracy(scratch),
+    }

@@ -232,3 +232,12 @@ def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
     assert_one_line_error(proc, "backbone 'minilm' is for text data, but this data set is table")
     proc = tuneserve("train", "wine", "--out", str(tmp_path / "wine"), check=False)
     assert_one_line_error(proc, "already exists", "--force")
+
+
+def test_demo_reports_transfer_next_to_scratch(tmp_path):
+    out = tuneserve("demo", "--out", str(tmp_path), "--epochs", "3").stdout
+    tuned = float(out.split("fine-tuned from the 0-4 CNN:")[1].split()[0])
+    scratch = float(out.split("same CNN from scratch:")[1].split()[0])
+    assert 0.5 < tuned <= 1.0 and 0.5 < scratch <= 1.0
+    assert "transfer minus scratch:" in out
+    assert (tmp_path / "digits-0-4" / "extras" / "weights.pt").is_file()
