@@ -153,6 +153,11 @@ def test_demo_runs_end_to_end(tmp_path, epochs):
     assert (tmp_path / "digits-cnn" / "manifest.json").is_file()
     assert len(list((tmp_path / "digit-samples").glob("*.png"))) == 10
     assert "breast_cancer test accuracy (runtime):" in out
+    tuned = float(out.split("fine-tuned from the 0-4 CNN:")[1].split()[0])
+    scratch = float(out.split("same CNN from scratch:")[1].split()[0])
+    assert 0.5 < tuned <= 1.0 and 0.5 < scratch <= 1.0
+    assert "transfer minus scratch:" in out
+    assert (tmp_path / "digits-0-4" / "extras" / "weights.pt").is_file()
 
 
 def test_text_package_refuses_paths_and_bad_files(text_package, tmp_path):
@@ -232,12 +237,3 @@ def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
     assert_one_line_error(proc, "backbone 'minilm' is for text data, but this data set is table")
     proc = tuneserve("train", "wine", "--out", str(tmp_path / "wine"), check=False)
     assert_one_line_error(proc, "already exists", "--force")
-
-
-def test_demo_reports_transfer_next_to_scratch(tmp_path):
-    out = tuneserve("demo", "--out", str(tmp_path), "--epochs", "3").stdout
-    tuned = float(out.split("fine-tuned from the 0-4 CNN:")[1].split()[0])
-    scratch = float(out.split("same CNN from scratch:")[1].split()[0])
-    assert 0.5 < tuned <= 1.0 and 0.5 < scratch <= 1.0
-    assert "transfer minus scratch:" in out
-    assert (tmp_path / "digits-0-4" / "extras" / "weights.pt").is_file()
