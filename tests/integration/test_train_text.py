@@ -46,7 +46,7 @@ def test_partial_unfreezing_out_of_range_is_refused(reviews_csv, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["partial", "full"])
+@pytest.mark.parametrize("strategy", ["partial", "full", "lora"])
 def test_fine_tuning_strategies(reviews_csv, tmp_path, strategy):
     config = TrainConfig(epochs=3, batch_size=16, learning_rate=2e-4, patience=None)
     result = train(
@@ -54,3 +54,32 @@ def test_fine_tuning_strategies(reviews_csv, tmp_path, strategy):
     )
     assert result.trained.config["strategy"] == strategy
     _check(result, accuracy=0.8)  # 24 test texts, 3 short epochs
+
+
+def test_lora_is_merged_into_a_plain_encoder(reviews_csv):
+    import torch
+
+    from tuneserve.backbones import TextClassifier, load_encoder
+    from tuneserve.data import load, split
+    from tuneserve.training import train_text
+
+    parts = split(load(reviews_csv), seed=0)
+    config = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, patience=None)
+    trained = train_text(
+        parts.train, parts.validation, strategy="lora", config=config, max_length=32
+    )
+    state = trained.model.state_dict()
+    assert not any("lora" in key for key in state), "adapters were not merged"
+    # the merged weights load into a plain encoder and predict the same
+    plain = TextClassifier(load_encoder("minilm"), 2)
+    plain.load_state_dict(state)
+    base = load_encoder("minilm").state_dict()
+    changed = [k for k, v in plain.encoder.state_dict().items() if not torch.equal(v, base[k])]
+    assert changed and all(("query" in k or "value" in k) for k in changed)
+    plain.eval()
+    feed = {k: torch.from_numpy(v) for k, v in trained.preprocessor.transform(parts.test.X).items()}
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            torch.softmax(plain(**feed), -1).numpy(), trained.predict_proba(parts.test.X), atol=1e-5
+        )
+    assert trained.metrics["val_accuracy"] >= 0.8

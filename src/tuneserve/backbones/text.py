@@ -83,7 +83,7 @@ register_backbone(
         name=MINILM,
         modality="text",
         family="torch",
-        strategies=("probe", "partial", "full"),
+        strategies=("probe", "partial", "full", "lora"),
         description="all-MiniLM-L6-v2 sentence encoder (bundled, offline), mean pooling",
         factory=TextClassifier,
     )

@@ -20,7 +20,7 @@ def train(
         "minilm | a Hugging Face id or path (text). Default per data type.",
     ),
     strategy: str | None = typer.Option(
-        None, "--strategy", "-s", help="probe | partial | full (text); default per backbone."
+        None, "--strategy", "-s", help="probe | partial | full | lora (text); default per backbone."
     ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Most epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def train_text(
     config: TrainConfig | None = None,
     max_length: int = 128,
     unfreeze: int = 2,
+    lora_rank: int = 8,
     cache: FeatureCache | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -68,6 +70,8 @@ def train_text(
         the feature cache, and a linear head is trained on them.
         ``partial``: the last ``unfreeze`` transformer blocks and the head are trained.
         ``full``: every weight is trained.
+        ``lora``: low-rank adapters (peft) on the attention projections and the head are
+        trained, then merged into the encoder's weights, so the exported graph is plain.
 
     With ``init``, the encoder (and tokenizer) of that package is the starting point, with a
     new head for these labels (supervised transfer).
@@ -78,8 +82,8 @@ def train_text(
     """
     if train.modality != "text":
         raise DataError(f"text backbones train on text data; {train.name} is {train.modality}")
-    if strategy not in ("probe", "partial", "full"):
-        raise InvalidInputError(f"strategy must be probe, partial or full; got {strategy!r}")
+    if strategy not in ("probe", "partial", "full", "lora"):
+        raise InvalidInputError(f"strategy must be probe, partial, full or lora; got {strategy!r}")
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
     outputs = train.num_classes if train.task == "classification" else 1
@@ -131,6 +135,9 @@ def train_text(
             for block in blocks[-unfreeze:]:
                 block.requires_grad_(True)
             extra["unfreeze"] = unfreeze
+        if strategy == "lora":
+            model.encoder = _with_lora(model.encoder, rank=lora_rank)
+            extra["lora_rank"] = lora_rank
         ids = ("input_ids", "attention_mask")
         result = fit(
             model,
@@ -143,6 +150,8 @@ def train_text(
             data_fingerprint=train.fingerprint,
             description=f"fine-tuning ({strategy})",
         )
+        if strategy == "lora":
+            model.encoder = model.encoder.merge_and_unload()  # type: ignore[operator]
         model.requires_grad_(True)
     model.eval()
     return TrainedModel(
@@ -161,6 +170,38 @@ def train_text(
         metrics={k: v for k, v in result.best_record.items() if k.startswith("val_")},
         parent=init.id if init is not None else None,
     )
+
+
+#: Names of the attention query and value projections in common encoder families.
+_LORA_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("q", "v"))
+
+
+def _with_lora(encoder: torch.nn.Module, rank: int) -> torch.nn.Module:
+    """Wrap ``encoder`` with LoRA adapters on its query and value projections (peft)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise InvalidInputError(
+            "strategy 'lora' needs the peft package. Hint: pip install 'tuneserve[text]'"
+        ) from exc
+    leaves = {
+        name.rsplit(".", 1)[-1]
+        for name, m in encoder.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
+    targets = next((list(t) for t in _LORA_TARGETS if set(t) <= leaves), None)
+    if targets is None:
+        raise InvalidInputError(
+            f"cannot find attention query/value projections in {type(encoder).__name__} for "
+            "LoRA; use strategy partial or full"
+        )
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1, target_modules=targets)
+    with warnings.catch_warnings():
+        # peft probes a transformers attribute that transformers 5 deprecates
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(encoder, config)
 
 
 def _from_package(source: Package, outputs: int) -> tuple[TextClassifier, TextPreprocessor, str]:
