@@ -25,7 +25,7 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("mlp", "full"): {"learning_rate": 1e-3, "epochs": 100, "patience": 15},
     ("text", "partial"): {"learning_rate": 1e-4, "epochs": 4, "batch_size": 16},
     ("text", "full"): {"learning_rate": 5e-5, "epochs": 3, "batch_size": 16},
-    ("text", "lora"): {"learning_rate": 1e-3, "epochs": 4, "batch_size": 16},
+    ("text", "lora"): {"learning_rate": 2e-3, "epochs": 5, "batch_size": 16},
 }
 
 
