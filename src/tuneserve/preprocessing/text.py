@@ -71,6 +71,7 @@ class TextPreprocessor(Preprocessor):
         )
         self.max_length = max_length
         self.model_inputs = tuple(model_inputs)
+        self._warned_truncation = False
         unknown = set(self.model_inputs) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown:
             raise InvalidInputError(
@@ -105,7 +106,10 @@ class TextPreprocessor(Preprocessor):
         encodings = self.tokenizer.encode_batch(list(texts))
         truncated = sum(1 for e in encodings if e.overflowing)
         if truncated:
-            log.warning(
+            # warn once per preprocessor; later batches log at debug level only
+            emit = log.debug if self._warned_truncation else log.warning
+            self._warned_truncation = True
+            emit(
                 "%d of %d texts were longer than %d tokens and were truncated",
                 truncated,
                 len(encodings),

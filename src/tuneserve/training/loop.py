@@ -12,6 +12,7 @@ import contextlib
 import copy
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,7 @@ def fit(
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if stopped_early:
                 break
+            epoch_start = time.perf_counter()
             model.train()
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
             total_loss = 0.0
@@ -236,6 +238,7 @@ def fit(
             record = {"epoch": float(epoch), "train_loss": total_loss / n}
             record.update(evaluate(model, x_val, y_val, criterion, config.batch_size, autocast))
             record["lr"] = optimizer.param_groups[0]["lr"]
+            record["epoch_seconds"] = time.perf_counter() - epoch_start
             history.append(record)
             # accuracy on a small validation set ties often: the lower loss breaks ties
             key = (

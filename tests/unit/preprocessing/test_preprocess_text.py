@@ -96,10 +96,12 @@ def test_special_and_pad_ids(pre: TextPreprocessor, reference: Any) -> None:
     assert ids[1, -1] == reference.sep_token_id
 
 
-def test_truncation_is_logged(pre: TextPreprocessor, caplog: pytest.LogCaptureFixture) -> None:
+def test_truncation_is_logged_once(pre: TextPreprocessor, caplog: pytest.LogCaptureFixture) -> None:
+    fresh = TextPreprocessor(pre.tokenizer, max_length=pre.max_length)
     with caplog.at_level(logging.WARNING, logger="tuneserve.preprocessing.text"):
-        pre.transform(SENTENCES)
-    assert "1 of 5 texts were longer than 24 tokens" in caplog.text
+        fresh.transform(SENTENCES)
+        fresh.transform(SENTENCES)
+    assert caplog.text.count("1 of 5 texts were longer than 24 tokens") == 1
 
 
 def test_load_tokenizer_from_folder_and_file(model_path: Path) -> None:
