@@ -15,6 +15,7 @@ __all__ = [
     "InvalidInputError",
     "NotFittedError",
     "NotFoundError",
+    "OutOfMemoryError",
     "PackageError",
     "PackageFormatError",
     "TuneserveError",
@@ -44,6 +45,10 @@ class InputItemError(InvalidInputError):
 
 class NotFittedError(TuneserveError, RuntimeError):
     """A preprocessor or model was used before ``fit``."""
+
+
+class OutOfMemoryError(TuneserveError, MemoryError):
+    """Training ran out of memory; the message names a batch size to try."""
 
 
 class NotFoundError(TuneserveError, FileNotFoundError):

@@ -67,6 +67,10 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(hidden, outputs)
         self.config = {"hidden_size": hidden, "outputs": outputs, "dropout": dropout}
 
+    def blocks(self) -> list[nn.Module]:
+        """Transformer blocks, first to last (for layer-wise learning-rate decay)."""
+        return encoder_blocks(self.encoder)
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``(batch, seq)`` ids and mask -> ``(batch, hidden)`` mean-pooled embeddings."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

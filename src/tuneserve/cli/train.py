@@ -36,6 +36,9 @@ def train(
     precision: str | None = typer.Option(None, "--precision", help="off | auto | bf16 | fp16"),
     patience: int | None = typer.Option(None, "--patience", min=1, help="Early-stopping patience."),
     unfreeze: int = typer.Option(2, "--unfreeze", min=1, help="Blocks trained by 'partial'."),
+    layer_decay: float | None = typer.Option(
+        None, "--layer-decay", help="Layer-wise LR decay per block below the head (e.g. 0.8)."
+    ),
     max_length: int = typer.Option(128, "--max-length", min=8, help="Text: tokens kept."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split and training."),
     checkpoint_dir: Path | None = typer.Option(
@@ -82,6 +85,7 @@ def train(
             class_weights=class_weights or None,
             mixed_precision=precision,
             patience=patience,
+            layer_decay=layer_decay,
             seed=seed,
         )
     ckpt = checkpoint_dir or out.with_name(out.name + ".checkpoints")

@@ -37,6 +37,8 @@ class TrainConfig:
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         backbone_lr_scale: Learning rate of everything but the model's ``head``, as a
             fraction of ``learning_rate`` (fine-tuning a pretrained body gently).
+        layer_decay: Layer-wise learning-rate decay for models with ``blocks()``: each block
+            below the head learns ``layer_decay`` times slower than the one above it.
     """
 
     epochs: int = 30
@@ -59,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backbone_lr_scale: float = 1.0
+    layer_decay: float = 1.0
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -67,6 +70,8 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patience is not None and self.patience < 1:
             raise InvalidInputError(f"patience must be >= 1 or None, got {self.patience}")
+        if not 0 < self.layer_decay <= 1:
+            raise InvalidInputError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if not 0 < self.backbone_lr_scale <= 1:
             raise InvalidInputError(
                 f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale}"

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuneserve.exceptions import InvalidInputError
+from tuneserve.exceptions import InvalidInputError, OutOfMemoryError
 from tuneserve.progress import progress_bar
 
 from .config import TrainConfig
@@ -93,6 +93,10 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
         raise InvalidInputError("the model has no trainable parameters")
     params: list[Any] = trainable
     head = getattr(model, "head", None)
+    blocks_of = getattr(model, "blocks", None)
+    blocks: list[nn.Module] | None = blocks_of() if callable(blocks_of) else None
+    if config.layer_decay != 1.0 and blocks:
+        return _optimizer_class(config, _layer_decay_groups(model, blocks, trainable, config))
     if config.backbone_lr_scale != 1.0 and isinstance(head, nn.Module):
         # a pretrained body learns slower than a fresh head (discriminative learning rates)
         head_ids = {id(p) for p in head.parameters()}
@@ -103,6 +107,32 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
                 "lr": config.learning_rate * config.backbone_lr_scale,
             },
         ]
+    return _optimizer_class(config, params)
+
+
+def _layer_decay_groups(
+    model: nn.Module, blocks: list[nn.Module], trainable: list[Any], config: TrainConfig
+) -> list[dict[str, Any]]:
+    """Learning rate ``lr * layer_decay ** depth``: the head at depth 0, the last block at
+    depth 1, ... and everything below the first block (embeddings) deepest."""
+    depth: dict[int, int] = {}
+    for i, block in enumerate(reversed(blocks)):
+        for p in block.parameters():
+            depth[id(p)] = i + 1
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    groups: dict[int, list[Any]] = {}
+    for p in trainable:
+        d = 0 if id(p) in head_ids else depth.get(id(p), len(blocks) + 1)
+        groups.setdefault(d, []).append(p)
+    scale = config.backbone_lr_scale
+    return [
+        {"params": ps, "lr": config.learning_rate * (config.layer_decay**d) * (scale if d else 1)}
+        for d, ps in sorted(groups.items())
+    ]
+
+
+def _optimizer_class(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -118,6 +148,17 @@ def _batches(n: int, size: int, generator: torch.Generator | None) -> Iterator[t
     order = torch.randperm(n, generator=generator) if generator else torch.arange(n)
     for start in range(0, n, size):
         yield order[start : start + size]
+
+
+def _out_of_memory(config: TrainConfig, device: torch.device, ckpt: Path | None) -> Exception:
+    half = max(1, config.batch_size // 2)
+    resume = " --resume" if ckpt is not None else ""
+    return OutOfMemoryError(
+        f"out of memory on {device.type} with batch size {config.batch_size}. Hint: retry with "
+        f"--batch-size {half} --grad-accumulation {config.grad_accumulation * 2} (the same "
+        f"effective batch){resume}"
+        + (", or --precision bf16" if config.mixed_precision == "off" else "")
+    )
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -217,10 +258,13 @@ def fit(
                 if augment is not None:
                     xb = (augment(xb[0], generator), *xb[1:])
                 yb = y_train[idx].to(device)
-                with autocast():
-                    out = model(*xb)
-                target_out = out.float() if classification else out.float().reshape(yb.shape)
-                loss = criterion(target_out, yb)
+                try:
+                    with autocast():
+                        out = model(*xb)
+                    target_out = out.float() if classification else out.float().reshape(yb.shape)
+                    loss = criterion(target_out, yb)
+                except (torch.OutOfMemoryError, MemoryError) as exc:
+                    raise _out_of_memory(config, device, ckpt) from exc
                 # the last group of an epoch may hold fewer batches: average over what it has
                 accum = config.grad_accumulation
                 group = min(accum, batches_per_epoch - (i // accum) * accum)

@@ -220,3 +220,57 @@ def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "b.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+class _Blocks(nn.Module):
+    """Embedding, two blocks and a head, like an encoder classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Linear(4, 4)
+        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+        self.head = nn.Linear(4, 3)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return self.head(x)
+
+
+def test_layer_wise_learning_rate_decay():
+    from tuneserve.training.loop import _optimizer
+
+    model = _Blocks()
+    opt = _optimizer(model, TrainConfig(learning_rate=1.0, layer_decay=0.5))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(model.head.weight)] == 1.0
+    assert lr_of[id(model.layers[1].weight)] == 0.5
+    assert lr_of[id(model.layers[0].weight)] == 0.25
+    assert lr_of[id(model.embed.weight)] == 0.125
+    assert sum(len(g["params"]) for g in opt.param_groups) == 8
+
+
+def test_out_of_memory_names_a_batch_size_to_try(iris_tensors, tmp_path):
+    from tuneserve.exceptions import OutOfMemoryError
+
+    class Hungry(nn.Module):
+        """Raises what torch raises when an allocation fails."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(
+        OutOfMemoryError,
+        match=r"batch size 64\. Hint: retry with --batch-size 32 "
+        r"--grad-accumulation 2 \(the same effective batch\) --resume",
+    ):
+        fit(Hungry(), *iris_tensors, TrainConfig(epochs=1), checkpoint_dir=tmp_path)
