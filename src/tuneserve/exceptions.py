@@ -18,6 +18,7 @@ __all__ = [
     "OutOfMemoryError",
     "PackageError",
     "PackageFormatError",
+    "TrainingDivergedError",
     "TuneserveError",
 ]
 
@@ -49,6 +50,10 @@ class NotFittedError(TuneserveError, RuntimeError):
 
 class OutOfMemoryError(TuneserveError, MemoryError):
     """Training ran out of memory; the message names a batch size to try."""
+
+
+class TrainingDivergedError(TuneserveError):
+    """The training loss became NaN or infinite."""
 
 
 class NotFoundError(TuneserveError, FileNotFoundError):

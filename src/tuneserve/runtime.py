@@ -76,11 +76,17 @@ class Predictor:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads or _default_threads()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(self.package.graph_path),
-            sess_options=options,
-            providers=list(providers or ["CPUExecutionProvider"]),
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(self.package.graph_path),
+                sess_options=options,
+                providers=list(providers or ["CPUExecutionProvider"]),
+            )
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors
+            raise PackageFormatError(
+                f"ONNX Runtime cannot load the graph of package {self.package.path}: "
+                f"{str(exc)[:300]}. Hint: re-export the package"
+            ) from exc
         self._inputs = list(self.manifest.graph.inputs)
         self._output = self.manifest.graph.output
         self._check_package()

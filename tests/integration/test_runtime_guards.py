@@ -95,3 +95,17 @@ print(json.dumps({{"torch": "torch" in sys.modules, "labels": labels}}))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"torch": False, "labels": result["labels"]}
     assert len(result["labels"]) == 2
+
+
+def test_corrupt_graph_with_valid_checksums_is_a_package_error(digits_package, tmp_path):
+    from tuneserve.package import sha256_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(digits_package, bad)
+    (bad / "model.onnx").write_bytes(b"this is not a protobuf")
+    raw = json.loads((bad / MANIFEST_FILE).read_text())
+    raw["files"]["model.onnx"] = sha256_file(bad / "model.onnx")
+    raw["package_id"] = _package_id(raw)
+    (bad / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(PackageFormatError, match="ONNX Runtime cannot load the graph"):
+        Predictor(bad)

@@ -58,3 +58,11 @@ def test_mlp_history_and_best_epoch_are_recorded(tmp_path):
     assert len(config["history"]) == 8
     assert 1 <= config["best_epoch"] <= 8
     assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(config["history"][0])
+
+
+def test_existing_out_is_refused_before_training(tmp_path):
+    from tuneserve.exceptions import PackageError
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(PackageError, match="already exists"):
+        train("this-data-is-never-loaded", tmp_path / "taken")

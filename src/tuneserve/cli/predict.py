@@ -16,7 +16,7 @@ def _path(item: str) -> Path | None:
     try:
         path = Path(item).expanduser()
         return path if path.exists() else None
-    except (OSError, ValueError):  # too long for a file name, or a NUL byte
+    except (OSError, ValueError, RuntimeError):  # too long, a NUL byte, or an unknown ~user
         return None
 
 

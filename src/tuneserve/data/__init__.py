@@ -58,11 +58,14 @@ def load(
         )
     file_options = {"label_column": label_column, "text_column": text_column, "task": task}
     given = [f"--{k.replace('_', '-')}" for k, v in file_options.items() if v is not None]
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError as exc:  # "~user" for a user that does not exist
+        raise NotFoundError(f"data source {str(source)!r} not found: {exc}") from exc
     if given and (str(source) in BUILTIN_DATASETS or path.is_dir()):
         kind = "built-in data sets" if str(source) in BUILTIN_DATASETS else "image folders"
         raise InvalidInputError(
-            f"{', '.join(given)} only apply to CSV/TSV/Parquet/JSONL files, not to {kind} "
+            f"{', '.join(given)} apply only to CSV/TSV/Parquet/JSONL files, not to {kind} "
             f"like {str(source)!r}. Hint: drop the option"
         )
     if isinstance(source, str) and source in BUILTIN_DATASETS:

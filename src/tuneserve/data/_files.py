@@ -26,7 +26,7 @@ def read_frame(path: Path) -> pd.DataFrame:
         if suffix == ".csv":
             frame = pd.read_csv(path)
             if len(frame.columns) == 1 and ";" in str(frame.columns[0]):
-                frame = pd.read_csv(path, sep=";")  # a European-style CSV
+                frame = pd.read_csv(path, sep=";", decimal=",")  # a European-style CSV
         elif suffix == ".tsv":
             frame = pd.read_csv(path, sep="\t")
         elif suffix in (".parquet", ".pq"):
@@ -111,16 +111,32 @@ def _detect_text_column(frame: pd.DataFrame, features: list[str]) -> str | None:
         return None
     column = free[0]
     others = [c for c in features if c != column]
-    ids = all(frame[c].nunique(dropna=False) == len(frame) for c in others)
-    if not others or column.lower() in TEXT_COLUMN_NAMES or ids:
+    if not others:
         return column
-    return None
+    # beside other columns, text must vary like text (not a few long category names)
+    if frame[column].nunique() < 0.5 * len(frame):
+        return None
+    ids = all(_is_id(frame[c]) for c in others)
+    return column if column.lower() in TEXT_COLUMN_NAMES or ids else None
+
+
+def _is_id(series: pd.Series) -> bool:
+    """A distinct integer or one-word string per row (not a measurement)."""
+    if series.nunique(dropna=False) != len(series):
+        return False
+    if pd.api.types.is_integer_dtype(series):
+        return True
+    return bool(
+        pd.api.types.is_object_dtype(series) and series.astype(str).str.fullmatch(r"\S+").all()
+    )
 
 
 def _infer_task(labels: pd.Series) -> Task:
     if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
         return "classification"
     values = labels.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        return "regression"  # then refused as an infinite target, naming the rows
     integral = bool(np.all(np.equal(np.mod(values, 1), 0)))
     distinct = len(np.unique(values))
     if integral and distinct <= MAX_INTEGER_CLASSES and distinct <= max(len(values) / 2, 2):
@@ -190,6 +206,12 @@ def load_file(
                 f"label column {label!r} of {path} is not numeric, so it cannot be a regression "
                 "target. Hint: drop --task regression to classify"
             ) from exc
+        if not np.isfinite(y).all():
+            rows = np.flatnonzero(~np.isfinite(y))
+            raise DataError(
+                f"{len(rows)} row(s) of {path} have an infinite regression target in column "
+                f"{label!r} (0-based rows {', '.join(map(str, rows[:10]))}). Hint: fix or drop them"
+            )
         label_names = None
 
     if text_column is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -21,7 +22,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     """Composite a transparent image onto white, as a page or a browser shows it."""
-    gray = img.mode in ("LA", "La")
+    gray = img.mode in ("LA", "La", "L", "1")
     rgba = img.convert("LA" if gray else "RGBA")
     background = Image.new(rgba.mode, rgba.size, (255, 255) if gray else (255, 255, 255, 255))
     return Image.alpha_composite(background.convert("RGBA"), rgba.convert("RGBA")).convert(
@@ -42,12 +43,14 @@ def read_image(source: str | Path | bytes) -> np.ndarray:
     name = "image bytes" if isinstance(source, bytes) else str(source)
     try:
         handle: Any = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(handle) as opened:
+        with warnings.catch_warnings():
+            # between Pillow's two limits an image decodes with only a warning: refuse it too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(handle)
+        with opened:
             opened.load()
             img: Image.Image = opened
-            if img.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (
-                img.mode == "P" and "transparency" in img.info
-            ):
+            if img.mode in ("LA", "La", "RGBA", "RGBa", "PA") or "transparency" in img.info:
                 img = _flatten_alpha(img)
             if img.mode in ("1", "L"):
                 arr = np.asarray(img.convert("L"), dtype=np.float32)[:, :, None] / 255.0
@@ -60,7 +63,7 @@ def read_image(source: str | Path | bytes) -> np.ndarray:
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except FileNotFoundError as exc:
         raise NotFoundError(f"image file {name} does not exist") from exc
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidInputError(
             f"image {name} is too large to decode safely: {exc}. Hint: downscale it first"
         ) from exc

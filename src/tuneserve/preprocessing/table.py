@@ -188,8 +188,14 @@ class TablePreprocessor(Preprocessor):
         try:
             # None becomes NaN; numeric strings such as "1.5" are accepted
             numbers = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             numbers = None
+        if numbers is None:
+            try:  # pd.NA (nullable dtypes) is a missing value too
+                cleaned = [[np.nan if v is pd.NA else v for v in r] for r in values]
+                numbers = np.asarray(cleaned, dtype=np.float64).reshape(-1, len(names))
+            except (ValueError, TypeError, OverflowError):
+                numbers = None
         if numbers is not None:
             infinite = np.isinf(numbers)
             if not infinite.any():
@@ -204,8 +210,8 @@ class TablePreprocessor(Preprocessor):
         for row, record in enumerate(values):
             for name, value in zip(names, record, strict=True):
                 try:
-                    float(value if value is not None else "nan")
-                except (ValueError, TypeError):
+                    float(value if value is not None and value is not pd.NA else "nan")
+                except (ValueError, TypeError, OverflowError):
                     raise InputItemError(
                         "row",
                         row,
@@ -223,7 +229,11 @@ class TablePreprocessor(Preprocessor):
             if missing:
                 self._missing_error(missing, [str(c) for c in inputs.columns], None)
             n = len(inputs)
-            numeric_raw: Any = inputs[plan.numeric_names].to_numpy()
+            numeric_frame = inputs[plan.numeric_names]
+            try:  # nullable dtypes (Int64, boolean) turn pd.NA into NaN here
+                numeric_raw: Any = numeric_frame.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (ValueError, TypeError):
+                numeric_raw = numeric_frame.to_numpy()
             categorical = {c["name"]: inputs[c["name"]].to_numpy() for c in plan.categorical}
         else:
             records = self._records(inputs)

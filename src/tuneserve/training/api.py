@@ -10,7 +10,7 @@ import numpy as np
 
 from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
 from tuneserve.data import Dataset, Splits, load, split
-from tuneserve.exceptions import InvalidInputError
+from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
 
 from ._result import TrainedModel
@@ -117,6 +117,13 @@ def train(
         InvalidInputError: unknown backbone or strategy, or an ``init`` package that does
             not fit (other modality, a scikit-learn model).
     """
+    target = Path(out).expanduser()
+    if target.exists() and not overwrite:  # fail before training, not after
+        raise PackageError(
+            f"{target} already exists. Hint: choose another --out, or pass --force to replace it"
+        )
+    if checkpoint_dir is not None and Path(checkpoint_dir).is_file():
+        raise InvalidInputError(f"--checkpoint-dir {checkpoint_dir} is a file; pass a folder")
     dataset = data if isinstance(data, Dataset) else load(data)
     source = _source(init, dataset.modality) if init is not None else None
     name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[dataset.modality]

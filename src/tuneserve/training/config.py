@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -76,13 +77,15 @@ class TrainConfig:
             raise InvalidInputError(
                 f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale}"
             )
-        if self.learning_rate <= 0:
-            raise InvalidInputError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise InvalidInputError(f"learning_rate must be a number > 0, got {self.learning_rate}")
+        if not 0 <= self.seed < 2**32:
+            raise InvalidInputError(f"seed must be in [0, 2**32), got {self.seed}")
+        if not 0 <= self.warmup_epochs < self.epochs:  # also refuses NaN
             raise InvalidInputError(
                 f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"
             )
-        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise InvalidInputError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm}")
         choices: dict[str, tuple[str, ...]] = {
             "optimizer": ("adamw", "sgd"),

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuneserve.exceptions import InvalidInputError, OutOfMemoryError
+from tuneserve.exceptions import InvalidInputError, OutOfMemoryError, TrainingDivergedError
 from tuneserve.progress import progress_bar
 
 from .config import TrainConfig
@@ -280,6 +280,12 @@ def fit(
                     scheduler.step()
                 advance(1, loss=loss.item())
             record = {"epoch": float(epoch), "train_loss": total_loss / n}
+            if not math.isfinite(record["train_loss"]):
+                raise TrainingDivergedError(
+                    f"training diverged: the loss is {record['train_loss']} in epoch {epoch} "
+                    f"with learning rate {config.learning_rate:g}; no package is written. "
+                    "Hint: lower --lr, or add --clip-grad-norm 1.0"
+                )
             record.update(evaluate(model, x_val, y_val, criterion, config.batch_size, autocast))
             record["lr"] = optimizer.param_groups[0]["lr"]
             record["epoch_seconds"] = time.perf_counter() - epoch_start

@@ -274,3 +274,10 @@ def test_out_of_memory_names_a_batch_size_to_try(iris_tensors, tmp_path):
         r"--grad-accumulation 2 \(the same effective batch\) --resume",
     ):
         fit(Hungry(), *iris_tensors, TrainConfig(epochs=1), checkpoint_dir=tmp_path)
+
+
+def test_diverging_training_stops_without_a_result(iris_tensors):
+    from tuneserve.exceptions import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match=r"training diverged: the loss is (nan|inf)"):
+        fit(_linear(), *iris_tensors, TrainConfig(epochs=5, learning_rate=1e30, optimizer="sgd"))
