@@ -330,7 +330,7 @@ def test_kfold_more_folds_than_rows() -> None:
 
 @pytest.mark.parametrize("source", ["iris", "digits"])
 def test_file_only_options_are_refused_for_builtins(source: str) -> None:
-    with pytest.raises(InvalidInputError, match=r"--label-column only apply to .* files"):
+    with pytest.raises(InvalidInputError, match=r"--label-column apply only to .* files"):
         load(source, label_column="foo")
 
 
