@@ -66,3 +66,20 @@ def test_existing_out_is_refused_before_training(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(PackageError, match="already exists"):
         train("this-data-is-never-loaded", tmp_path / "taken")
+
+
+def test_calibrated_svm_adapts_its_folds_to_small_classes(tmp_path):
+    from tuneserve.training import train_sklearn
+
+    iris = load_iris_small()
+    trained = train_sklearn(iris, iris, backbone="linear-svm")
+    assert trained.model.get_params()["cv"] == 3
+    assert trained.metrics["val_accuracy"] > 0.5
+
+
+def load_iris_small():
+    from tuneserve.data import load
+
+    iris = load("iris")
+    keep = np.concatenate([np.flatnonzero(iris.y == c)[:3] for c in range(3)])
+    return iris.subset(keep)

@@ -38,6 +38,16 @@ def train_sklearn(
     spec: BackboneSpec = get_backbone(backbone, "table")
     preprocessor = TablePreprocessor().fit(train.X)
     estimator = spec.factory(train.task == "classification", seed)
+    if train.task == "classification" and "cv" in estimator.get_params(deep=False):
+        # calibration cross-validates inside the training split: fit the folds to the data
+        smallest = min(train.class_counts().values())
+        if smallest < 2:
+            raise DataError(
+                f"backbone {backbone!r} calibrates its probabilities by cross-validation and "
+                f"needs 2 training rows per class; the smallest class has {smallest}. Hint: "
+                "add data or use --backbone logreg"
+            )
+        estimator.set_params(cv=min(5, smallest))
     estimator.fit(preprocessor.transform(train.X)["input"], train.y)
     trained = TrainedModel(
         model=estimator,
