@@ -59,16 +59,10 @@ def train(
     from tuneserve.training import train as run_train
 
     dataset = load(data, label_column=label_column, text_column=text_column)
-    from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
-    from tuneserve.training.api import _source, _source_backbone
+    from tuneserve.training.api import _source, resolve_backbone
 
     source = _source(init, dataset.modality) if init is not None else None
-    name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[dataset.modality]
-    registered = {s.name for s in list_backbones()}
-    spec = get_backbone(
-        name if name in registered or dataset.modality != "text" else "minilm", dataset.modality
-    )
-    chosen = check_strategy(spec, strategy)
+    name, spec, chosen = resolve_backbone(dataset.modality, backbone, strategy, source)
     config = None
     if spec.family == "torch":
         config = default_config(

@@ -58,6 +58,14 @@ class TrainedModel:
             return np.asarray(self.model.predict_proba(feed["input"]))
         return np.asarray(self.model.predict(feed["input"]))
 
+    def score(self, data: Any, prefix: str) -> dict[str, float]:
+        """Accuracy (classification) or mean squared error (regression) on a data set,
+        named ``{prefix}_accuracy`` or ``{prefix}_mse``."""
+        pred = self.predict_proba(data.X)
+        if self.task == "classification":
+            return {f"{prefix}_accuracy": float(np.mean(pred.argmax(1) == data.y))}
+        return {f"{prefix}_mse": float(np.mean((pred - data.y) ** 2))}
+
     def export(
         self,
         out: str | Path,

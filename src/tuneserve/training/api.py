@@ -6,9 +6,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from tuneserve.backbones import DEFAULT_BACKBONES, check_strategy, get_backbone, list_backbones
+from tuneserve.backbones import (
+    DEFAULT_BACKBONES,
+    BackboneSpec,
+    check_strategy,
+    get_backbone,
+    list_backbones,
+)
 from tuneserve.data import Dataset, Splits, load, split
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
@@ -68,11 +72,19 @@ def _source_backbone(source: Package | None) -> str | None:
     return str(backbone) if backbone else None
 
 
-def _test_metrics(trained: TrainedModel, test: Dataset) -> dict[str, float]:
-    pred = trained.predict_proba(test.X)
-    if trained.task == "classification":
-        return {"test_accuracy": float(np.mean(pred.argmax(1) == test.y))}
-    return {"test_mse": float(np.mean((pred - test.y) ** 2))}
+def resolve_backbone(
+    modality: str, backbone: str | None, strategy: str | None, source: Package | None = None
+) -> tuple[str, BackboneSpec, str]:
+    """The backbone name, its registry entry and the strategy ``train`` will use.
+
+    The name is ``backbone``, else the ``source`` package's, else the modality's default;
+    a text backbone that is not registered is a Hugging Face id or path (``minilm``'s entry).
+    """
+    name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[modality]
+    registered = {s.name for s in list_backbones()}
+    is_hf_text = modality == "text" and name not in registered
+    spec = get_backbone("minilm" if is_hf_text else name, modality)
+    return name, spec, check_strategy(spec, strategy)
 
 
 def train(
@@ -126,11 +138,7 @@ def train(
         raise InvalidInputError(f"--checkpoint-dir {checkpoint_dir} is a file; pass a folder")
     dataset = data if isinstance(data, Dataset) else load(data)
     source = _source(init, dataset.modality) if init is not None else None
-    name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[dataset.modality]
-    registered = {s.name for s in list_backbones()}
-    is_hf_text = dataset.modality == "text" and name not in registered
-    spec = get_backbone("minilm" if is_hf_text else name, dataset.modality)
-    strategy = check_strategy(spec, strategy)
+    name, spec, strategy = resolve_backbone(dataset.modality, backbone, strategy, source)
     parts = split(dataset, validation=validation, test=test, seed=seed)
     config = config or default_config(name, strategy, seed=seed)
     common: dict[str, Any] = {"checkpoint_dir": checkpoint_dir, "resume": resume}
@@ -163,7 +171,7 @@ def train(
     trained.config.setdefault("backbone", name)
     trained.config.setdefault("strategy", strategy)
     trained.config["split"] = {"seed": seed, "validation": validation, "test": test}
-    metrics = _test_metrics(trained, parts.test)
+    metrics = trained.score(parts.test, "test")
     package = trained.export(
         out,
         parts.test.X,

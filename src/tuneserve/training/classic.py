@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,17 +25,17 @@ def _check_table(data: Dataset, what: str) -> None:
         raise DataError(f"{what} trains on tables; {data.name} is {data.modality} data")
 
 
-def _val_metrics(trained: TrainedModel, validation: Dataset) -> dict[str, float]:
-    pred = trained.predict_proba(validation.X)
-    if trained.task == "classification":
-        return {"val_accuracy": float(np.mean(pred.argmax(1) == validation.y))}
-    return {"val_mse": float(np.mean((pred - validation.y) ** 2))}
-
-
 def train_sklearn(
-    train: Dataset, validation: Dataset | None = None, *, backbone: str = "logreg", seed: int = 0
+    train: Dataset,
+    validation: Dataset | None = None,
+    *,
+    backbone: str = "logreg",
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
 ) -> TrainedModel:
-    """Fit a registered scikit-learn backbone on a table (classification or regression)."""
+    """Fit a registered scikit-learn backbone on a table (classification or regression).
+
+    ``params`` are set on the estimator before it is fit (e.g. ``{"C": 0.5}``)."""
     _check_table(train, f"backbone {backbone!r}")
     spec: BackboneSpec = get_backbone(backbone, "table")
     preprocessor = TablePreprocessor().fit(train.X)
@@ -48,6 +50,7 @@ def train_sklearn(
                 "add data or use --backbone logreg"
             )
         estimator.set_params(cv=min(5, smallest))
+    estimator.set_params(**(params or {}))
     estimator.fit(preprocessor.transform(train.X)["input"], train.y)
     trained = TrainedModel(
         model=estimator,
@@ -55,10 +58,10 @@ def train_sklearn(
         task=train.task,
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config={"trainer": "train_sklearn", "backbone": backbone, "seed": seed},
+        config={"trainer": "train_sklearn", "backbone": backbone, "seed": seed, **(params or {})},
     )
     if validation is not None:
-        trained.metrics = _val_metrics(trained, validation)
+        trained.metrics = trained.score(validation, "val")
     return trained
 
 
@@ -70,13 +73,8 @@ def train_logistic_regression(
         raise DataError(
             f"logistic regression needs classification data; {train.name} is regression"
         )
-    trained = train_sklearn(train, validation, backbone="logreg")
-    trained.model.set_params(C=C, max_iter=max_iter)
-    trained.model.fit(trained.preprocessor.transform(train.X)["input"], train.y)
-    trained.config.update({"C": C, "max_iter": max_iter})
-    if validation is not None:
-        trained.metrics = _val_metrics(trained, validation)
-    return trained
+    params = {"C": C, "max_iter": max_iter}
+    return train_sklearn(train, validation, backbone="logreg", params=params)
 
 
 def train_mlp(
@@ -117,7 +115,7 @@ def train_mlp(
         data_fingerprint=train.fingerprint,
         description="training mlp",
     )
-    metrics = {k: v for k, v in result.best_record.items() if k.startswith("val_")}
+    metrics = result.val_metrics
     if not classification:
         metrics = {"val_mse": metrics["val_loss"] * std**2}
     return TrainedModel(

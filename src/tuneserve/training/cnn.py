@@ -102,7 +102,7 @@ def train_cnn(
         data_fingerprint=train.fingerprint,
         config=cfg,
         history=result.history,
-        metrics={k: v for k, v in result.best_record.items() if k.startswith("val_")},
+        metrics=result.val_metrics,
         parent=init.id if init is not None else None,
     )
 

@@ -47,6 +47,11 @@ class LoopResult:
         """The history entry of the kept epoch."""
         return next(r for r in self.history if int(r["epoch"]) == self.best_epoch)
 
+    @property
+    def val_metrics(self) -> dict[str, float]:
+        """The validation metrics of the kept epoch."""
+        return {k: v for k, v in self.best_record.items() if k.startswith("val_")}
+
 
 def _device(config: TrainConfig) -> torch.device:
     if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):

@@ -167,7 +167,7 @@ def train_text(
             "best_epoch": result.best_epoch,
         },
         history=result.history,
-        metrics={k: v for k, v in result.best_record.items() if k.startswith("val_")},
+        metrics=result.val_metrics,
         parent=init.id if init is not None else None,
     )
 
