@@ -27,6 +27,13 @@ def _estimator(name: str, classification: bool, seed: int) -> Any:
         if classification:
             return linear_model.SGDClassifier(loss="log_loss", random_state=seed)
         return linear_model.SGDRegressor(random_state=seed)
+    if name == "hist-gradient-boosting":
+        cls = (
+            ensemble.HistGradientBoostingClassifier
+            if classification
+            else ensemble.HistGradientBoostingRegressor
+        )
+        return cls(random_state=seed)
     if name == "random-forest":
         cls = ensemble.RandomForestClassifier if classification else ensemble.RandomForestRegressor
         return cls(n_estimators=100, random_state=seed, n_jobs=-1)
@@ -68,6 +75,7 @@ _DESCRIPTIONS = {
     "linear-svm": "linear SVM, calibrated for probabilities",
     "sgd": "linear model trained by SGD (supports partial_fit)",
     "random-forest": "random forest of 100 trees",
+    "hist-gradient-boosting": "histogram gradient boosting (early stopping on large data)",
 }
 for _name, _text in _DESCRIPTIONS.items():
     register_backbone(

@@ -16,7 +16,7 @@ def train(
         None,
         "--backbone",
         "-b",
-        help="cnn | mlp | logreg | linear-svm | sgd | random-forest | "
+        help="cnn | mlp | logreg | linear-svm | sgd | random-forest | hist-gradient-boosting | "
         "minilm | a Hugging Face id or path (text). Default per data type.",
     ),
     strategy: str | None = typer.Option(

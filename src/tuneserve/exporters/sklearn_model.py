@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,60 @@ from tuneserve.preprocessing import Preprocessor
 from ._common import check_parity, check_task, graph_opset, write_package
 
 
+@contextmanager
+def _int_missing_flags() -> Iterator[None]:
+    """Work around skl2onnx 1.20 with scikit-learn >= 1.6: histogram gradient boosting
+    passes numpy booleans as ``nodes_missing_value_tracks_true``, which onnx refuses
+    ("Expected an int, got a boolean"). Cast them to int while converting."""
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.add_node
+
+    def add_node(*args: Any, nodes_missing_value_tracks_true: Any = 0, **kwargs: Any) -> Any:
+        flag = int(nodes_missing_value_tracks_true)
+        return original(*args, nodes_missing_value_tracks_true=flag, **kwargs)
+
+    tree_ensemble.add_node = add_node
+    try:
+        yield
+    finally:
+        tree_ensemble.add_node = original
+
+
+def _float32_thresholds(estimator: Any) -> Any:
+    """A copy of a histogram gradient boosting model whose split thresholds are float32.
+
+    ONNX tree ensembles compare in float32. A float64 threshold ``t`` is replaced by the
+    largest float32 ``<= t``: for float32 inputs (what the preprocessor produces) every
+    split goes the same way as before, and the cast to float32 is exact. Other estimators
+    are returned as they are."""
+    if not hasattr(estimator, "_predictors"):
+        return estimator
+    import copy
+
+    estimator = copy.deepcopy(estimator)
+    for predictors in estimator._predictors:
+        for predictor in predictors:
+            nodes = predictor.nodes
+            field = "num_threshold" if "num_threshold" in nodes.dtype.names else "threshold"
+            exact = nodes[field]
+            rounded = exact.astype(np.float32)
+            above = rounded.astype(np.float64) > exact
+            rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+            nodes[field] = rounded.astype(np.float64)
+    return estimator
+
+
 def _convert(estimator: Any, n_features: int, classification: bool) -> Any:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
     options = {"zipmap": False} if classification else None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _int_missing_flags():
             warnings.simplefilter("ignore")
             return to_onnx(
-                estimator,
+                _float32_thresholds(estimator),
                 initial_types=[("input", FloatTensorType([None, n_features]))],
                 options=options,
             )
