@@ -88,7 +88,8 @@ def main() -> None:
     from tuneserve.backbones import TextClassifier, load_encoder
     from tuneserve.data import load, split
     from tuneserve.training import CNNConfig, FeatureCache, default_config, train_cnn
-    from tuneserve.training.text import _embed, train_text
+    from tuneserve.training.encoder import embed_all
+    from tuneserve.training.text import train_text
 
     data = docstring_dataset(args.per_class)
     parts = split(data, seed=0)
@@ -132,7 +133,7 @@ def main() -> None:
     uncached, cached = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        feats = torch.from_numpy(_embed(model, feed, "train"))
+        feats = torch.from_numpy(embed_all(model, feed, "train"))
         encode = time.perf_counter() - t
         head = torch.nn.Linear(feats.shape[1], 3)
         opt = torch.optim.AdamW(head.parameters(), lr=pre_cfg.learning_rate)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 CLI = [str(Path(sys.executable).parent / "tuneserve")]
 
@@ -237,3 +238,23 @@ def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
     assert_one_line_error(proc, "backbone 'minilm' is for text data, but this data set is table")
     proc = tuneserve("train", "wine", "--out", str(tmp_path / "wine"), check=False)
     assert_one_line_error(proc, "already exists", "--force")
+
+
+def test_train_hugging_face_vision_model_from_the_cli(tmp_path, tiny_vit, digits_splits):
+    out = tmp_path / "vit"
+    args = ["train", "digits", "--out", str(out), "-b", str(tiny_vit), "-s", "partial"]
+    summary = json.loads(tuneserve(*args, "--unfreeze", "1", "--epochs", "2", "--json").stdout)
+    assert summary["strategy"] == "partial" and summary["epochs_run"] == 2
+    assert summary["parity_max_abs_diff"] <= 1e-4
+    image = tmp_path / "digit.png"
+    Image.fromarray((digits_splits.test.X[0][:, :, 0] * 255).astype("uint8")).save(image)
+    result = json.loads(tuneserve("predict", str(out), str(image), "--json").stdout)
+    assert result["predictions"][0]["label"] in [str(d) for d in range(10)]
+    proc = tuneserve(
+        "train", "digits", "--out", str(tmp_path / "x"), "-b", "hf-vision", check=False
+    )
+    assert_one_line_error(proc, "pass the model's id or local folder")
+    proc = tuneserve(
+        "train", "wine", "--out", str(tmp_path / "hgb"), "-b", "hist-gradient-boosting"
+    )
+    assert proc.returncode == 0

@@ -11,17 +11,22 @@ from ._registry import (
 from .cnn import SmallCNN
 from .tabular import TableMLP
 from .text import TextClassifier, load_encoder, resolve_text_model
+from .vision import HF_VISION, VisionClassifier, load_vision_model, vision_preprocessor
 
 __all__ = [
     "DEFAULT_BACKBONES",
+    "HF_VISION",
     "BackboneSpec",
     "SmallCNN",
     "TableMLP",
     "TextClassifier",
+    "VisionClassifier",
     "check_strategy",
     "get_backbone",
     "list_backbones",
     "load_encoder",
+    "load_vision_model",
     "register_backbone",
     "resolve_text_model",
+    "vision_preprocessor",
 ]

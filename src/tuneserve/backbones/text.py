@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from tuneserve.exceptions import NotFoundError
 
+from ._hf import encoder_blocks, load_pretrained
 from ._registry import BackboneSpec, register_backbone
 
 MINILM = "minilm"
@@ -31,29 +30,7 @@ def resolve_text_model(name: str) -> str:
 
 def load_encoder(name: str) -> nn.Module:
     """Load a Hugging Face encoder (``AutoModel``) by registry name, id or local path."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    path = resolve_text_model(name)
-    hf_logging.disable_progress_bar()
-    try:
-        return AutoModel.from_pretrained(path)
-    except OSError as exc:
-        hint = "" if Path(path).exists() else " Offline, pass a local model folder or 'minilm'"
-        raise NotFoundError(f"cannot load text encoder {name!r}: {exc}.{hint}") from exc
-
-
-def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of an encoder, first to last (for partial unfreezing)."""
-    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
-        node: object = encoder
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, nn.ModuleList):
-            return list(node)
-    raise NotFoundError(f"cannot find the transformer blocks of {type(encoder).__name__}")
+    return load_pretrained(resolve_text_model(name), "text encoder", name)
 
 
 class TextClassifier(nn.Module):

@@ -17,7 +17,8 @@ def train(
         "--backbone",
         "-b",
         help="cnn | mlp | logreg | linear-svm | sgd | random-forest | hist-gradient-boosting | "
-        "minilm | a Hugging Face id or path (text). Default per data type.",
+        "minilm | a Hugging Face id or path (text encoder, or vision model for images). "
+        "Default per data type.",
     ),
     strategy: str | None = typer.Option(
         None, "--strategy", "-s", help="probe | partial | full | lora (text); default per backbone."
@@ -68,6 +69,7 @@ def train(
         config = default_config(
             name,
             chosen,
+            modality=dataset.modality,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,

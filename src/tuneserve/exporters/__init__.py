@@ -2,9 +2,10 @@
 
 from ._common import PARITY_TOLERANCE
 from .sklearn_model import export_sklearn
-from .torch_model import export_torch, export_torchscript, load_weights
+from .torch_model import ENCODER_CONFIG_FILE, export_torch, export_torchscript, load_weights
 
 __all__ = [
+    "ENCODER_CONFIG_FILE",
     "PARITY_TOLERANCE",
     "export_sklearn",
     "export_torch",

@@ -17,6 +17,7 @@ import onnx
 import torch
 from torch import nn
 
+from tuneserve.backbones._hf import config_json
 from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
@@ -24,6 +25,9 @@ from tuneserve.preprocessing import Preprocessor
 from ._common import check_parity, check_task, graph_opset, write_package
 
 WEIGHTS_FILE = "weights.pt"
+#: The Hugging Face config of a model's ``encoder``, stored beside its weights so that
+#: ``train --from`` can rebuild it without the original model folder.
+ENCODER_CONFIG_FILE = "encoder_config.json"
 #: Rows traced during ONNX export; the graph is exported with a dynamic batch axis.
 TRACE_ROWS = 4
 PARITY_BATCH = 256
@@ -184,6 +188,9 @@ def export_torch(
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         extras[WEIGHTS_FILE] = buffer.getvalue()
+        encoder_config = config_json(getattr(model, "encoder", None))
+        if encoder_config is not None:
+            extras[ENCODER_CONFIG_FILE] = encoder_config.encode()
     if torchscript:
         buffer = io.BytesIO()
         torch.jit.save(trace_torchscript(model, sample_inputs[:TRACE_ROWS], preprocessor), buffer)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tuneserve.backbones import (
     DEFAULT_BACKBONES,
+    HF_VISION,
     BackboneSpec,
     check_strategy,
     get_backbone,
@@ -21,7 +22,12 @@ from ._result import TrainedModel
 from .classic import train_mlp, train_sklearn
 from .cnn import CNNConfig, train_cnn
 from .config import TrainConfig
-from .text import probe_defaults, train_text
+from .encoder import probe_defaults
+from .text import train_text
+from .vision import train_vision
+
+#: Registry entries of backbones given by Hugging Face id or path, per modality.
+_HF_ENTRIES = {"text": "minilm", "image": HF_VISION}
 
 #: Per (family or backbone, strategy) defaults; explicit settings override them.
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
@@ -30,6 +36,9 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("text", "partial"): {"learning_rate": 1e-4, "epochs": 4, "batch_size": 16},
     ("text", "full"): {"learning_rate": 5e-5, "epochs": 3, "batch_size": 16},
     ("text", "lora"): {"learning_rate": 2e-3, "epochs": 5, "batch_size": 16},
+    ("vision", "partial"): {"learning_rate": 2e-4, "epochs": 10, "batch_size": 32},
+    ("vision", "full"): {"learning_rate": 1e-4, "epochs": 10, "batch_size": 32},
+    ("vision", "lora"): {"learning_rate": 2e-3, "epochs": 10, "batch_size": 32},
 }
 
 
@@ -43,13 +52,27 @@ class TrainResult:
     test_metrics: dict[str, float]
 
 
-def default_config(backbone: str, strategy: str, **overrides: Any) -> TrainConfig:
-    """The settings ``train`` uses for a backbone and strategy, with ``overrides`` applied."""
-    registered = {s.name: s for s in list_backbones()}
-    spec = registered.get(backbone)
-    family = "text" if spec is None or spec.modality == "text" else backbone
+def _family(backbone: str, modality: str | None) -> str:
+    """``text`` or ``vision`` for pretrained encoders (registered or by id / path), else the
+    backbone's own name."""
+    spec = {s.name: s for s in list_backbones()}.get(backbone)
+    if spec is None:  # a Hugging Face id or path
+        return "vision" if modality == "image" else "text"
+    if spec.name == HF_VISION:
+        return "vision"
+    return "text" if spec.modality == "text" else backbone
+
+
+def default_config(
+    backbone: str, strategy: str, *, modality: str | None = None, **overrides: Any
+) -> TrainConfig:
+    """The settings ``train`` uses for a backbone and strategy, with ``overrides`` applied.
+
+    ``modality`` tells a Hugging Face id or path of a vision model (``image``) from a text
+    encoder (the default)."""
+    family = _family(backbone, modality)
     base = CNNConfig() if backbone == "cnn" else TrainConfig()
-    if (family, strategy) == ("text", "probe"):
+    if family in ("text", "vision") and strategy == "probe":
         base = probe_defaults(base)
     base = replace(base, **_DEFAULTS.get((family, strategy), {}))
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
@@ -82,8 +105,15 @@ def resolve_backbone(
     """
     name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[modality]
     registered = {s.name for s in list_backbones()}
-    is_hf_text = modality == "text" and name not in registered
-    spec = get_backbone("minilm" if is_hf_text else name, modality)
+    entry = name
+    if name not in registered and modality in _HF_ENTRIES:  # a Hugging Face id or path
+        entry = _HF_ENTRIES[modality]
+    elif name == HF_VISION:
+        raise InvalidInputError(
+            f"--backbone {HF_VISION} stands for any Hugging Face vision model; pass the "
+            "model's id or local folder instead, e.g. --backbone google/vit-base-patch16-224"
+        )
+    spec = get_backbone(entry, modality)
     return name, spec, check_strategy(spec, strategy)
 
 
@@ -113,8 +143,9 @@ def train(
     Args:
         data: A :class:`Dataset` or anything :func:`tuneserve.data.load` takes.
         out: Package directory.
-        backbone: Registry name, or for text a Hugging Face id or local path (default per
-            modality: cnn, random-forest, minilm).
+        backbone: Registry name, or a Hugging Face id or local path: a text encoder for
+            text data, a vision model (AutoModel + AutoImageProcessor) for images. Default
+            per modality: cnn, random-forest, minilm.
         strategy: ``probe``, ``partial``, ``full`` (text); ``full`` (cnn, mlp); ``fit``
             (scikit-learn). Default: the backbone's first.
         config: Loop settings (default: :func:`default_config`).
@@ -140,7 +171,7 @@ def train(
     source = _source(init, dataset.modality) if init is not None else None
     name, spec, strategy = resolve_backbone(dataset.modality, backbone, strategy, source)
     parts = split(dataset, validation=validation, test=test, seed=seed)
-    config = config or default_config(name, strategy, seed=seed)
+    config = config or default_config(name, strategy, modality=dataset.modality, seed=seed)
     common: dict[str, Any] = {"checkpoint_dir": checkpoint_dir, "resume": resume}
     if source is not None:
         if spec.family != "torch" or name == "mlp":
@@ -157,6 +188,16 @@ def train(
         trained = train_cnn(parts.train, parts.validation, cnn_config, **common)
     elif name == "mlp":
         trained = train_mlp(parts.train, parts.validation, config, **common)
+    elif spec.name == HF_VISION:
+        trained = train_vision(
+            parts.train,
+            parts.validation,
+            backbone=name,
+            strategy=strategy,
+            config=config,
+            unfreeze=unfreeze,
+            **common,
+        )
     else:
         trained = train_text(
             parts.train,

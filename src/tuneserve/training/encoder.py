@@ -1,0 +1,254 @@
+"""Fine-tune a pretrained encoder with a head, text or vision alike: linear probe on cached
+features, partial or full fine-tuning, or LoRA merged back into the weights."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuneserve.backbones._hf import model_from_config
+from tuneserve.data import Dataset
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.exporters import ENCODER_CONFIG_FILE, load_weights
+from tuneserve.package import Package
+from tuneserve.preprocessing import Preprocessor
+from tuneserve.progress import progress_bar
+
+from ._result import TrainedModel
+from .config import TrainConfig
+from .feature_cache import FeatureCache
+from .loop import fit
+
+STRATEGIES = ("probe", "partial", "full", "lora")
+EMBED_BATCH = 64
+
+
+class EncoderModel(Protocol):
+    """What the strategies need of a model: an encoder, a pooled ``embed``, a ``head``."""
+
+    encoder: nn.Module
+    head: nn.Linear
+    config: dict[str, Any]
+
+    def embed(self, *inputs: torch.Tensor) -> torch.Tensor: ...
+
+    def blocks(self) -> list[nn.Module]: ...
+
+
+@dataclass
+class EncoderRun:
+    """One fine-tuning run: the model, its fitted preprocessing and how to train it.
+
+    Attributes:
+        model: An :class:`EncoderModel` (``nn.Module``).
+        preprocessor: Fitted; its feed is the model's positional inputs.
+        identity: What the encoder is (a path and revision, or ``package:<id>``): part of the
+            feature-cache key.
+        strategy: ``probe``, ``partial``, ``full`` or ``lora``.
+        unfreeze: Blocks trained by ``partial``.
+        lora_rank: Rank of the LoRA adapters.
+        parent: Id of the package the encoder came from (``--from``).
+    """
+
+    model: Any
+    preprocessor: Preprocessor
+    identity: str
+    strategy: str = "probe"
+    unfreeze: int = 2
+    lora_rank: int = 8
+    parent: str | None = None
+
+
+def embed_all(model: Any, feed: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Pooled features ``(n, hidden)`` of a preprocessed data set, without gradients."""
+    model.eval()
+    tensors = [torch.from_numpy(v) for v in feed.values()]
+    n = len(tensors[0])
+    out = []
+    with torch.no_grad(), progress_bar(f"embedding {name}", total=n) as advance:
+        for start in range(0, n, EMBED_BATCH):
+            batch = [t[start : start + EMBED_BATCH] for t in tensors]
+            out.append(model.embed(*batch).float().numpy())
+            advance(len(batch[0]))
+    return np.concatenate(out)
+
+
+def _targets(data: Dataset) -> torch.Tensor:
+    return torch.from_numpy(data.y if data.task == "classification" else data.y.astype(np.float32))
+
+
+def check_strategy_name(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(
+            f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}"
+        )
+
+
+def fine_tune(
+    run: EncoderRun,
+    train: Dataset,
+    validation: Dataset,
+    config: TrainConfig,
+    *,
+    trainer: str,
+    extra: dict[str, Any] | None = None,
+    cache: FeatureCache | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> TrainedModel:
+    """Train ``run.model`` on ``train`` with ``run.strategy``, the best epoch chosen on
+    ``validation``; ``trainer`` and ``extra`` go into the recorded training config.
+
+    Strategies:
+        ``probe``: the encoder stays frozen; its pooled features are computed once, kept in
+        the feature cache (keyed by encoder identity, preprocessing and data fingerprint),
+        and a linear head is trained on them.
+        ``partial``: the last ``unfreeze`` blocks and the head are trained.
+        ``full``: every weight is trained.
+        ``lora``: low-rank adapters (peft) on the attention projections and the head are
+        trained, then merged into the encoder's weights, so the exported graph is plain.
+    """
+    check_strategy_name(run.strategy)
+    model, strategy = run.model, run.strategy
+    train_feed = run.preprocessor.transform(train.X)
+    val_feed = run.preprocessor.transform(validation.X)
+    y_train, y_val = _targets(train), _targets(validation)
+    extra = {**(extra or {}), "strategy": strategy}
+    common: dict[str, Any] = {
+        "task": train.task,
+        "checkpoint_dir": checkpoint_dir,
+        "resume": resume,
+        "data_fingerprint": train.fingerprint,
+    }
+    if strategy == "probe":
+        cache = cache or FeatureCache()
+        spec = run.preprocessor.spec()
+
+        def features(data: Dataset, feed: dict[str, np.ndarray]) -> torch.Tensor:
+            key = cache.key(run.identity, spec, data.fingerprint)
+            return torch.from_numpy(
+                cache.get_or_compute(key, lambda: embed_all(model, feed, data.name))
+            )
+
+        train_x, val_x = features(train, train_feed), features(validation, val_feed)
+        result = fit(
+            model.head,
+            ((train_x,), y_train),
+            ((val_x,), y_val),
+            config,
+            description="training probe head",
+            **common,
+        )
+        extra["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
+    else:
+        if strategy == "partial":
+            blocks = model.blocks()
+            if not 1 <= run.unfreeze <= len(blocks):
+                raise InvalidInputError(
+                    f"unfreeze must be between 1 and {len(blocks)} (the encoder's blocks); "
+                    f"got {run.unfreeze}"
+                )
+            model.encoder.requires_grad_(False)
+            for block in blocks[-run.unfreeze :]:
+                block.requires_grad_(True)
+            extra["unfreeze"] = run.unfreeze
+        if strategy == "lora":
+            model.encoder = with_lora(model.encoder, rank=run.lora_rank)
+            extra["lora_rank"] = run.lora_rank
+        result = fit(
+            model,
+            (tuple(torch.from_numpy(v) for v in train_feed.values()), y_train),
+            (tuple(torch.from_numpy(v) for v in val_feed.values()), y_val),
+            config,
+            description=f"fine-tuning ({strategy})",
+            **common,
+        )
+        if strategy == "lora":
+            model.encoder = model.encoder.merge_and_unload()
+        model.requires_grad_(True)
+    model.eval()
+    return TrainedModel(
+        model=model,
+        preprocessor=run.preprocessor,
+        task=train.task,
+        label_names=train.label_names,
+        data_fingerprint=train.fingerprint,
+        config={"trainer": trainer, **extra, **config.to_dict(), "best_epoch": result.best_epoch},
+        history=result.history,
+        metrics=result.val_metrics,
+        parent=run.parent,
+    )
+
+
+#: Names of the attention query and value projections in common encoder families.
+_LORA_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("q", "v"))
+
+
+def with_lora(encoder: nn.Module, rank: int) -> nn.Module:
+    """Wrap ``encoder`` with LoRA adapters on its query and value projections (peft)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise InvalidInputError(
+            "strategy 'lora' needs the peft package. Hint: pip install 'tuneserve[text]'"
+        ) from exc
+    leaves = {
+        name.rsplit(".", 1)[-1] for name, m in encoder.named_modules() if isinstance(m, nn.Linear)
+    }
+    targets = next((list(t) for t in _LORA_TARGETS if set(t) <= leaves), None)
+    if targets is None:
+        raise InvalidInputError(
+            f"cannot find attention query/value projections in {type(encoder).__name__} for "
+            "LoRA; use strategy partial or full"
+        )
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1, target_modules=targets)
+    with warnings.catch_warnings():
+        # peft probes a transformers attribute that transformers 5 deprecates
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(encoder, config)
+
+
+def encoder_from_package(
+    source: Package,
+    model_class: type[nn.Module],
+    load: Callable[[str], nn.Module],
+    what: str,
+) -> tuple[Any, str]:
+    """The model of ``source`` (a ``model_class`` package) with its trained weights, and its
+    backbone name. The encoder is rebuilt from the config the package stored (so the
+    original model need not be at hand), else loaded with ``load(backbone)``."""
+    cfg = source.manifest.lineage.training_config
+    if cfg.get("model_class") != model_class.__qualname__ or "backbone" not in cfg:
+        raise InvalidInputError(
+            f"--from package {source.path} is not a {what} package; {what} backbones can "
+            "only continue from one"
+        )
+    backbone = str(cfg["backbone"])
+    stored = source.path / "extras" / ENCODER_CONFIG_FILE
+    if f"extras/{ENCODER_CONFIG_FILE}" in source.manifest.files and stored.is_file():
+        encoder = model_from_config(stored.read_text())
+    else:
+        encoder = load(backbone)
+    model = model_class(encoder, int(cfg["model_config"]["outputs"]))
+    model.load_state_dict(load_weights(source))
+    return model, backbone
+
+
+def new_head(model: Any, outputs: int) -> None:
+    """Replace ``model.head`` by a fresh linear layer of ``outputs``."""
+    model.head = nn.Linear(model.head.in_features, outputs)
+    model.config["outputs"] = outputs
+
+
+def probe_defaults(config: TrainConfig) -> TrainConfig:
+    """Settings that suit a linear head on frozen features."""
+    return replace(config, learning_rate=1e-2, epochs=60, batch_size=64, patience=15)

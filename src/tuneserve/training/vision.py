@@ -1,0 +1,91 @@
+"""Fine-tune a Hugging Face vision model on images: probe, partial, full, or LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tuneserve.backbones.vision import VisionClassifier, load_vision_model, vision_preprocessor
+from tuneserve.data import Dataset
+from tuneserve.exceptions import DataError, InvalidInputError
+from tuneserve.package import Package
+from tuneserve.preprocessing import ImagePreprocessor, preprocessor_from_spec
+
+from ._result import TrainedModel
+from .config import TrainConfig
+from .encoder import (
+    EncoderRun,
+    check_strategy_name,
+    encoder_from_package,
+    fine_tune,
+    new_head,
+)
+from .feature_cache import FeatureCache, backbone_identity
+
+
+def train_vision(
+    train: Dataset,
+    validation: Dataset,
+    *,
+    backbone: str,
+    strategy: str = "probe",
+    config: TrainConfig | None = None,
+    unfreeze: int = 2,
+    lora_rank: int = 8,
+    cache: FeatureCache | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    init: Package | None = None,
+) -> TrainedModel:
+    """Turn a pretrained Hugging Face vision model (id or local folder with a config, weights
+    and preferably a preprocessor config) into a classifier or regressor for ``train``.
+
+    Images are resized and normalized as the model's ``AutoImageProcessor`` says (see
+    :func:`tuneserve.backbones.vision.vision_preprocessor`). Strategies as for text:
+    ``probe`` (cached features), ``partial``, ``full``, ``lora``.
+
+    Raises:
+        DataError: the data is not images.
+        NotFoundError: the model cannot be loaded.
+    """
+    if train.modality != "image":
+        raise DataError(f"vision backbones train on images; {train.name} is {train.modality}")
+    check_strategy_name(strategy)
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    outputs = train.num_classes if train.task == "classification" else 1
+    if init is not None:
+        model, backbone = encoder_from_package(
+            init, VisionClassifier, load_vision_model, "vision-model"
+        )
+        new_head(model, outputs)
+        preprocessor = preprocessor_from_spec(init.manifest.preprocessing, init.assets_path)
+        if not isinstance(preprocessor, ImagePreprocessor):
+            raise InvalidInputError(f"--from package {init.path} has no image preprocessing")
+        identity = f"package:{init.id}"
+    else:
+        encoder = load_vision_model(backbone)
+        model = VisionClassifier(encoder, outputs)
+        preprocessor = vision_preprocessor(backbone, encoder)
+        identity = backbone_identity(backbone)
+    run = EncoderRun(
+        model=model,
+        preprocessor=preprocessor,
+        identity=identity,
+        strategy=strategy,
+        unfreeze=unfreeze,
+        lora_rank=lora_rank,
+        parent=init.id if init is not None else None,
+    )
+    return fine_tune(
+        run,
+        train,
+        validation,
+        config,
+        trainer="train_vision",
+        extra={"backbone": backbone},
+        cache=cache,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
