@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         train,
         train_cnn,
         train_logistic_regression,
+        update,
     )
 
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -59,6 +60,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "TrainedModel": ("tuneserve.training", "TrainedModel"),
     "train_cnn": ("tuneserve.training", "train_cnn"),
     "train": ("tuneserve.training", "train"),
+    "update": ("tuneserve.training", "update"),
     "TrainConfig": ("tuneserve.training", "TrainConfig"),
     "train_logistic_regression": ("tuneserve.training", "train_logistic_regression"),
     **{
@@ -108,6 +110,7 @@ __all__ = [
     "train",
     "train_cnn",
     "train_logistic_regression",
+    "update",
 ]
 
 

@@ -258,3 +258,23 @@ def test_train_hugging_face_vision_model_from_the_cli(tmp_path, tiny_vit, digits
         "train", "wine", "--out", str(tmp_path / "hgb"), "-b", "hist-gradient-boosting"
     )
     assert proc.returncode == 0
+
+
+def test_update_a_package_with_new_rows_from_the_cli(tmp_path):
+    from tuneserve.data import load
+
+    cancer = load("breast_cancer")
+    frame = cancer.X.assign(label=[cancer.label_names[y] for y in cancer.y])
+    frame.iloc[:60].to_csv(tmp_path / "old.csv", index=False)
+    frame.iloc[60:].to_csv(tmp_path / "new.csv", index=False)
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    tuneserve("train", str(tmp_path / "old.csv"), "--out", str(v1), "-b", "sgd")
+    args = ["train", str(tmp_path / "new.csv"), "--update", str(v1), "--out", str(v2)]
+    summary = json.loads(tuneserve(*args, "--epochs", "4", "--json").stdout)
+    assert summary["parent"] == json.loads((v1 / "manifest.json").read_text())["package_id"]
+    assert set(summary["before"]) == set(summary["test"]) == {"test_accuracy"}
+    assert summary["test"]["test_accuracy"] > 0.9
+    human = tuneserve(*args, "--force").stdout
+    assert "before" in human and "after" in human
+    proc = tuneserve(*args, "--force", "-b", "logreg", check=False)
+    assert_one_line_error(proc, "--update continues the package's own model")

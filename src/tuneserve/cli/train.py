@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -49,6 +50,12 @@ def train(
     init: Path | None = typer.Option(
         None, "--from", help="Start from this package's backbone (supervised transfer)."
     ),
+    update: Path | None = typer.Option(
+        None,
+        "--update",
+        help="Continue this sgd or mlp package on DATA (new labeled rows); keeps its classes "
+        "and preprocessing.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
     label_column: str | None = typer.Option(None, "--label-column"),
     text_column: str | None = typer.Option(None, "--text-column"),
@@ -59,7 +66,16 @@ def train(
     from tuneserve.training import default_config
     from tuneserve.training import train as run_train
 
+    if update is not None and (init or backbone or strategy):
+        from tuneserve.exceptions import InvalidInputError
+
+        raise InvalidInputError(
+            "--update continues the package's own model; drop --backbone, --strategy and --from"
+        )
     dataset = load(data, label_column=label_column, text_column=text_column)
+    if update is not None:
+        _update(dataset, update, out, epochs, learning_rate, seed, force, as_json)
+        return
     from tuneserve.training.api import _source, resolve_backbone
 
     source = _source(init, dataset.modality) if init is not None else None
@@ -129,3 +145,56 @@ def train(
         con.print(f"{split_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     parity = m.graph.parity_max_abs_diff or 0.0
     con.print(f"wrote {result.package.path} ({result.package.id}); parity {parity:.1e}")
+
+
+def _update(
+    dataset: Any,
+    package: Path,
+    out: Path,
+    epochs: int | None,
+    learning_rate: float | None,
+    seed: int,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """``train DATA --update PACKAGE``: continue the package on new data, before vs after."""
+    from tuneserve.package import Package
+    from tuneserve.training import TrainConfig
+    from tuneserve.training import update as run_update
+    from tuneserve.training.update import DEFAULT_PASSES
+
+    source = Package.load(package)
+    config = None
+    if source.manifest.lineage.training_config.get("backbone") == "mlp":
+        config = TrainConfig(
+            learning_rate=learning_rate or 1e-4, epochs=epochs or 30, patience=10, seed=seed
+        )
+    result = run_update(
+        dataset,
+        source,
+        out,
+        config=config,
+        passes=epochs or DEFAULT_PASSES,
+        seed=seed,
+        overwrite=force,
+        checkpoint_dir=None,
+    )
+    before = result.trained.config["update"]["before"]
+    summary = {
+        "package": str(result.package.path),
+        "package_id": result.package.id,
+        "parent": source.id,
+        "backbone": result.trained.config.get("backbone"),
+        "before": before,
+        "test": result.test_metrics,
+        "validation": result.trained.metrics,
+        "best_epoch": result.trained.config.get("best_epoch"),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    con = console()
+    con.print(f"[bold]{dataset.name}[/bold]: updated {source.path} ({source.id})")
+    for key, value in result.test_metrics.items():
+        con.print(f"{key}: {before[key]:.4f} before, {value:.4f} after")
+    con.print(f"wrote {result.package.path} ({result.package.id})")

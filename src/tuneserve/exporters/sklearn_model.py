@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.exceptions import ExportError, InvalidInputError
+from tuneserve.exceptions import (
+    ExportError,
+    InvalidInputError,
+    NotFoundError,
+    PackageFormatError,
+)
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
 
@@ -35,6 +40,33 @@ def _int_missing_flags() -> Iterator[None]:
         yield
     finally:
         tree_ensemble.add_node = original
+
+
+#: Where a package keeps its scikit-learn estimator, for models that can be updated with
+#: ``partial_fit`` (skops format: loading runs no code from the file).
+ESTIMATOR_FILE = "estimator.skops"
+
+
+def load_estimator(package: Package) -> Any:
+    """The scikit-learn estimator a package stored (see :data:`ESTIMATOR_FILE`).
+
+    Raises:
+        NotFoundError: the package keeps no estimator.
+        PackageFormatError: the file holds types skops does not trust by default.
+    """
+    import skops.io as sio
+
+    path = package.path / "extras" / ESTIMATOR_FILE
+    if f"extras/{ESTIMATOR_FILE}" not in package.manifest.files or not path.is_file():
+        raise NotFoundError(
+            f"package {package.path} keeps no scikit-learn estimator, so it cannot be updated. "
+            "Hint: only models with partial_fit (sgd) keep one; retrain with tuneserve train"
+        )
+    try:
+        return sio.load(path)
+    except sio.exceptions.UntrustedTypesFoundException as exc:
+        first = str(exc).splitlines()[0]
+        raise PackageFormatError(f"{path}: {first}; tuneserve does not load it") from exc
 
 
 def _float32_thresholds(estimator: Any) -> Any:
@@ -79,6 +111,15 @@ def _convert(estimator: Any, n_features: int, classification: bool) -> Any:
             f"skl2onnx cannot convert {type(estimator).__name__}: {exc}. Hint: use an estimator "
             "skl2onnx supports (linear models, SVMs, trees, forests, boosting, MLP)"
         ) from exc
+
+
+def _estimator_extras(estimator: Any) -> dict[str, bytes | Path] | None:
+    """Models that can learn incrementally keep their estimator for ``--update``."""
+    if not hasattr(estimator, "partial_fit"):
+        return None
+    import skops.io as sio
+
+    return {ESTIMATOR_FILE: sio.dumps(estimator)}
 
 
 def export_sklearn(
@@ -170,6 +211,6 @@ def export_sklearn(
         data_fingerprint=data_fingerprint,
         training_config=config,
         parent=parent,
-        extras=None,
+        extras=_estimator_extras(estimator),
         overwrite=overwrite,
     )

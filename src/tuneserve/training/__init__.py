@@ -9,6 +9,8 @@ from .config import TrainConfig
 from .feature_cache import FeatureCache
 from .loop import LoopResult, fit
 from .text import train_text
+from .update import update
+from .vision import train_vision
 
 __all__ = [
     "CNNConfig",
@@ -26,4 +28,6 @@ __all__ = [
     "train_mlp",
     "train_sklearn",
     "train_text",
+    "train_vision",
+    "update",
 ]

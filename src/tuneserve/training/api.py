@@ -117,6 +117,15 @@ def resolve_backbone(
     return name, spec, check_strategy(spec, strategy)
 
 
+def check_out(out: str | Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` before training, not after."""
+    target = Path(out).expanduser()
+    if target.exists() and not overwrite:
+        raise PackageError(
+            f"{target} already exists. Hint: choose another --out, or pass --force to replace it"
+        )
+
+
 def train(
     data: Dataset | str | Path,
     out: str | Path,
@@ -160,11 +169,7 @@ def train(
         InvalidInputError: unknown backbone or strategy, or an ``init`` package that does
             not fit (other modality, a scikit-learn model).
     """
-    target = Path(out).expanduser()
-    if target.exists() and not overwrite:  # fail before training, not after
-        raise PackageError(
-            f"{target} already exists. Hint: choose another --out, or pass --force to replace it"
-        )
+    check_out(out, overwrite)
     if checkpoint_dir is not None and Path(checkpoint_dir).is_file():
         raise InvalidInputError(f"--checkpoint-dir {checkpoint_dir} is a file; pass a folder")
     dataset = data if isinstance(data, Dataset) else load(data)
@@ -174,10 +179,11 @@ def train(
     config = config or default_config(name, strategy, modality=dataset.modality, seed=seed)
     common: dict[str, Any] = {"checkpoint_dir": checkpoint_dir, "resume": resume}
     if source is not None:
-        if spec.family != "torch" or name == "mlp":
+        if spec.family != "torch":
             raise InvalidInputError(
-                f"--from continues torch backbones (cnn, text encoders); {name!r} cannot start "
-                "from a package"
+                f"--from continues torch backbones (cnn, mlp, text and vision encoders); "
+                f"{name!r} cannot start from a package. Hint: to add new data to an sgd "
+                "package, use --update"
             )
         common["init"] = source
     trained: TrainedModel

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from tuneserve.backbones import BackboneSpec, TableMLP, get_backbone
 from tuneserve.backbones.tabular import ScaledOutput
 from tuneserve.data import Dataset
-from tuneserve.exceptions import DataError
-from tuneserve.preprocessing import TablePreprocessor
+from tuneserve.exceptions import DataError, InvalidInputError
+from tuneserve.exporters import load_weights
+from tuneserve.package import Package
+from tuneserve.preprocessing import TablePreprocessor, preprocessor_from_spec
 
 from ._result import TrainedModel
 from .config import TrainConfig
@@ -84,18 +88,41 @@ def train_mlp(
     *,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    init: Package | None = None,
+    keep_head: bool = False,
 ) -> TrainedModel:
-    """Train the torch MLP on a table with the full loop."""
+    """Train the torch MLP on a table with the full loop.
+
+    With ``init`` (an MLP package on the same columns) training starts from its weights and
+    preprocessing: with a new output layer for these labels (``--from``), or with
+    ``keep_head=True`` its own output layer, the labels coded as the package codes them
+    (``--update``: continue training on new data).
+    """
     _check_table(train, "the MLP")
     config = config or TrainConfig(learning_rate=1e-3)
-    preprocessor = TablePreprocessor().fit(train.X)
+    classification = train.task == "classification"
+    outputs = train.num_classes if classification else 1
+    start: _MLPStart | None = None
+    if init is not None:
+        start = _mlp_from_package(init)
+        preprocessor = start.preprocessor
+        if not keep_head:
+            last = start.model.net[-1]
+            assert isinstance(last, nn.Linear)
+            start.model.net[-1] = nn.Linear(last.in_features, outputs)
+            start.model.config["outputs"] = outputs
+    else:
+        preprocessor = TablePreprocessor().fit(train.X)
     x_train = torch.from_numpy(preprocessor.transform(train.X)["input"])
     x_val = torch.from_numpy(preprocessor.transform(validation.X)["input"])
-    classification = train.task == "classification"
 
     # regression learns standardized targets; the exported graph scales them back
-    mean = 0.0 if classification else float(np.mean(train.y))
-    std = 1.0 if classification else float(np.std(train.y) or 1.0)
+    if classification:
+        mean, std = 0.0, 1.0
+    elif start is not None and keep_head:  # the head already predicts the package's scale
+        mean, std = start.mean, start.std
+    else:
+        mean, std = float(np.mean(train.y)), float(np.std(train.y) or 1.0)
 
     def target(d: Dataset) -> torch.Tensor:
         if classification:
@@ -103,7 +130,7 @@ def train_mlp(
         return torch.from_numpy(((d.y - mean) / std).astype(np.float32))
 
     torch.manual_seed(config.seed)
-    model = TableMLP(x_train.shape[1], train.num_classes if classification else 1)
+    model = start.model if start is not None else TableMLP(x_train.shape[1], outputs)
     result = fit(
         model,
         ((x_train,), target(train)),
@@ -124,7 +151,46 @@ def train_mlp(
         task=train.task,
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config={"trainer": "train_mlp", **config.to_dict(), "best_epoch": result.best_epoch},
+        config={
+            "trainer": "train_mlp",
+            "backbone": "mlp",
+            **config.to_dict(),
+            "best_epoch": result.best_epoch,
+        },
         history=result.history,
         metrics=metrics,
+        parent=init.id if init is not None else None,
     )
+
+
+@dataclass
+class _MLPStart:
+    model: TableMLP
+    preprocessor: TablePreprocessor
+    mean: float
+    std: float
+
+
+def _mlp_from_package(source: Package) -> _MLPStart:
+    """The MLP of ``source`` with its trained weights, its preprocessing, and (regression)
+    the target scale its output layer predicts in."""
+    cfg = source.manifest.lineage.training_config
+    model_config = dict(cfg.get("model_config") or {})
+    if cfg.get("model_class") not in ("TableMLP", "ScaledOutput") or cfg.get("backbone") != "mlp":
+        raise InvalidInputError(
+            f"package {source.path} is not an MLP package (backbone {cfg.get('backbone')!r}); "
+            "the mlp backbone can only continue from one"
+        )
+    mean = float(model_config.pop("target_mean", 0.0))
+    std = float(model_config.pop("target_std", 1.0))
+    model = TableMLP(**{**model_config, "hidden": tuple(model_config["hidden"])})
+    weights = load_weights(source)
+    if cfg["model_class"] == "ScaledOutput":  # regression: the MLP is wrapped as .model
+        weights = {
+            k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")
+        }
+    model.load_state_dict(weights)
+    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
+    if not isinstance(pre, TablePreprocessor):
+        raise InvalidInputError(f"package {source.path} has no table preprocessing")
+    return _MLPStart(model=model, preprocessor=pre, mean=mean, std=std)

@@ -1,0 +1,186 @@
+"""``train NEWDATA --update PACKAGE``: continue a model on new labeled data.
+
+scikit-learn models with ``partial_fit`` (``sgd``) take passes over the new data; the MLP
+continues with the loop. Either keeps the package's preprocessing and classes, so the
+updated package is a drop-in replacement, and is scored on the new data's test split before
+and after the update.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneserve.data import Dataset, Splits, load, split
+from tuneserve.exceptions import DataError, InvalidInputError
+from tuneserve.exporters import load_estimator
+from tuneserve.package import Package
+from tuneserve.preprocessing import preprocessor_from_spec
+from tuneserve.progress import progress_bar
+
+from ._result import TrainedModel
+from .config import TrainConfig
+
+#: Backbones ``--update`` continues.
+UPDATABLE = ("sgd", "mlp")
+#: Passes of ``partial_fit`` over the new data by default; the best on validation is kept.
+DEFAULT_PASSES = 10
+
+
+def _recode(part: Dataset, names: list[str] | None) -> Dataset:
+    """``part`` with its labels coded as the package codes them."""
+    if names is None:
+        return part
+    mapping = np.array([names.index(n) for n in part.label_names or ()], dtype=np.int64)
+    return replace(part, y=mapping[part.y], label_names=tuple(names))
+
+
+def _check_fits(dataset: Dataset, source: Package) -> None:
+    m = source.manifest
+    if (dataset.modality, dataset.task) != (m.modality, m.task):
+        raise InvalidInputError(
+            f"--update package {source.path} is a {m.modality} {m.task} model, but "
+            f"{dataset.name} is {dataset.modality} {dataset.task}; update it with the same "
+            "kind of data"
+        )
+    if dataset.task == "classification":
+        unknown = sorted(set(dataset.label_names or ()) - set(m.label_names or ()))
+        if unknown:
+            raise DataError(
+                f"{dataset.name} has labels {unknown} that package {source.path} does not know "
+                f"(its labels: {', '.join(m.label_names or ())}). An update keeps the classes; "
+                "Hint: train a new model with --from to learn new classes"
+            )
+    backbone = m.lineage.training_config.get("backbone")
+    if backbone not in UPDATABLE:
+        raise InvalidInputError(
+            f"--update continues {' and '.join(UPDATABLE)} packages; {source.path} is "
+            f"{backbone!r}, which has no incremental update. Hint: retrain on all the data "
+            "with tuneserve train, or fine-tune with --from"
+        )
+
+
+def _score(probs: np.ndarray, data: Dataset) -> dict[str, float]:
+    if data.task == "classification":
+        return {"accuracy": float(np.mean(probs.argmax(1) == data.y))}
+    return {"mse": float(np.mean((probs.reshape(-1) - data.y) ** 2))}
+
+
+def _partial_fit(
+    source: Package, train: Dataset, validation: Dataset, passes: int, seed: int
+) -> TrainedModel:
+    estimator = load_estimator(source)
+    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
+    x = pre.transform(train.X)["input"]
+    classification = train.task == "classification"
+    extra: dict[str, Any] = (
+        {"classes": np.arange(len(source.manifest.label_names or ()))} if classification else {}
+    )
+    rng = np.random.default_rng(seed)
+    trained = TrainedModel(
+        model=estimator,
+        preprocessor=pre,
+        task=train.task,
+        label_names=train.label_names,
+        data_fingerprint=train.fingerprint,
+        config=dict(source.manifest.lineage.training_config),
+    )
+    key = "val_accuracy" if classification else "val_mse"
+    best: tuple[float, int, Any] | None = None
+    history: list[dict[str, float]] = []
+    with progress_bar("updating (partial_fit)", total=passes) as advance:
+        for epoch in range(1, passes + 1):
+            order = rng.permutation(len(x))
+            estimator.partial_fit(x[order], train.y[order], **extra)
+            metrics = trained.score(validation, "val")
+            history.append({"epoch": float(epoch), **metrics})
+            score = metrics[key] if classification else -metrics[key]
+            if best is None or score > best[0]:
+                best = (score, epoch, copy.deepcopy(estimator))
+            advance(1)
+    assert best is not None  # passes >= 1
+    trained.model = best[2]
+    trained.history = history
+    trained.metrics = trained.score(validation, "val")
+    trained.config.update({"passes": passes, "best_epoch": best[1]})
+    return trained
+
+
+def update(
+    data: Dataset | str | Path,
+    package: str | Path | Package,
+    out: str | Path,
+    *,
+    config: TrainConfig | None = None,
+    passes: int = DEFAULT_PASSES,
+    seed: int = 0,
+    validation: float = 0.1,
+    test: float = 0.2,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Any:
+    """Continue ``package`` on new labeled ``data`` and write the updated package to ``out``.
+
+    The new data is split like ``train`` does; the model continues on its train part
+    (``sgd``: ``passes`` of ``partial_fit``, the best on validation kept; ``mlp``: the loop
+    with ``config``, by default 30 epochs at a tenth of the usual learning rate). Both are
+    scored on the new test split, the package as it was (``before``) and as updated; the
+    manifest records both and names the package as its parent.
+
+    Returns:
+        A :class:`tuneserve.training.TrainResult`; ``trained.config["update"]`` holds the
+        parent id and the ``before`` metrics.
+
+    Raises:
+        InvalidInputError: the package is not ``sgd`` or ``mlp``, or is for other data.
+        DataError: the new data has labels the package does not know.
+    """
+    from tuneserve.runtime import Predictor
+
+    from .api import TrainResult, check_out
+    from .classic import train_mlp
+
+    if passes < 1:
+        raise InvalidInputError(f"passes must be >= 1, got {passes}")
+    check_out(out, overwrite)
+    source = package if isinstance(package, Package) else Package.load(package)
+    dataset = data if isinstance(data, Dataset) else load(data)
+    _check_fits(dataset, source)
+    names = list(source.manifest.label_names) if source.manifest.label_names else None
+    raw = split(dataset, validation=validation, test=test, seed=seed)
+    parts = Splits(*(_recode(p, names) for p in (raw.train, raw.validation, raw.test)))
+    predictor = Predictor(source)
+    before_out = (
+        predictor.predict_proba(parts.test.X)
+        if dataset.task == "classification"
+        else predictor.run(parts.test.X)
+    )
+    before = {f"test_{k}": v for k, v in _score(before_out, parts.test).items()}
+    backbone = source.manifest.lineage.training_config.get("backbone")
+    trained: TrainedModel
+    if backbone == "mlp":
+        config = config or TrainConfig(learning_rate=1e-4, epochs=30, patience=10, seed=seed)
+        trained = train_mlp(
+            parts.train,
+            parts.validation,
+            config,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            init=source,
+            keep_head=True,
+        )
+    else:
+        trained = _partial_fit(source, parts.train, parts.validation, passes, seed)
+    trained.parent = source.id
+    trained.config["update"] = {"parent": source.id, "before": before}
+    trained.config["split"] = {"seed": seed, "validation": validation, "test": test}
+    metrics = trained.score(parts.test, "test")
+    result = trained.export(
+        out, parts.test.X, name=Path(out).name, metrics=metrics, overwrite=overwrite
+    )
+    return TrainResult(package=result, trained=trained, splits=parts, test_metrics=metrics)
