@@ -13,7 +13,7 @@ from tuneserve._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tuneserve.backbones import SmallCNN
-    from tuneserve.data import Dataset, Splits, kfold, split
+    from tuneserve.data import Dataset, Splits, kfold, load_unlabeled, split
     from tuneserve.data import load as load_dataset
     from tuneserve.exceptions import (
         ChecksumError,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         CNNConfig,
         TrainConfig,
         TrainedModel,
+        pretrain,
         train,
         train_cnn,
         train_logistic_regression,
@@ -61,6 +62,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "train_cnn": ("tuneserve.training", "train_cnn"),
     "train": ("tuneserve.training", "train"),
     "update": ("tuneserve.training", "update"),
+    "pretrain": ("tuneserve.training", "pretrain"),
+    "load_unlabeled": ("tuneserve.data", "load_unlabeled"),
     "TrainConfig": ("tuneserve.training", "TrainConfig"),
     "train_logistic_regression": ("tuneserve.training", "train_logistic_regression"),
     **{
@@ -106,6 +109,8 @@ __all__ = [
     "export_torchscript",
     "kfold",
     "load_dataset",
+    "load_unlabeled",
+    "pretrain",
     "split",
     "train",
     "train_cnn",

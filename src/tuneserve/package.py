@@ -70,7 +70,7 @@ class Graph(_Model):
     file: str = GRAPH_FILE
     inputs: list[str]
     output: str
-    output_kind: Literal["probabilities", "prediction"]
+    output_kind: Literal["probabilities", "prediction", "embedding"]
     opset: int | None = None
     parity_max_abs_diff: float | None = Field(
         default=None,
@@ -83,7 +83,7 @@ class Manifest(_Model):
 
     format_version: int = FORMAT_VERSION
     name: str
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "embedding"]
     modality: Literal["image", "table", "text"]
     label_names: list[str] | None = None
     input_schema: dict[str, Any]
@@ -103,6 +103,9 @@ class Manifest(_Model):
                 raise ValueError(f"label_names repeat a name: {self.label_names}")
             if self.graph.output_kind != "probabilities":
                 raise ValueError("a classification graph must output probabilities")
+        elif self.task == "embedding":
+            if self.graph.output_kind != "embedding" or self.label_names:
+                raise ValueError("an embedding package outputs embeddings and has no labels")
         elif self.graph.output_kind != "prediction":
             raise ValueError("a regression graph must output predictions")
         if "kind" not in self.preprocessing:

@@ -23,14 +23,18 @@ __all__ = ["Prediction", "Predictor"]
 
 @dataclass(frozen=True)
 class Prediction:
-    """One prediction: a label with class probabilities, or a regression value."""
+    """One prediction: a label with class probabilities, a regression value, or an
+    embedding (feature-extractor packages)."""
 
     label: str | None = None
     probabilities: dict[str, float] | None = None
     value: float | None = None
+    embedding: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, without the fields that do not apply."""
+        if self.embedding is not None:
+            return {"embedding": self.embedding}
         if self.value is not None:
             return {"value": self.value}
         return {"label": self.label, "probabilities": self.probabilities}
@@ -144,7 +148,8 @@ class Predictor:
         """Return the graph output for raw inputs.
 
         Returns:
-            ``(n, classes)`` probabilities for classification, ``(n,)`` values for regression.
+            ``(n, classes)`` probabilities for classification, ``(n,)`` values for regression,
+            ``(n, dim)`` features for an embedding package.
         """
         outputs = []
         offset = 0
@@ -165,7 +170,8 @@ class Predictor:
         """Class probabilities ``(n, classes)``; columns follow :attr:`labels`."""
         if self.manifest.task != "classification":
             raise InvalidInputError(
-                f"package {self.manifest.name!r} is a regression model; it has no probabilities"
+                f"package {self.manifest.name!r} is a {self.manifest.task} model; it has no "
+                "probabilities. Hint: use run() or predict()"
             )
         return self.run(inputs)
 
@@ -174,6 +180,8 @@ class Predictor:
         out = self.run(inputs)
         if self.manifest.task == "regression":
             return [Prediction(value=float(v)) for v in out]
+        if self.manifest.task == "embedding":
+            return [Prediction(embedding=[float(v) for v in row]) for row in out]
         labels = self.labels or [str(i) for i in range(out.shape[1])]
         return [
             Prediction(

@@ -278,3 +278,31 @@ def test_update_a_package_with_new_rows_from_the_cli(tmp_path):
     assert "before" in human and "after" in human
     proc = tuneserve(*args, "--force", "-b", "logreg", check=False)
     assert_one_line_error(proc, "--update continues the package's own model")
+
+
+def test_pretrain_then_train_from_it_on_the_cli(tmp_path):
+    encoder, model = tmp_path / "enc", tmp_path / "model"
+    args = ["pretrain", "digits", "--out", str(encoder), "--epochs", "2", "--json"]
+    summary = json.loads(tuneserve(*args).stdout)
+    assert summary["objective"] == "contrastive" and summary["embedding_size"] == 128
+    assert summary["items"] == 1797 and summary["epochs_run"] == 2
+    assert not encoder.with_name("enc.checkpoints").exists()
+    shown = tuneserve("predict", str(encoder), str(_digit_png(tmp_path)), "--json").stdout
+    assert len(json.loads(shown)["predictions"][0]["embedding"]) == 128
+    args = ["train", "digits", "--out", str(model), "--from", str(encoder), "--epochs", "2"]
+    proc = tuneserve(*args, "--json")
+    assert json.loads(proc.stdout)["test"]["test_accuracy"] > 0.5
+    proc = tuneserve("pretrain", "iris", "--out", str(tmp_path / "x"), check=False)
+    assert_one_line_error(proc, "pretrain learns from images or text")
+    proc = tuneserve(
+        "pretrain", "digits", "--out", str(tmp_path / "y"), "--objective", "jigsaw", check=False
+    )
+    assert_one_line_error(proc, "objective 'jigsaw' is not available", "contrastive, denoise")
+
+
+def _digit_png(folder: Path) -> Path:
+    from tuneserve.data import load
+
+    path = folder / "digit.png"
+    Image.fromarray((load("digits").X[0][:, :, 0] * 255).astype("uint8")).save(path)
+    return path

@@ -57,6 +57,10 @@ class SmallCNN(nn.Module):
             nn.Linear(hidden, num_classes),
         )
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, hidden)`` features: everything but the last layer."""
+        return self.head[:-1](self.features(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, channels, h, w)`` images to ``(batch, num_classes)`` logits."""
         return self.head(self.features(x))

@@ -10,7 +10,7 @@ import typer
 
 from tuneserve._version import __version__
 
-from . import data, demo, package, predict, train
+from . import data, demo, package, predict, pretrain, train
 
 app = typer.Typer(
     name="tuneserve",
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(package.app, name="package")
 app.command("train")(train.train)
+app.command("pretrain")(pretrain.pretrain)
 app.command("predict")(predict.predict)
 app.command("demo")(demo.demo)
 

@@ -147,7 +147,15 @@ def predict(
         return
     from rich.table import Table
 
-    if predictor.manifest.task == "regression":
+    if predictor.manifest.task == "embedding":
+        table = Table("input", "dimensions", "embedding (first 6)")
+        for n, p in zip(names, predictions, strict=True):
+            assert p.embedding is not None
+            head = ", ".join(f"{v:.3f}" for v in p.embedding[:6])
+            table.add_row(
+                n, str(len(p.embedding)), head + (", ..." if len(p.embedding) > 6 else "")
+            )
+    elif predictor.manifest.task == "regression":
         table = Table("input", "prediction")
         for n, p in zip(names, predictions, strict=True):
             table.add_row(n, f"{p.value:.6g}")

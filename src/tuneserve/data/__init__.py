@@ -11,18 +11,22 @@ from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
 from ._files import TABLE_SUFFIXES, load_file, read_frame
 from ._images import list_images, load_image_folder
 from ._splits import Splits, kfold, split
+from ._unlabeled import DEFAULT_HOLDOUT, Unlabeled, load_unlabeled
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "DEFAULT_HOLDOUT",
     "LABEL_COLUMN_CANDIDATES",
     "TABLE_SUFFIXES",
     "Dataset",
     "Modality",
     "Splits",
     "Task",
+    "Unlabeled",
     "kfold",
     "list_images",
     "load",
+    "load_unlabeled",
     "read_frame",
     "split",
 ]

@@ -19,9 +19,19 @@ def graph_opset(model: Any) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+#: What the graph of each task outputs.
+OUTPUT_KINDS = {
+    "classification": "probabilities",
+    "regression": "prediction",
+    "embedding": "embedding",
+}
+
+
 def check_task(task: str, label_names: Sequence[str] | None) -> None:
-    if task not in ("classification", "regression"):
-        raise InvalidInputError(f"task must be classification or regression, got {task!r}")
+    if task not in OUTPUT_KINDS:
+        raise InvalidInputError(
+            f"task must be classification, regression or embedding, got {task!r}"
+        )
     if task == "classification" and (not label_names or len(label_names) < 2):
         raise InvalidInputError("a classifier needs label_names with at least 2 classes")
 

@@ -22,7 +22,7 @@ from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
 
-from ._common import check_parity, check_task, graph_opset, write_package
+from ._common import OUTPUT_KINDS, check_parity, check_task, graph_opset, write_package
 
 WEIGHTS_FILE = "weights.pt"
 #: The Hugging Face config of a model's ``encoder``, stored beside its weights so that
@@ -34,16 +34,19 @@ PARITY_BATCH = 256
 
 
 class _ServingHead(nn.Module):
-    """Wrap a model so the graph outputs what the runtime reads: softmax probabilities."""
+    """Wrap a model so the graph outputs what the runtime reads: softmax probabilities,
+    values, or (task ``embedding``) the model's ``embed`` features."""
 
-    def __init__(self, model: nn.Module, classification: bool) -> None:
+    def __init__(self, model: nn.Module, task: str) -> None:
         super().__init__()
         self.model = model
-        self.classification = classification
+        self.task = task
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.task == "embedding":
+            return self.model.embed(*inputs).float()  # type: ignore[operator]
         out = self.model(*inputs)  # (batch, classes) logits or (batch,) / (batch, 1) values
-        if self.classification:
+        if self.task == "classification":
             return torch.softmax(out.float(), dim=-1)
         return out.float().reshape(out.shape[0])
 
@@ -160,7 +163,8 @@ def export_torch(
         model: The trained module (put in eval mode here).
         preprocessor: Fitted; its spec and assets go into the package.
         out: Package directory to write.
-        task: ``classification`` or ``regression``.
+        task: ``classification``, ``regression``, or ``embedding`` (the graph outputs
+            ``model.embed(...)``: a feature extractor, e.g. from ``tuneserve pretrain``).
         sample_inputs: Raw inputs (at least 2) used to trace and to check parity; every one
             is checked, so pass a held-out split to check parity on it.
         label_names: Class names in logit order (classification).
@@ -178,7 +182,11 @@ def export_torch(
     if len(sample_inputs) < 2:
         raise InvalidInputError("sample_inputs needs at least 2 inputs to trace a dynamic batch")
     model.eval()
-    head = _ServingHead(model, classification=task == "classification").eval()
+    if task == "embedding" and not callable(getattr(model, "embed", None)):
+        raise InvalidInputError(
+            f"task 'embedding' exports model.embed(), and {type(model).__name__} has none"
+        )
+    head = _ServingHead(model, task).eval()
     trace_feed = preprocessor.transform(sample_inputs[:TRACE_ROWS])
     onnx_model = _to_onnx(head, trace_feed, preprocessor.dynamic_axes())
     diff = _max_abs_diff(head, onnx_model, preprocessor, sample_inputs)
@@ -198,7 +206,7 @@ def export_torch(
     graph = Graph(
         inputs=list(trace_feed),
         output="output",
-        output_kind="probabilities" if task == "classification" else "prediction",
+        output_kind=OUTPUT_KINDS[task],  # type: ignore[arg-type]
         opset=graph_opset(onnx_model),
         parity_max_abs_diff=diff,
     )

@@ -8,6 +8,7 @@ from .cnn import CNNConfig, train_cnn
 from .config import TrainConfig
 from .feature_cache import FeatureCache
 from .loop import LoopResult, fit
+from .pretrain import PretrainResult, pretrain, pretrain_defaults
 from .text import train_text
 from .update import update
 from .vision import train_vision
@@ -17,11 +18,14 @@ __all__ = [
     "FeatureCache",
     "ImageAugment",
     "LoopResult",
+    "PretrainResult",
     "TrainConfig",
     "TrainResult",
     "TrainedModel",
     "default_config",
     "fit",
+    "pretrain",
+    "pretrain_defaults",
     "train",
     "train_cnn",
     "train_logistic_regression",

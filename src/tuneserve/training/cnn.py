@@ -66,19 +66,8 @@ def train_cnn(
     if init is not None:
         model, preprocessor = _from_package(init, train.num_classes)
     else:
-        preprocessor = ImagePreprocessor().fit(train.X)
-        h, w = preprocessor.size or (8, 8)  # fit always sets the size
-        size = (h - h % 4 or 4, w - w % 4 or 4)  # the CNN pools twice by 2
-        if size != preprocessor.size:
-            preprocessor = ImagePreprocessor(size=size, channels=preprocessor.channels)
-            preprocessor.fit(train.X)
-        model = SmallCNN(
-            num_classes=train.num_classes,
-            in_channels=preprocessor.channels or 1,
-            image_size=size,
-            width=config.width,
-            hidden=config.hidden,
-        )
+        preprocessor = cnn_preprocessor(train.X)
+        model = new_cnn(preprocessor, train.num_classes, config)
     x_train = torch.from_numpy(preprocessor.transform(train.X)["input"])  # (n, c, h, w)
     x_val = torch.from_numpy(preprocessor.transform(validation.X)["input"])
     result = fit(
@@ -104,6 +93,29 @@ def train_cnn(
         history=result.history,
         metrics=result.val_metrics,
         parent=init.id if init is not None else None,
+    )
+
+
+def cnn_preprocessor(images: Any) -> ImagePreprocessor:
+    """Fitted on ``images``: their most common size, cut down to a multiple of 4 (the CNN
+    pools twice by 2), their channels, mean and std."""
+    preprocessor = ImagePreprocessor().fit(images)
+    h, w = preprocessor.size or (8, 8)  # fit always sets the size
+    size = (h - h % 4 or 4, w - w % 4 or 4)
+    if size != preprocessor.size:
+        preprocessor = ImagePreprocessor(size=size, channels=preprocessor.channels)
+        preprocessor.fit(images)
+    return preprocessor
+
+
+def new_cnn(preprocessor: ImagePreprocessor, outputs: int, config: CNNConfig) -> SmallCNN:
+    """An untrained :class:`SmallCNN` for the preprocessor's images."""
+    return SmallCNN(
+        num_classes=outputs,
+        in_channels=preprocessor.channels or 1,
+        image_size=preprocessor.size or (8, 8),
+        width=config.width,
+        hidden=config.hidden,
     )
 
 

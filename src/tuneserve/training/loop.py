@@ -192,7 +192,9 @@ def fit(
             values (regression).
         train, validation: ``((input tensors...), targets)``; inputs share the batch axis.
         config: Optimizer, schedule, precision, early stopping and seed.
-        task: ``classification`` (cross-entropy) or ``regression`` (mean squared error).
+        task: ``classification`` (cross-entropy), ``regression`` (mean squared error), or
+            ``self-supervised``: the model returns its own loss (a scalar) and the targets
+            are ignored; the kept epoch is the one with the lowest validation loss.
         augment: Applied to the first training input of each batch.
         checkpoint_dir: Write ``last.pt`` there after every epoch.
         resume: Continue from ``checkpoint_dir/last.pt`` when it exists.
@@ -212,7 +214,13 @@ def fit(
     if classification and config.class_weights:
         counts = torch.bincount(y_train, minlength=int(y_train.max()) + 1).float()
         weight = (n / (len(counts) * counts.clamp(min=1))).to(device)
-    criterion: nn.Module = nn.CrossEntropyLoss(weight=weight) if classification else nn.MSELoss()
+    criterion: nn.Module | None = (
+        nn.CrossEntropyLoss(weight=weight)
+        if classification
+        else None
+        if task == "self-supervised"
+        else nn.MSELoss()
+    )
     model.to(device)
     optimizer = _optimizer(model, config)
     batches_per_epoch = math.ceil(n / config.batch_size)
@@ -266,8 +274,11 @@ def fit(
                 try:
                     with autocast():
                         out = model(*xb)
-                    target_out = out.float() if classification else out.float().reshape(yb.shape)
-                    loss = criterion(target_out, yb)
+                    if criterion is None:  # self-supervised: the model's output is its loss
+                        loss = out.float()
+                    else:
+                        pred = out.float() if classification else out.float().reshape(yb.shape)
+                        loss = criterion(pred, yb)
                 except (torch.OutOfMemoryError, MemoryError) as exc:
                     raise _out_of_memory(config, device, ckpt) from exc
                 # the last group of an epoch may hold fewer batches: average over what it has
@@ -344,15 +355,26 @@ def evaluate(
     model: nn.Module,
     inputs: Tensors,
     targets: torch.Tensor,
-    criterion: nn.Module,
+    criterion: nn.Module | None,
     batch_size: int,
     autocast: Callable[[], Any] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """Validation loss (and accuracy for classification) of ``model`` on tensors."""
+    """Validation loss (and accuracy for classification) of ``model`` on tensors; with no
+    ``criterion`` the model returns its own loss (self-supervised)."""
     model.eval()
     device = next(model.parameters()).device
     loss_sum, correct = 0.0, 0
     classification = isinstance(criterion, nn.CrossEntropyLoss)
+    if criterion is None:
+        # the objective draws random views: the same ones every epoch, without touching the
+        # training random state (a resumed run must continue it exactly)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            for idx in _batches(len(targets), batch_size, None):
+                with autocast():
+                    loss = model(*(t[idx].to(device) for t in inputs)).float()
+                loss_sum += float(loss) * len(idx)
+        return {"val_loss": loss_sum / len(targets)}
     with torch.no_grad():
         for idx in _batches(len(targets), batch_size, None):
             yb = targets[idx].to(device)
