@@ -40,7 +40,9 @@ from tuneserve.exceptions import (
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "Graph", "Lineage", "Manifest", "Package"]
 
 #: Bump when a change to the layout or manifest would mislead an older reader.
-FORMAT_VERSION = 1
+#: 1: classification and regression packages. 2: adds embedding packages (feature
+#: extractors from ``tuneserve pretrain``). Every version up to this one is read.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 GRAPH_FILE = "model.onnx"
 

@@ -170,8 +170,8 @@ class Predictor:
         """Class probabilities ``(n, classes)``; columns follow :attr:`labels`."""
         if self.manifest.task != "classification":
             raise InvalidInputError(
-                f"package {self.manifest.name!r} is a {self.manifest.task} model; it has no "
-                "probabilities. Hint: use run() or predict()"
+                f"package {self.manifest.name!r} is not a classifier (its task is "
+                f"{self.manifest.task}); it has no probabilities. Hint: use run() or predict()"
             )
         return self.run(inputs)
 

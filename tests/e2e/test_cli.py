@@ -164,9 +164,9 @@ def test_demo_runs_end_to_end(tmp_path, epochs):
 def test_text_package_refuses_paths_and_bad_files(text_package, tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG")
     proc = tuneserve("predict", str(text_package), str(tmp_path / "photo.png"), check=False)
-    assert_one_line_error(proc, "is a file, but this package classifies text")
+    assert_one_line_error(proc, "is a file, but this package reads text")
     proc = tuneserve("predict", str(text_package), str(tmp_path), check=False)
-    assert_one_line_error(proc, "is a folder, but this package classifies text")
+    assert_one_line_error(proc, "is a folder, but this package reads text")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
     proc = tuneserve("predict", str(text_package), str(tmp_path / "latin1.txt"), check=False)
     assert_one_line_error(proc, "latin1.txt: not UTF-8 text")
@@ -306,3 +306,11 @@ def _digit_png(folder: Path) -> Path:
     path = folder / "digit.png"
     Image.fromarray((load("digits").X[0][:, :, 0] * 255).astype("uint8")).save(path)
     return path
+
+
+def test_sgd_update_refuses_loop_options(tmp_path):
+    v1 = tmp_path / "v1"
+    tuneserve("train", "wine", "--out", str(v1), "-b", "sgd")
+    args = ["train", "wine", "--update", str(v1), "--out", str(tmp_path / "v2")]
+    proc = tuneserve(*args, "--batch-size", "8", check=False)
+    assert_one_line_error(proc, "an sgd update takes --epochs", "batch_size")

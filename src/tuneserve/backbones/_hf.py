@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tuneserve.exceptions import NotFoundError
+from tuneserve.exceptions import NotFoundError, PackageFormatError
 
 
 def load_pretrained(path: str, what: str, name: str | None = None) -> nn.Module:
@@ -40,11 +40,17 @@ def model_from_config(text: str) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     if not json.loads(text).get("model_type"):
-        raise NotFoundError("the stored encoder config names no model_type")
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "config.json").write_text(text)
-        config = AutoConfig.from_pretrained(folder)
-    return AutoModel.from_config(config)
+        raise PackageFormatError("the stored encoder config names no model_type")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "config.json").write_text(text)
+            config = AutoConfig.from_pretrained(folder)
+        return AutoModel.from_config(config)
+    except (ValueError, KeyError, OSError) as exc:
+        raise PackageFormatError(
+            f"cannot rebuild the stored encoder: {exc}. Hint: upgrade transformers, or keep "
+            "the original model at hand"
+        ) from exc
 
 
 #: Where common Hugging Face architectures keep their blocks, first to last.

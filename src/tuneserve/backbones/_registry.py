@@ -70,8 +70,8 @@ def get_backbone(name: str, modality: str | None = None) -> BackboneSpec:
             f"unknown backbone {name!r}; known{f' for {modality} data' if modality else ''}: "
             f"{known}"
             + (
-                ". A Hugging Face id or local path works for text"
-                if modality in (None, "text")
+                ". A Hugging Face id (org/name) or local model folder works for text and images"
+                if modality in (None, "text", "image")
                 else ""
             )
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tuneserve.exceptions import NotFoundError
+from tuneserve.exceptions import InvalidInputError, NotFoundError
 
 from ._hf import encoder_blocks, load_pretrained
 from ._registry import BackboneSpec, register_backbone
@@ -30,7 +30,14 @@ def resolve_text_model(name: str) -> str:
 
 def load_encoder(name: str) -> nn.Module:
     """Load a Hugging Face encoder (``AutoModel``) by registry name, id or local path."""
-    return load_pretrained(resolve_text_model(name), "text encoder", name)
+    model = load_pretrained(resolve_text_model(name), "text encoder", name)
+    takes = getattr(model, "main_input_name", "input_ids")
+    if takes != "input_ids":
+        raise InvalidInputError(
+            f"{name!r} is not a text encoder: it takes {takes}, not token ids. Hint: pass a "
+            "text model (BERT, MiniLM, RoBERTa, ...) or --backbone minilm"
+        )
+    return model
 
 
 class TextClassifier(nn.Module):

@@ -20,12 +20,28 @@ HF_VISION = "hf-vision"
 
 
 def load_vision_model(name: str) -> nn.Module:
-    """Load a Hugging Face vision model (``AutoModel``) by id or local path."""
-    return load_pretrained(name, "vision model")
+    """Load a Hugging Face vision model (``AutoModel``) by id or local path.
+
+    Raises:
+        NotFoundError: it cannot be loaded.
+        InvalidInputError: the model does not take images.
+    """
+    model = load_pretrained(name, "vision model")
+    takes = getattr(model, "main_input_name", "pixel_values")
+    if takes != "pixel_values":
+        raise InvalidInputError(
+            f"{name!r} is not a vision model: it takes {takes}, not images. Hint: pass an "
+            "image model (ViT, DeiT, DINOv2, Swin, ResNet, ConvNeXt, ...) or --backbone cnn"
+        )
+    return model
 
 
 def _size(config: dict[str, Any], fallback: int | None, name: str) -> tuple[int, int]:
-    size = config.get("size") or config.get("crop_size")
+    """The model's input size: the crop of processors that resize then crop (DeiT), else
+    the resize target, else the model config's ``image_size``."""
+    size = config.get("size")
+    if config.get("do_center_crop") and config.get("crop_size"):
+        size = config["crop_size"]
     if isinstance(size, dict):
         if "height" in size and "width" in size:
             return int(size["height"]), int(size["width"])

@@ -71,7 +71,7 @@ def _table_inputs(items: list[str]) -> tuple[list[Any], list[str]]:
 
 def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], list[str]]:
     from tuneserve.data import TABLE_SUFFIXES, read_frame
-    from tuneserve.data._files import refuse_blank
+    from tuneserve.data._files import read_text_lines, refuse_blank
     from tuneserve.exceptions import DataError, InvalidInputError
 
     texts: list[str] = []
@@ -82,12 +82,7 @@ def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], 
             texts.append(item)
             names.append(item if len(item) <= 40 else item[:37] + "...")
         elif path.is_file() and path.suffix.lower() == ".txt":
-            try:
-                lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            except UnicodeDecodeError as exc:
-                raise DataError(f"cannot read {path}: not UTF-8 text ({exc})") from exc
-            if not lines:
-                raise DataError(f"{path} holds no text; write one text per line")
+            lines = read_text_lines(path)
             texts.extend(lines)
             names.extend(f"{path.name}:{i + 1}" for i in range(len(lines)))
         elif path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
@@ -104,7 +99,7 @@ def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], 
         else:
             kind = "folder" if path.is_dir() else "file"
             raise InvalidInputError(
-                f"{item!r} is a {kind}, but this package classifies text: pass strings, a .txt "
+                f"{item!r} is a {kind}, but this package reads text: pass strings, a .txt "
                 "file (one text per line) or a CSV/TSV/Parquet/JSONL file with a text column"
             )
     return texts, names

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ._checkpoints import run_checkpoints
 from ._output import console, print_json
 
 
@@ -42,39 +43,35 @@ def pretrain(
 ) -> None:
     """Pretrain on unlabeled data; then `tuneserve train DATA --from OUT` fine-tunes it."""
     from tuneserve.data import load_unlabeled
-    from tuneserve.training.api import resolve_backbone
-    from tuneserve.training.pretrain import family_of, pretrain_defaults
+    from tuneserve.training.api import backbone_family, resolve_backbone
     from tuneserve.training.pretrain import pretrain as run_pretrain
+    from tuneserve.training.pretrain import pretrain_defaults
 
     unlabeled = load_unlabeled(data, text_column=text_column)
     config = None
     if unlabeled.modality in ("image", "text"):
         name, _, _ = resolve_backbone(unlabeled.modality, backbone, None)
         config = pretrain_defaults(
-            family_of(unlabeled.modality, name),
+            backbone_family(name, unlabeled.modality),
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             mixed_precision=precision,
             seed=seed,
         )
-    ckpt = checkpoint_dir or out.with_name(out.name + ".checkpoints")
-    result = run_pretrain(
-        unlabeled,
-        out,
-        backbone=backbone,
-        objective=objective,
-        config=config,
-        seed=seed,
-        max_length=max_length,
-        checkpoint_dir=ckpt,
-        resume=resume,
-        overwrite=force,
-    )
-    if checkpoint_dir is None and ckpt.exists():  # only kept to resume an interrupted run
-        import shutil
-
-        shutil.rmtree(ckpt, ignore_errors=True)
+    with run_checkpoints(out, checkpoint_dir) as ckpt:
+        result = run_pretrain(
+            unlabeled,
+            out,
+            backbone=backbone,
+            objective=objective,
+            config=config,
+            seed=seed,
+            max_length=max_length,
+            checkpoint_dir=ckpt,
+            resume=resume,
+            overwrite=force,
+        )
     m = result.package.manifest
     summary = {
         "package": str(result.package.path),

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from ._checkpoints import run_checkpoints
 from ._output import console, print_json
 
 
@@ -66,59 +67,52 @@ def train(
     from tuneserve.training import default_config
     from tuneserve.training import train as run_train
 
-    if update is not None and (init or backbone or strategy):
-        from tuneserve.exceptions import InvalidInputError
-
-        raise InvalidInputError(
-            "--update continues the package's own model; drop --backbone, --strategy and --from"
-        )
-    dataset = load(data, label_column=label_column, text_column=text_column)
+    loop = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "warmup_epochs": warmup,
+        "grad_accumulation": accumulate,
+        "clip_grad_norm": clip,
+        "class_weights": class_weights or None,
+        "mixed_precision": precision,
+        "patience": patience,
+        "layer_decay": layer_decay,
+    }
     if update is not None:
-        _update(dataset, update, out, epochs, learning_rate, seed, force, as_json)
+        if init or backbone or strategy:
+            from tuneserve.exceptions import InvalidInputError
+
+            raise InvalidInputError(
+                "--update continues the package's own model; drop --backbone, --strategy and --from"
+            )
+        _update(data, update, out, loop, seed, force, as_json, checkpoint_dir, resume, label_column)
         return
+    dataset = load(data, label_column=label_column, text_column=text_column)
     from tuneserve.training.api import _source, resolve_backbone
 
     source = _source(init, dataset.modality) if init is not None else None
     name, spec, chosen = resolve_backbone(dataset.modality, backbone, strategy, source)
     config = None
     if spec.family == "torch":
-        config = default_config(
-            name,
-            chosen,
-            modality=dataset.modality,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            schedule=schedule,
-            warmup_epochs=warmup,
-            grad_accumulation=accumulate,
-            clip_grad_norm=clip,
-            class_weights=class_weights or None,
-            mixed_precision=precision,
-            patience=patience,
-            layer_decay=layer_decay,
+        config = default_config(name, chosen, modality=dataset.modality, seed=seed, **loop)
+    with run_checkpoints(out, checkpoint_dir) as ckpt:
+        result = run_train(
+            dataset,
+            out,
+            backbone=name,
+            strategy=chosen,
+            config=config,
             seed=seed,
+            max_length=max_length,
+            unfreeze=unfreeze,
+            checkpoint_dir=ckpt if spec.family == "torch" else None,
+            resume=resume,
+            overwrite=force,
+            init=source,
         )
-    ckpt = checkpoint_dir or out.with_name(out.name + ".checkpoints")
-    result = run_train(
-        dataset,
-        out,
-        backbone=name,
-        strategy=chosen,
-        config=config,
-        seed=seed,
-        max_length=max_length,
-        unfreeze=unfreeze,
-        checkpoint_dir=ckpt if spec.family == "torch" else None,
-        resume=resume,
-        overwrite=force,
-        init=source,
-    )
-    if checkpoint_dir is None and ckpt.exists():  # only kept to resume an interrupted run
-        import shutil
-
-        shutil.rmtree(ckpt, ignore_errors=True)
     m = result.package.manifest
     summary = {
         "package": str(result.package.path),
@@ -148,37 +142,55 @@ def train(
 
 
 def _update(
-    dataset: Any,
+    data: str,
     package: Path,
     out: Path,
-    epochs: int | None,
-    learning_rate: float | None,
+    loop: dict[str, Any],
     seed: int,
     force: bool,
     as_json: bool,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    label_column: str | None,
 ) -> None:
     """``train DATA --update PACKAGE``: continue the package on new data, before vs after."""
+    from tuneserve.data import load
+    from tuneserve.exceptions import InvalidInputError
     from tuneserve.package import Package
-    from tuneserve.training import TrainConfig
+    from tuneserve.training import default_config
     from tuneserve.training import update as run_update
-    from tuneserve.training.update import DEFAULT_PASSES
+    from tuneserve.training.update import DEFAULT_PASSES, MLP_UPDATE
 
     source = Package.load(package)
+    # the new rows are read as the package reads them (a regression target with few
+    # distinct values must not turn into classes)
+    task = source.manifest.task
+    as_task = task if task != "embedding" and Path(data).expanduser().is_file() else None
+    dataset = load(data, label_column=label_column, task=as_task)
     config = None
-    if source.manifest.lineage.training_config.get("backbone") == "mlp":
-        config = TrainConfig(
-            learning_rate=learning_rate or 1e-4, epochs=epochs or 30, patience=10, seed=seed
+    mlp = source.manifest.lineage.training_config.get("backbone") == "mlp"
+    if mlp:
+        given = {k: v for k, v in loop.items() if v is not None}
+        config = default_config("mlp", "full", seed=seed, **{**MLP_UPDATE, **given})
+    else:
+        ignored = [k for k, v in loop.items() if v is not None and k != "epochs"]
+        if ignored or checkpoint_dir or resume:
+            raise InvalidInputError(
+                f"an sgd update takes --epochs (passes of partial_fit) only; drop "
+                f"{', '.join(ignored + ['checkpoint options'] * bool(checkpoint_dir or resume))}"
+            )
+    with run_checkpoints(out, checkpoint_dir) as ckpt:
+        result = run_update(
+            dataset,
+            source,
+            out,
+            config=config,
+            passes=loop["epochs"] or DEFAULT_PASSES,
+            seed=seed,
+            overwrite=force,
+            checkpoint_dir=ckpt if mlp else None,
+            resume=resume,
         )
-    result = run_update(
-        dataset,
-        source,
-        out,
-        config=config,
-        passes=epochs or DEFAULT_PASSES,
-        seed=seed,
-        overwrite=force,
-        checkpoint_dir=None,
-    )
     before = result.trained.config["update"]["before"]
     summary = {
         "package": str(result.package.path),

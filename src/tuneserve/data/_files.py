@@ -87,6 +87,22 @@ def _is_free_text(series: pd.Series) -> bool:
     return bool(words.mean() >= 3 or (values.nunique() > 0.5 * len(values) and words.mean() > 1))
 
 
+def read_text_lines(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped.
+
+    Raises:
+        DataError: the file is not UTF-8 or holds no text.
+    """
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot read {path}: not UTF-8 text ({exc})") from exc
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise DataError(f"{path} holds no text; write one text per line")
+    return lines
+
+
 def refuse_blank(values: pd.Series, path: Path, what: str, fix: str) -> None:
     """Raise a DataError naming the rows whose value is missing or blank."""
     blank = values.isna() | values.astype(str).str.strip().eq("")

@@ -13,11 +13,13 @@ from tuneserve.exceptions import DataError, InvalidInputError, NotFoundError
 from tuneserve.preprocessing import read_image
 
 from ._builtin import BUILTIN_DATASETS, load_builtin
-from ._files import _detect_text_column, _pick_column, read_frame, refuse_blank
+from ._files import _detect_text_column, _pick_column, read_frame, read_text_lines, refuse_blank
 from ._images import list_images
 
 #: Share of unlabeled items held out to measure the objective's validation loss.
 DEFAULT_HOLDOUT = 0.1
+#: Fewest items to pretrain on: two to train on and two to validate with.
+MIN_ITEMS = 4
 #: Files read as one text per line.
 TEXT_LINE_SUFFIXES = (".txt",)
 
@@ -48,11 +50,14 @@ class Unlabeled:
         return "sha256:" + h.hexdigest()
 
     def holdout(self, fraction: float, seed: int) -> tuple[Unlabeled, Unlabeled]:
-        """A seeded random split into (train, validation); validation has at least 1 item."""
-        if len(self) < 2:
-            raise DataError(f"{self.name} has {len(self)} item(s); pretraining needs 2 or more")
+        """A seeded random split into (train, validation); each part has 2 items or more."""
+        if len(self) < MIN_ITEMS:
+            raise DataError(
+                f"{self.name} has {len(self)} item(s); pretraining needs {MIN_ITEMS} or more "
+                "(a contrastive loss compares each item with the others)"
+            )
         order = np.random.default_rng(seed).permutation(len(self))
-        n_val = min(len(self) - 1, max(1, round(len(self) * fraction)))
+        n_val = min(len(self) - 2, max(2, round(len(self) * fraction)))
         pick = lambda idx, tag: Unlabeled(  # noqa: E731
             f"{self.name}[{tag}]", self.modality, [self.X[i] for i in idx], self.source
         )
@@ -75,6 +80,11 @@ def load_unlabeled(source: str | Path, *, text_column: str | None = None) -> Unl
     """
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         data = load_builtin(source)
+        if data.modality == "table":
+            raise InvalidInputError(
+                f"pretrain learns from images or text; {source} is table data. Hint: for "
+                "tables, train directly, or use --update to add new rows later"
+            )
         return Unlabeled(data.name, data.modality, list(data.X), source)
     path = Path(source).expanduser()
     if not path.exists():
@@ -92,11 +102,7 @@ def load_unlabeled(source: str | Path, *, text_column: str | None = None) -> Unl
             raise DataError(str(exc)) from exc
         return Unlabeled(path.name, "image", images, str(path), {"files": [str(f) for f in files]})
     if path.suffix.lower() in TEXT_LINE_SUFFIXES:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        texts = [line for line in lines if line]
-        if not texts:
-            raise DataError(f"{path} holds no text; write one text per line")
-        return Unlabeled(path.name, "text", texts, str(path))
+        return Unlabeled(path.name, "text", read_text_lines(path), str(path))
     frame = read_frame(path)
     if text_column is None and "text" not in frame.columns:
         text_column = _detect_text_column(frame, list(frame.columns))

@@ -34,6 +34,8 @@ def check_task(task: str, label_names: Sequence[str] | None) -> None:
         )
     if task == "classification" and (not label_names or len(label_names) < 2):
         raise InvalidInputError("a classifier needs label_names with at least 2 classes")
+    if task == "embedding" and label_names:
+        raise InvalidInputError("an embedding package has no labels; pass label_names=None")
 
 
 def check_parity(max_diff: float, what: str) -> None:

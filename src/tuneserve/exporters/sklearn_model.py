@@ -158,6 +158,11 @@ def export_sklearn(
     import onnxruntime as ort
 
     check_task(task, label_names)
+    if task == "embedding":
+        raise InvalidInputError(
+            "scikit-learn estimators export as classification or regression; embedding "
+            "packages come from torch models with an embed() method (export_torch)"
+        )
     classification = task == "classification"
     if len(sample_inputs) < 1:
         raise InvalidInputError("sample_inputs needs at least 1 input to check parity")

@@ -5,12 +5,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from tuneserve.exceptions import InvalidInputError
 from tuneserve.package import Package
-from tuneserve.preprocessing import Preprocessor
+from tuneserve.preprocessing import Preprocessor, preprocessor_from_spec
+
+P = TypeVar("P", bound=Preprocessor)
+
+
+def package_preprocessor(source: Package, kind: type[P]) -> P:
+    """The fitted preprocessor of a package a training run starts from, of the kind the
+    backbone needs (a model learned its features on exactly that input)."""
+    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
+    if not isinstance(pre, kind):
+        raise InvalidInputError(
+            f"package {source.path} has {source.manifest.modality} preprocessing; this "
+            f"backbone needs a {kind.__name__}"
+        )
+    return pre
+
+
+def metrics_of(pred: np.ndarray, y: np.ndarray, task: str, prefix: str) -> dict[str, float]:
+    """``{prefix}_accuracy`` of probabilities, or ``{prefix}_mse`` of values."""
+    if task == "classification":
+        return {f"{prefix}_accuracy": float(np.mean(pred.argmax(1) == y))}
+    return {f"{prefix}_mse": float(np.mean((pred.reshape(-1) - y) ** 2))}
 
 
 @dataclass
@@ -61,10 +83,7 @@ class TrainedModel:
     def score(self, data: Any, prefix: str) -> dict[str, float]:
         """Accuracy (classification) or mean squared error (regression) on a data set,
         named ``{prefix}_accuracy`` or ``{prefix}_mse``."""
-        pred = self.predict_proba(data.X)
-        if self.task == "classification":
-            return {f"{prefix}_accuracy": float(np.mean(pred.argmax(1) == data.y))}
-        return {f"{prefix}_mse": float(np.mean((pred - data.y) ** 2))}
+        return metrics_of(self.predict_proba(data.X), data.y, self.task, prefix)
 
     def export(
         self,

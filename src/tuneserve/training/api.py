@@ -52,7 +52,7 @@ class TrainResult:
     test_metrics: dict[str, float]
 
 
-def _family(backbone: str, modality: str | None) -> str:
+def backbone_family(backbone: str, modality: str | None) -> str:
     """``text`` or ``vision`` for pretrained encoders (registered or by id / path), else the
     backbone's own name."""
     spec = {s.name: s for s in list_backbones()}.get(backbone)
@@ -70,7 +70,7 @@ def default_config(
 
     ``modality`` tells a Hugging Face id or path of a vision model (``image``) from a text
     encoder (the default)."""
-    family = _family(backbone, modality)
+    family = backbone_family(backbone, modality)
     base = CNNConfig() if backbone == "cnn" else TrainConfig()
     if family in ("text", "vision") and strategy == "probe":
         base = probe_defaults(base)
@@ -95,6 +95,12 @@ def _source_backbone(source: Package | None) -> str | None:
     return str(backbone) if backbone else None
 
 
+def _looks_like_model(name: str, modality: str) -> bool:
+    """A Hugging Face id or local folder, not a typo of a registered name: for images an
+    ``org/name`` id or an existing path; for text any name (old ids have no org)."""
+    return modality == "text" or "/" in name or Path(name).expanduser().exists()
+
+
 def resolve_backbone(
     modality: str, backbone: str | None, strategy: str | None, source: Package | None = None
 ) -> tuple[str, BackboneSpec, str]:
@@ -106,8 +112,8 @@ def resolve_backbone(
     name = backbone or _source_backbone(source) or DEFAULT_BACKBONES[modality]
     registered = {s.name for s in list_backbones()}
     entry = name
-    if name not in registered and modality in _HF_ENTRIES:  # a Hugging Face id or path
-        entry = _HF_ENTRIES[modality]
+    if name not in registered and modality in _HF_ENTRIES and _looks_like_model(name, modality):
+        entry = _HF_ENTRIES[modality]  # a Hugging Face id or path
     elif name == HF_VISION:
         raise InvalidInputError(
             f"--backbone {HF_VISION} stands for any Hugging Face vision model; pass the "

@@ -17,9 +17,9 @@ from tuneserve.data import Dataset
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_weights
 from tuneserve.package import Package
-from tuneserve.preprocessing import TablePreprocessor, preprocessor_from_spec
+from tuneserve.preprocessing import TablePreprocessor
 
-from ._result import TrainedModel
+from ._result import TrainedModel, package_preprocessor
 from .config import TrainConfig
 from .loop import fit
 
@@ -103,6 +103,7 @@ def train_mlp(
     classification = train.task == "classification"
     outputs = train.num_classes if classification else 1
     start: _MLPStart | None = None
+    torch.manual_seed(config.seed)  # before any new layer is made
     if init is not None:
         start = _mlp_from_package(init)
         preprocessor = start.preprocessor
@@ -129,7 +130,6 @@ def train_mlp(
             return torch.from_numpy(d.y)
         return torch.from_numpy(((d.y - mean) / std).astype(np.float32))
 
-    torch.manual_seed(config.seed)
     model = start.model if start is not None else TableMLP(x_train.shape[1], outputs)
     result = fit(
         model,
@@ -190,7 +190,5 @@ def _mlp_from_package(source: Package) -> _MLPStart:
             k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")
         }
     model.load_state_dict(weights)
-    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
-    if not isinstance(pre, TablePreprocessor):
-        raise InvalidInputError(f"package {source.path} has no table preprocessing")
+    pre = package_preprocessor(source, TablePreprocessor)
     return _MLPStart(model=model, preprocessor=pre, mean=mean, std=std)

@@ -13,9 +13,9 @@ from tuneserve.data import Dataset
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_weights
 from tuneserve.package import Package
-from tuneserve.preprocessing import ImagePreprocessor, preprocessor_from_spec
+from tuneserve.preprocessing import ImagePreprocessor
 
-from ._result import TrainedModel
+from ._result import TrainedModel, package_preprocessor
 from .augment import ImageAugment
 from .config import TrainConfig
 from .loop import fit
@@ -132,7 +132,4 @@ def _from_package(source: Package, num_classes: int) -> tuple[SmallCNN, ImagePre
     model.load_state_dict(load_weights(source))
     model.head[-1] = torch.nn.Linear(int(cfg["hidden"]), num_classes)
     model.config["num_classes"] = num_classes
-    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
-    if not isinstance(pre, ImagePreprocessor):
-        raise InvalidInputError(f"--from package {source.path} has no image preprocessing")
-    return model, pre
+    return model, package_preprocessor(source, ImagePreprocessor)

@@ -368,7 +368,8 @@ def evaluate(
     if criterion is None:
         # the objective draws random views: the same ones every epoch, without touching the
         # training random state (a resumed run must continue it exactly)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
             torch.manual_seed(0)
             for idx in _batches(len(targets), batch_size, None):
                 with autocast():

@@ -42,6 +42,8 @@ class Contrastive(nn.Module):
         temperature: Of the NT-Xent loss.
     """
 
+    _embed: Callable[..., torch.Tensor]
+
     def __init__(
         self,
         model: nn.Module,
@@ -51,7 +53,9 @@ class Contrastive(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self._embed = embed
+        # kept outside the module tree: when ``embed`` is ``model`` itself, registering it
+        # twice would store every weight twice in checkpoints
+        object.__setattr__(self, "_embed", embed)
         self._view = view
         self.temperature = temperature
 

@@ -62,17 +62,11 @@ class PretrainResult:
 
 
 def pretrain_defaults(family: str, **overrides: Any) -> TrainConfig:
-    """The settings ``pretrain`` uses for ``cnn``, ``vision`` or ``text``."""
+    """The settings ``pretrain`` uses for a backbone family: ``cnn``, ``vision`` or ``text``
+    (see :func:`tuneserve.training.api.backbone_family`)."""
     base = CNNConfig(augment=False) if family == "cnn" else TrainConfig()
     base = replace(base, monitor="val_loss", **_DEFAULTS[family])
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def family_of(modality: str, backbone: str) -> str:
-    """``cnn``, ``vision`` or ``text``: which objectives and defaults apply."""
-    if modality == "text":
-        return "text"
-    return "cnn" if backbone == "cnn" else "vision"
 
 
 def pretrain(
@@ -110,7 +104,7 @@ def pretrain(
     Raises:
         InvalidInputError: table data, an unknown objective, or a backbone of another kind.
     """
-    from .api import check_out, resolve_backbone
+    from .api import backbone_family, check_out, resolve_backbone
 
     check_out(out, overwrite)
     unlabeled = (
@@ -122,7 +116,7 @@ def pretrain(
             "data. Hint: for tables, train directly, or use --update to add new rows later"
         )
     name, spec, _ = resolve_backbone(unlabeled.modality, backbone, None)
-    family = family_of(unlabeled.modality, name)
+    family = backbone_family(name, unlabeled.modality)
     allowed = OBJECTIVES[family]
     objective = objective or allowed[0]
     if objective not in allowed:
@@ -169,7 +163,9 @@ def pretrain(
         task="self-supervised",
         checkpoint_dir=checkpoint_dir,
         resume=resume,
-        data_fingerprint=unlabeled.fingerprint,
+        # a resume must continue the same run: same data, backbone, objective and holdout
+        data_fingerprint=f"{unlabeled.fingerprint}|{name}|{objective}|{max_length}|"
+        f"{seed}|{validation}",
         description=f"pretraining ({objective})",
     )
     model.eval()

@@ -8,11 +8,11 @@ import torch
 
 from tuneserve.backbones.text import TextClassifier, load_encoder, resolve_text_model
 from tuneserve.data import Dataset
-from tuneserve.exceptions import DataError, InvalidInputError
+from tuneserve.exceptions import DataError
 from tuneserve.package import Package
-from tuneserve.preprocessing import TextPreprocessor, preprocessor_from_spec
+from tuneserve.preprocessing import TextPreprocessor
 
-from ._result import TrainedModel
+from ._result import TrainedModel, package_preprocessor
 from .config import TrainConfig
 from .encoder import (
     EncoderRun,
@@ -91,7 +91,4 @@ def _from_package(source: Package, outputs: int) -> tuple[TextClassifier, TextPr
     """The encoder and tokenizer of ``source``, with a fresh head of ``outputs``."""
     model, backbone = encoder_from_package(source, TextClassifier, load_encoder, "text-encoder")
     new_head(model, outputs)
-    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
-    if not isinstance(pre, TextPreprocessor):
-        raise InvalidInputError(f"--from package {source.path} has no text preprocessing")
-    return model, pre, backbone
+    return model, package_preprocessor(source, TextPreprocessor), backbone

@@ -19,16 +19,18 @@ from tuneserve.data import Dataset, Splits, load, split
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_estimator
 from tuneserve.package import Package
-from tuneserve.preprocessing import preprocessor_from_spec
+from tuneserve.preprocessing import TablePreprocessor
 from tuneserve.progress import progress_bar
 
-from ._result import TrainedModel
+from ._result import TrainedModel, metrics_of, package_preprocessor
 from .config import TrainConfig
 
 #: Backbones ``--update`` continues.
 UPDATABLE = ("sgd", "mlp")
 #: Passes of ``partial_fit`` over the new data by default; the best on validation is kept.
 DEFAULT_PASSES = 10
+#: The MLP's update settings: a tenth of its usual learning rate, fewer epochs.
+MLP_UPDATE = {"learning_rate": 1e-4, "epochs": 30, "patience": 10}
 
 
 def _recode(part: Dataset, names: list[str] | None) -> Dataset:
@@ -64,22 +66,14 @@ def _check_fits(dataset: Dataset, source: Package) -> None:
         )
 
 
-def _score(probs: np.ndarray, data: Dataset) -> dict[str, float]:
-    if data.task == "classification":
-        return {"accuracy": float(np.mean(probs.argmax(1) == data.y))}
-    return {"mse": float(np.mean((probs.reshape(-1) - data.y) ** 2))}
-
-
 def _partial_fit(
     source: Package, train: Dataset, validation: Dataset, passes: int, seed: int
 ) -> TrainedModel:
     estimator = load_estimator(source)
-    pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
+    pre = package_preprocessor(source, TablePreprocessor)
     x = pre.transform(train.X)["input"]
     classification = train.task == "classification"
-    extra: dict[str, Any] = (
-        {"classes": np.arange(len(source.manifest.label_names or ()))} if classification else {}
-    )
+    extra: dict[str, Any] = {"classes": estimator.classes_} if classification else {}
     rng = np.random.default_rng(seed)
     trained = TrainedModel(
         model=estimator,
@@ -160,11 +154,11 @@ def update(
         if dataset.task == "classification"
         else predictor.run(parts.test.X)
     )
-    before = {f"test_{k}": v for k, v in _score(before_out, parts.test).items()}
+    before = metrics_of(before_out, parts.test.y, dataset.task, "test")
     backbone = source.manifest.lineage.training_config.get("backbone")
     trained: TrainedModel
     if backbone == "mlp":
-        config = config or TrainConfig(learning_rate=1e-4, epochs=30, patience=10, seed=seed)
+        config = config or TrainConfig(**MLP_UPDATE, seed=seed)  # type: ignore[arg-type]
         trained = train_mlp(
             parts.train,
             parts.validation,

@@ -8,11 +8,11 @@ import torch
 
 from tuneserve.backbones.vision import VisionClassifier, load_vision_model, vision_preprocessor
 from tuneserve.data import Dataset
-from tuneserve.exceptions import DataError, InvalidInputError
+from tuneserve.exceptions import DataError
 from tuneserve.package import Package
-from tuneserve.preprocessing import ImagePreprocessor, preprocessor_from_spec
+from tuneserve.preprocessing import ImagePreprocessor
 
-from ._result import TrainedModel
+from ._result import TrainedModel, package_preprocessor
 from .config import TrainConfig
 from .encoder import (
     EncoderRun,
@@ -60,9 +60,7 @@ def train_vision(
             init, VisionClassifier, load_vision_model, "vision-model"
         )
         new_head(model, outputs)
-        preprocessor = preprocessor_from_spec(init.manifest.preprocessing, init.assets_path)
-        if not isinstance(preprocessor, ImagePreprocessor):
-            raise InvalidInputError(f"--from package {init.path} has no image preprocessing")
+        preprocessor = package_preprocessor(init, ImagePreprocessor)
         identity = f"package:{init.id}"
     else:
         encoder = load_vision_model(backbone)

@@ -29,7 +29,7 @@ def test_duplicate_name_is_refused():
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(
         InvalidInputError,
-        match=r"unknown backbone 'resnet'; known for table data: hist-gradient-boosting, linear-svm",
+        match=r"unknown backbone 'resnet'; known for table data: hist-gradient-boosting, linear",
     ):
         get_backbone("resnet", "table")
 
