@@ -31,7 +31,8 @@ class TrainConfig:
         clip_grad_norm: Clip the gradient norm to this value (None: no clipping).
         class_weights: Weight the loss by inverse class frequency (imbalanced data).
         mixed_precision: ``off``; ``bf16`` autocast (CPU or CUDA); ``fp16`` (CUDA, with loss
-            scaling); ``auto`` = bf16 on CUDA where supported, else fp16 on CUDA, off on CPU.
+            scaling); ``auto`` = bf16 on CUDA where supported, else fp16 on CUDA; on CPU bf16
+            where the processor computes it natively (AVX512-BF16, AMX), else off.
         patience: Stop after this many epochs without improvement (None: never).
         monitor: ``val_accuracy`` (higher is better) or ``val_loss`` (lower is better).
         seed: Seeds weights, batch order, dropout and augmentation.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import time
@@ -61,11 +62,23 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast
+    trains transformers about twice as fast (``benchmarks/results/cpu_precision.md``);
+    elsewhere it is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def _precision(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     mode = config.mixed_precision
     if mode == "auto":
         if device.type != "cuda":
-            return None
+            return torch.bfloat16 if cpu_has_native_bf16() else None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if mode == "fp16" and device.type != "cuda":
         raise InvalidInputError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' on CPU")

@@ -281,3 +281,17 @@ def test_diverging_training_stops_without_a_result(iris_tensors):
 
     with pytest.raises(TrainingDivergedError, match=r"training diverged: the loss is (nan|inf)"):
         fit(_linear(), *iris_tensors, TrainConfig(epochs=5, learning_rate=1e30, optimizer="sgd"))
+
+
+def test_auto_precision_uses_bf16_on_cpus_that_compute_it(monkeypatch):
+    from tuneserve.training import default_config, loop
+
+    cpu = torch.device("cpu")
+    auto = TrainConfig(mixed_precision="auto", device="cpu")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop._precision(auto, cpu) == torch.bfloat16
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop._precision(auto, cpu) is None
+    assert loop._precision(TrainConfig(), cpu) is None  # off unless asked
+    assert default_config("minilm", "full").mixed_precision == "auto"
+    assert default_config("cnn", "full").mixed_precision == "off"
