@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# MLflow tracking is on by default for users; tests that check it turn it on themselves
+os.environ["TUNESERVE_TRACKING"] = "0"
 
 
 @pytest.fixture(scope="session")

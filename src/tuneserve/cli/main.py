@@ -10,7 +10,7 @@ import typer
 
 from tuneserve._version import __version__
 
-from . import data, demo, package, predict, pretrain, train
+from . import data, demo, package, predict, pretrain, registry, train, ui
 
 app = typer.Typer(
     name="tuneserve",
@@ -22,10 +22,12 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(package.app, name="package")
+app.add_typer(registry.app, name="registry")
 app.command("train")(train.train)
 app.command("pretrain")(pretrain.pretrain)
 app.command("predict")(predict.predict)
 app.command("demo")(demo.demo)
+app.command("ui")(ui.ui)
 
 
 def _version(value: bool) -> None:

@@ -39,6 +39,9 @@ def pretrain(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+    track: bool | None = typer.Option(
+        None, "--track/--no-track", help="Log the run to MLflow (default: on; TUNESERVE_TRACKING)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Pretrain on unlabeled data; then `tuneserve train DATA --from OUT` fine-tunes it."""
@@ -71,6 +74,7 @@ def pretrain(
             checkpoint_dir=ckpt,
             resume=resume,
             overwrite=force,
+            tracked=track,
         )
     m = result.package.manifest
     summary = {
@@ -84,6 +88,7 @@ def pretrain(
         "validation": m.metrics,
         "embedding_size": m.lineage.training_config.get("embedding_size"),
         "parity_max_abs_diff": m.graph.parity_max_abs_diff,
+        "mlflow_run_id": result.run_id,
     }
     if as_json:
         print_json(summary)

@@ -58,6 +58,9 @@ def train(
         "and preprocessing.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+    track: bool | None = typer.Option(
+        None, "--track/--no-track", help="Log the run to MLflow (default: on; TUNESERVE_TRACKING)."
+    ),
     label_column: str | None = typer.Option(None, "--label-column"),
     text_column: str | None = typer.Option(None, "--text-column"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -88,7 +91,19 @@ def train(
             raise InvalidInputError(
                 "--update continues the package's own model; drop --backbone, --strategy and --from"
             )
-        _update(data, update, out, loop, seed, force, as_json, checkpoint_dir, resume, label_column)
+        _update(
+            data,
+            update,
+            out,
+            loop,
+            seed,
+            force,
+            as_json,
+            checkpoint_dir,
+            resume,
+            label_column,
+            track,
+        )
         return
     dataset = load(data, label_column=label_column, text_column=text_column)
     from tuneserve.training.api import _source, resolve_backbone
@@ -112,6 +127,7 @@ def train(
             resume=resume,
             overwrite=force,
             init=source,
+            tracked=track,
         )
     m = result.package.manifest
     summary = {
@@ -124,6 +140,7 @@ def train(
         "best_epoch": m.lineage.training_config.get("best_epoch"),
         "epochs_run": len(result.trained.history),
         "parity_max_abs_diff": m.graph.parity_max_abs_diff,
+        "mlflow_run_id": result.run_id,
     }
     if as_json:
         print_json(summary)
@@ -139,6 +156,8 @@ def train(
         con.print(f"{split_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     parity = m.graph.parity_max_abs_diff or 0.0
     con.print(f"wrote {result.package.path} ({result.package.id}); parity {parity:.1e}")
+    if result.run_id:
+        con.print(f"tracked as MLflow run {result.run_id} (tuneserve ui shows it)")
 
 
 def _update(
@@ -152,6 +171,7 @@ def _update(
     checkpoint_dir: Path | None,
     resume: bool,
     label_column: str | None,
+    track: bool | None,
 ) -> None:
     """``train DATA --update PACKAGE``: continue the package on new data, before vs after."""
     from tuneserve.data import load
@@ -190,6 +210,7 @@ def _update(
             overwrite=force,
             checkpoint_dir=ckpt if mlp else None,
             resume=resume,
+            tracked=track,
         )
     before = result.trained.config["update"]["before"]
     summary = {
@@ -201,6 +222,7 @@ def _update(
         "test": result.test_metrics,
         "validation": result.trained.metrics,
         "best_epoch": result.trained.config.get("best_epoch"),
+        "mlflow_run_id": result.run_id,
     }
     if as_json:
         print_json(summary)

@@ -53,6 +53,14 @@ class TrainResult:
     trained: TrainedModel
     splits: Splits
     test_metrics: dict[str, float]
+    run_id: str | None = None  # the MLflow run that tracked it
+
+
+def track(package: Package, track: bool | None, kind: str) -> str | None:
+    """Log the package as an MLflow run when tracking is on; the run id, else None."""
+    from tuneserve.registry.tracking import track_package, tracking_enabled
+
+    return track_package(package, kind=kind) if tracking_enabled(track) else None
 
 
 def backbone_family(backbone: str, modality: str | None) -> str:
@@ -151,6 +159,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     init: str | Path | Package | None = None,
+    tracked: bool | None = None,
 ) -> TrainResult:
     """Train on ``data`` and write a package to ``out``.
 
@@ -173,6 +182,8 @@ def train(
         overwrite: Replace an existing package at ``out``.
         init: A package to start from (``--from``): supervised transfer of its backbone to
             these labels. Same kind of data; torch backbones only.
+        tracked: Log the run to MLflow (parameters, per-epoch metrics, the package and a
+            report). Default: on, unless ``TUNESERVE_TRACKING=0``.
 
     Raises:
         InvalidInputError: unknown backbone or strategy, or an ``init`` package that does
@@ -235,4 +246,7 @@ def train(
         metrics=metrics,
         overwrite=overwrite,
     )
-    return TrainResult(package=package, trained=trained, splits=parts, test_metrics=metrics)
+    run_id = track(package, tracked, "train")
+    return TrainResult(
+        package=package, trained=trained, splits=parts, test_metrics=metrics, run_id=run_id
+    )

@@ -59,6 +59,7 @@ class PretrainResult:
     history: list[dict[str, float]]
     best_epoch: int
     objective: str
+    run_id: str | None = None  # the MLflow run that tracked it
 
 
 def pretrain_defaults(family: str, **overrides: Any) -> TrainConfig:
@@ -83,6 +84,7 @@ def pretrain(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    tracked: bool | None = None,
 ) -> PretrainResult:
     """Pretrain a backbone on unlabeled images or texts and write an embedding package.
 
@@ -100,11 +102,12 @@ def pretrain(
         max_length: Text: tokens kept.
         checkpoint_dir, resume: Per-epoch checkpoints and continuing an interrupted run.
         overwrite: Replace an existing package at ``out``.
+        tracked: Log the run to MLflow (default: on unless ``TUNESERVE_TRACKING=0``).
 
     Raises:
         InvalidInputError: table data, an unknown objective, or a backbone of another kind.
     """
-    from .api import backbone_family, check_out, resolve_backbone
+    from .api import backbone_family, check_out, resolve_backbone, track
 
     check_out(out, overwrite)
     unlabeled = (
@@ -198,4 +201,5 @@ def pretrain(
         history=result.history,
         best_epoch=result.best_epoch,
         objective=objective,
+        run_id=track(package, tracked, "pretrain"),
     )

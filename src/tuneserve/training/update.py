@@ -117,6 +117,7 @@ def update(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    tracked: bool | None = None,
 ) -> Any:
     """Continue ``package`` on new labeled ``data`` and write the updated package to ``out``.
 
@@ -125,6 +126,8 @@ def update(
     with ``config``, by default 30 epochs at a tenth of the usual learning rate). Both are
     scored on the new test split, the package as it was (``before``) and as updated; the
     manifest records both and names the package as its parent.
+
+    ``tracked`` logs the run to MLflow (default: on unless ``TUNESERVE_TRACKING=0``).
 
     Returns:
         A :class:`tuneserve.training.TrainResult`; ``trained.config["update"]`` holds the
@@ -136,7 +139,7 @@ def update(
     """
     from tuneserve.runtime import Predictor
 
-    from .api import TrainResult, check_out
+    from .api import TrainResult, check_out, track
     from .classic import train_mlp
 
     if passes < 1:
@@ -177,4 +180,7 @@ def update(
     result = trained.export(
         out, parts.test.X, name=Path(out).name, metrics=metrics, overwrite=overwrite
     )
-    return TrainResult(package=result, trained=trained, splits=parts, test_metrics=metrics)
+    run_id = track(result, tracked, "update")
+    return TrainResult(
+        package=result, trained=trained, splits=parts, test_metrics=metrics, run_id=run_id
+    )

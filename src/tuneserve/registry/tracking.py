@@ -1,0 +1,162 @@
+"""Log a training run to MLflow: parameters, per-epoch metrics, the package, a report.
+
+``train``, ``pretrain`` and ``--update`` call :func:`track_package` when tracking is on
+(the default; ``TUNESERVE_TRACKING=0`` or ``--no-track`` turns it off), so the MLflow UI
+shows curves and comparisons. ``registry register`` later reuses the run that logged a
+package instead of copying it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tuneserve.package import Package
+
+from ._store import Store, client, current_store, experiment_id, quiet_mlflow
+
+#: Tag holding the package id on runs and model versions.
+PACKAGE_TAG = "tuneserve.package_id"
+#: Per-epoch metrics are logged as ``epoch/<name>`` (curves in the MLflow UI); the
+#: package's final metrics keep their plain names.
+EPOCH_PREFIX = "epoch/"
+#: MLflow's limits: keys of 250 characters, parameter values of 6000.
+_MAX_KEY, _MAX_PARAM = 250, 6000
+
+
+def tracking_enabled(track: bool | None = None) -> bool:
+    """``track`` when given, else ``TUNESERVE_TRACKING`` (default on)."""
+    if track is not None:
+        return track
+    return os.environ.get("TUNESERVE_TRACKING", "1").strip().lower() not in ("0", "false", "no")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested training config -> flat ``a.b`` parameters (the history is left out: it is
+    logged as metrics)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if key == "history":
+            continue
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            out[name[:_MAX_KEY]] = text[:_MAX_PARAM]
+    return out
+
+
+def _metric_rows(history: list[dict[str, float]]) -> list[tuple[str, float, int]]:
+    rows: list[tuple[str, float, int]] = []
+    for record in history:
+        step = int(record.get("epoch", len(rows)))
+        rows += [(EPOCH_PREFIX + k, float(v), step) for k, v in record.items() if k != "epoch"]
+    return rows
+
+
+def find_run(mlflow_client: Any, exp_id: str, package_id: str) -> str | None:
+    """The id of a run that logged the package ``package_id``, if any."""
+    with quiet_mlflow():
+        runs = mlflow_client.search_runs(
+            [exp_id], filter_string=f"tags.`{PACKAGE_TAG}` = '{package_id}'", max_results=1
+        )
+    return runs[0].info.run_id if runs else None
+
+
+def track_package(
+    package: Package | str | Path,
+    *,
+    run_name: str | None = None,
+    store: Store | None = None,
+    kind: str = "train",
+) -> str:
+    """Log ``package`` as a finished MLflow run and return the run id.
+
+    Parameters: the training config, flattened. Metrics: each epoch of the history (step =
+    epoch) and the package's final metrics. Tags: package id, data fingerprint, parent.
+    Artifacts: the package under ``package/`` and an HTML report of the curves.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    package = package if isinstance(package, Package) else Package.load(package)
+    store = store or current_store()
+    mlflow_client = client(store)
+    exp = experiment_id(mlflow_client, store)
+    m = package.manifest
+    config = m.lineage.training_config
+    tags = {
+        PACKAGE_TAG: package.id,
+        "tuneserve.kind": kind,
+        "tuneserve.task": m.task,
+        "tuneserve.modality": m.modality,
+        "tuneserve.data_fingerprint": m.lineage.data_fingerprint or "",
+        "tuneserve.parent_package": m.lineage.parent or "",
+        "tuneserve.backbone": str(config.get("backbone", "")),
+        "mlflow.runName": run_name or m.name,
+    }
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, s) for k, v, s in _metric_rows(config.get("history", []))]
+    metrics += [Metric(k, float(v), now, 0) for k, v in m.metrics.items()]
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    with quiet_mlflow():
+        run = mlflow_client.create_run(exp, run_name=run_name or m.name)
+        run_id = run.info.run_id
+        for start in range(0, max(len(metrics), len(params), 1), 100):
+            mlflow_client.log_batch(
+                run_id,
+                metrics=metrics[start : start + 100],
+                params=params[start : start + 100],
+                tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
+            )
+        mlflow_client.log_artifacts(run_id, str(package.path), "package")
+        with tempfile.TemporaryDirectory() as folder:
+            report = Path(folder) / "report.html"
+            report.write_text(training_report(package), encoding="utf-8")
+            mlflow_client.log_artifact(run_id, str(report))
+        mlflow_client.set_terminated(run_id)
+    return str(run_id)
+
+
+def training_report(package: Package) -> str:
+    """A self-contained HTML page: the package's metrics and its per-epoch curves."""
+    import base64
+    import html
+    import io
+
+    m = package.manifest
+    history = m.lineage.training_config.get("history", [])
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in m.metrics.items()
+    )
+    plot = ""
+    if history:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        keys = [k for k in ("train_loss", "val_loss", "val_accuracy") if k in history[0]]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+        epochs = [r["epoch"] for r in history]
+        for ax, key in zip(axes[0], keys, strict=True):
+            ax.plot(epochs, [r[key] for r in history], marker="o")
+            ax.set_title(key)
+            ax.set_xlabel("epoch")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        plt.close(fig)
+        encoded = base64.b64encode(buffer.getvalue()).decode()
+        plot = f'<img alt="training curves" src="data:image/png;base64,{encoded}">'
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(m.name)}</title></head><body>"
+        f"<h1>{html.escape(m.name)}</h1><p>{m.task}, {m.modality}, package {package.id}</p>"
+        f"<table border='1'><tr><th>metric</th><th>value</th></tr>{rows}</table>{plot}"
+        "</body></html>"
+    )
