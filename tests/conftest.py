@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # MLflow tracking is on by default for users; tests that check it turn it on themselves
 os.environ["TUNESERVE_TRACKING"] = "0"
+# nothing a test runs writes into the checkout's ./.tuneserve (caches, MLflow store)
+os.environ["TUNESERVE_HOME"] = tempfile.mkdtemp(prefix="tuneserve-tests-")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 Trains the built-in CNN on scikit-learn's digits, writes a package, predicts test images
 saved as PNG files through the torch-free runtime, and reports test accuracy; then does the
-same for logistic regression on breast_cancer. Later stages extend it.
+same for logistic regression on breast_cancer; shows transfer learning (digits 0-4 ->
+5-9 from 10 images per class); registers the fine-tuned package in the MLflow registry and
+promotes it to champion. Later stages extend it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from tuneserve.data import Dataset
     from tuneserve.training import TrainedModel
 
 
@@ -28,6 +31,7 @@ class DemoResult:
     tabular_package: Path
     tabular_test_accuracy: float
     transfer: dict[str, float]
+    registered: str
 
 
 def _save_samples(images: list[np.ndarray], labels: list[str], folder: Path) -> list[Path]:
@@ -123,7 +127,7 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
     con.print(f"[bold green]breast_cancer test accuracy (runtime): {tab_acc:.4f}[/bold green]")
 
     con.rule("[bold]6. transfer learning: digits 0-4 -> 5-9 with 10 labeled images per class")
-    transfer = _transfer(out, epochs, seed)
+    transfer, transfer_test = _transfer(out, epochs, seed)
     con.print(
         f"source CNN on digits 0-4: validation accuracy {transfer['source_val_accuracy']:.4f}\n"
         f"target 5-9, trained on {transfer['shots']} images per class, tested on "
@@ -134,10 +138,30 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
         f"{100 * (transfer['transfer_accuracy'] - transfer['scratch_accuracy']):+.1f} points"
     )
 
+    con.rule("[bold]7. registry (MLflow): register the fine-tuned package, promote it")
+    from tuneserve.registry import Registry
+
+    registry = Registry()
+    done = registry.register(out / "digits-5-9-finetuned", "digits-5-9")
+    version = done.version.version
+    registry.promote("digits-5-9", version, note="tuneserve demo")
+    resolved = registry.resolve("models:/digits-5-9@champion")
+    served = float(
+        np.mean(Predictor(resolved).predict_proba(transfer_test.X).argmax(1) == transfer_test.y)
+    )
+    con.print(
+        f"{'registered' if done.created else 'already registered as'} digits-5-9/{version} "
+        "and promoted to champion"
+    )
+    con.print(f"store: {registry.store.uri}")
+    con.print(f"models:/digits-5-9@champion -> {resolved} (checksums verified)")
+    con.print(f"[bold]champion test accuracy (runtime): {served:.4f}[/bold]")
+
     con.rule("[bold]next")
     con.print(f"tuneserve package show {cnn_dir}")
     con.print(f"tuneserve predict {cnn_dir} {sample_dir}")
     con.print("tuneserve data show digits")
+    con.print("tuneserve registry show digits-5-9@champion    # tuneserve ui: the MLflow UI")
     return DemoResult(
         cnn_package=package.path,
         cnn_test_accuracy=test_acc,
@@ -146,12 +170,16 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
         tabular_package=tab_pkg.path,
         tabular_test_accuracy=tab_acc,
         transfer=transfer,
+        registered=f"digits-5-9/{version}",
     )
 
 
-def _transfer(out: Path, epochs: int, seed: int, shots: int = 10) -> dict[str, float]:
+def _transfer(
+    out: Path, epochs: int, seed: int, shots: int = 10
+) -> tuple[dict[str, float], Dataset]:
     """Pretrain on digits 0-4, fine-tune on 5-9 from ``shots`` images per class, and train
-    the same CNN from scratch on the same images; both are scored on the same test images."""
+    the same CNN from scratch on the same images; both are scored on the same test images.
+    The fine-tuned model is written to ``out/digits-5-9-finetuned``."""
     from tuneserve.data import load
     from tuneserve.training import CNNConfig, train, train_cnn
 
@@ -168,15 +196,17 @@ def _transfer(out: Path, epochs: int, seed: int, shots: int = 10) -> dict[str, f
     validation, test = rest.sample_per_class(shots, seed=seed + 1)
     config = CNNConfig(epochs=max(epochs, 40), patience=15, batch_size=16, seed=seed)
     tuned = train_cnn(few, validation, config, init=source.package)
+    tuned.export(out / "digits-5-9-finetuned", test.X, name="digits-5-9", overwrite=True)
     scratch = train_cnn(few, validation, config)
 
     def accuracy(model: TrainedModel) -> float:
         return float(np.mean(model.predict_proba(test.X).argmax(1) == test.y))
 
-    return {
+    scores = {
         "shots": shots,
         "test_rows": len(test),
         "source_val_accuracy": source.trained.metrics["val_accuracy"],
         "transfer_accuracy": accuracy(tuned),
         "scratch_accuracy": accuracy(scratch),
     }
+    return scores, test

@@ -146,7 +146,8 @@ def test_package_show_and_checksum_refusal(digits_package, tmp_path):
 
 
 @pytest.mark.parametrize("epochs", [3])
-def test_demo_runs_end_to_end(tmp_path, epochs):
+def test_demo_runs_end_to_end(tmp_path, epochs, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     out = tuneserve("demo", "--out", str(tmp_path), "--epochs", str(epochs)).stdout
     assert "digits CNN test accuracy (runtime):" in out
     accuracy = float(out.split("digits CNN test accuracy (runtime):")[1].split()[0])
@@ -159,6 +160,12 @@ def test_demo_runs_end_to_end(tmp_path, epochs):
     assert 0.5 < tuned <= 1.0 and 0.5 < scratch <= 1.0
     assert "transfer minus scratch:" in out
     assert (tmp_path / "digits-0-4" / "extras" / "weights.pt").is_file()
+    # the fine-tuned package is registered and promoted (the store is TUNESERVE_HOME's)
+    assert "registered digits-5-9/1" in out and "promoted to champion" in out
+    served = float(out.split("champion test accuracy (runtime):")[1].split()[0])
+    assert served == pytest.approx(tuned)
+    shown = json.loads(tuneserve("registry", "show", "digits-5-9@champion", "--json").stdout)
+    assert shown[0]["version"] == 1 and shown[0]["aliases"] == ["champion"]
 
 
 def test_text_package_refuses_paths_and_bad_files(text_package, tmp_path):
@@ -314,3 +321,73 @@ def test_sgd_update_refuses_loop_options(tmp_path):
     args = ["train", "wine", "--update", str(v1), "--out", str(tmp_path / "v2")]
     proc = tuneserve(*args, "--batch-size", "8", check=False)
     assert_one_line_error(proc, "an sgd update takes --epochs", "batch_size")
+
+
+def test_registry_from_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    for seed in ("0", "1"):
+        tuneserve("train", "iris", "--out", str(tmp_path / seed), "-b", "logreg", "--seed", seed)
+        out = tuneserve("registry", "register", str(tmp_path / seed), "--name", "iris").stdout
+        assert f"registered iris/{int(seed) + 1}" in out
+    tuneserve("registry", "promote", "iris", "1")
+    tuneserve("registry", "promote", "iris", "2", "--note", "newer")
+    assert "iris/1 is the champion again" in tuneserve("registry", "rollback", "iris").stdout
+    tuneserve("registry", "alias", "iris", "challenger", "2")
+    listed = json.loads(tuneserve("registry", "list", "--json").stdout)
+    assert listed[0]["aliases"] == {"champion": 1, "challenger": 2}
+    compared = json.loads(tuneserve("registry", "compare", "iris", "1", "2", "--json").stdout)
+    assert "test_accuracy" in {r["metric"] for r in compared["metrics"]}
+    trail = json.loads(tuneserve("registry", "history", "iris", "--json").stdout)
+    assert [e["action"] for e in trail] == ["promote", "promote", "rollback", "alias"]
+    path = tuneserve("registry", "resolve", "models:/iris@champion").stdout.strip()
+    assert (Path(path) / "manifest.json").is_file()
+    human = tuneserve("registry", "show", "iris").stdout
+    assert "iris/1 @champion" in human and "iris/2 @challenger" in human
+
+    bundle = tmp_path / "iris.tar"
+    tuneserve("registry", "export", "iris", "--out", str(bundle))
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "other"))
+    assert "imported iris/1, iris/2" in tuneserve("registry", "import", str(bundle)).stdout
+    shown = json.loads(tuneserve("registry", "show", "iris@champion", "--json").stdout)
+    assert shown[0]["version"] == 1
+
+    proc = tuneserve("registry", "show", "irsi", check=False)
+    assert_one_line_error(proc, "no registered model named 'irsi'; registered models: iris")
+    proc = tuneserve("registry", "promote", "iris", "5", check=False)
+    assert_one_line_error(proc, "has no version 5; its versions: 1, 2")
+
+
+def test_ui_serves_the_mlflow_ui_on_the_store(tmp_path, monkeypatch):
+    import socket
+    import time
+    import urllib.request
+
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**__import__("os").environ},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the MLflow UI did not start in 90 s"
+                time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()

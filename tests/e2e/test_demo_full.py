@@ -17,10 +17,17 @@ def test_full_demo_reaches_real_accuracy(tmp_path):
         capture_output=True,
         text=True,
         timeout=900,
-        env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        env={
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+            "PATH": "/usr/bin:/bin",
+            "HF_HUB_OFFLINE": "1",
+            "TUNESERVE_HOME": str(tmp_path / "home"),
+        },
     )
     assert proc.returncode == 0, proc.stderr
     cnn = float(proc.stdout.split("digits CNN test accuracy (runtime):")[1].split()[0])
     table = float(proc.stdout.split("breast_cancer test accuracy (runtime):")[1].split()[0])
     assert cnn >= 0.95, proc.stdout
     assert table >= 0.95, proc.stdout
+    assert "and promoted to champion" in proc.stdout
