@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuneserve.exceptions import DataError, InvalidInputError, PackageError
+from tuneserve.exceptions import DataError, InvalidInputError, NotFoundError, PackageError
 from tuneserve.package import Package
 
 from ._registry import AUDIT_PREFIX, CHAMPION, Ref, Registry, _mlflow_errors
@@ -79,62 +79,122 @@ def export_bundle(registry: Registry, ref: str, out: str | Path, overwrite: bool
     return target
 
 
+def _safe_extract(path: Path, folder: Path) -> None:
+    """Extract regular files and folders only, each inside ``folder``."""
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+            for member in members:
+                target = (folder / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or not target.is_relative_to(
+                    folder.resolve()
+                ):
+                    raise DataError(
+                        f"{path} holds {member.name!r}, which is not a plain file inside the "
+                        "bundle; refusing it"
+                    )
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the library checks too
+                tar.extractall(folder, members=members, filter="data")
+            else:
+                tar.extractall(folder, members=members)  # checked above
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"{path} is not a tuneserve bundle: {exc}") from exc
+
+
+def _read_meta(path: Path, root: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((root / MANIFEST).read_text())
+        versions = meta["versions"]
+        for entry in versions:
+            package = (root / entry["package"]).resolve()
+            if not package.is_relative_to(root.resolve()):
+                raise DataError(f"{path}: version {entry['version']} points outside the bundle")
+            entry.setdefault("tags", {})
+            entry.setdefault("metrics", {})
+            entry.setdefault("params", {})
+            entry.setdefault("description", "")
+        if not isinstance(meta["name"], str):
+            raise TypeError("the model name is not a string")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a tuneserve bundle: bad {MANIFEST} ({exc})") from exc
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise DataError(
+            f"{path} is bundle format {meta.get('format')}; this tuneserve reads "
+            f"{BUNDLE_FORMAT}. Hint: upgrade tuneserve"
+        )
+    return dict(meta)
+
+
+#: Tags that describe where a version sits in its own store: set anew on import.
+_LOCAL_TAGS = {PACKAGE_TAG, "tuneserve.parent_version", "tuneserve.imported_from"}
+
+
 def import_bundle(registry: Registry, bundle: str | Path, name: str | None = None) -> list[str]:
     """Register the versions of a bundle into ``registry`` under ``name`` (default: the
     bundle's); returns ``["N/V", ...]`` of the new versions. The target model must not
-    exist yet (no version numbers are overwritten or mixed)."""
+    exist yet (no version numbers are overwritten or mixed); if the import fails half way,
+    the half-made model is removed again."""
     path = Path(bundle).expanduser()
     if not path.is_file():
         raise DataError(f"bundle {path} not found")
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            with tarfile.open(path) as tar:
-                tar.extractall(folder, filter="data")  # refuses absolute paths and links out
-        except (tarfile.TarError, OSError) as exc:
-            raise DataError(f"{path} is not a tuneserve bundle: {exc}") from exc
         root = Path(folder)
-        try:
-            meta = json.loads((root / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path} is not a tuneserve bundle: no readable {MANIFEST}") from exc
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise DataError(
-                f"{path} is bundle format {meta.get('format')}; this tuneserve reads "
-                f"{BUNDLE_FORMAT}. Hint: upgrade tuneserve"
-            )
+        _safe_extract(path, root)
+        meta = _read_meta(path, root)
         name = name or meta["name"]
-        if any(m["name"] == name for m in registry.models()):
+        try:
+            registry._model(name)
+        except NotFoundError:
+            pass
+        else:
             raise InvalidInputError(
                 f"model {name!r} already exists in {registry.store.uri}; import under another "
                 "name with --name NEW"
             )
         packages = [Package.load(root / v["package"]) for v in meta["versions"]]  # verified
-        mapping: dict[str, str] = {}
-        created = []
-        for entry, package in zip(meta["versions"], packages, strict=True):
-            done = registry.register(package, name, description=entry["description"] or None)
-            new = done.version.version
-            mapping[entry["version"]] = new
-            created.append(f"{name}/{new}")
+        try:
+            return _register_all(registry, meta, packages, name)
+        except BaseException:
             with _mlflow_errors(registry.store):
-                if done.run_id:
-                    _log_missing(registry, done.run_id, entry)
-                registry.client.set_model_version_tag(
-                    name, new, "tuneserve.imported_from", f"{meta['name']}/{entry['version']}"
-                )
-                for key, value in entry["tags"].items():
-                    if key.startswith("tuneserve.") and key not in (PACKAGE_TAG,):
-                        registry.client.set_model_version_tag(name, new, key, value)
+                registry.client.delete_registered_model(name)
+            raise
+
+
+def _register_all(
+    registry: Registry, meta: dict[str, Any], packages: list[Package], name: str
+) -> list[str]:
+    mapping: dict[str, str] = {}
+    created = []
+    for entry, package in zip(meta["versions"], packages, strict=True):
+        done = registry.register(package, name, description=entry["description"] or None)
+        new = done.version.version
+        mapping[str(entry["version"])] = new
+        created.append(f"{name}/{new}")
         with _mlflow_errors(registry.store):
-            if meta.get("description"):
-                registry.client.update_registered_model(name, meta["description"])
-            for key, value in meta.get("tags", {}).items():
-                if key.startswith(AUDIT_PREFIX):
-                    value = _remap_audit(value, mapping)
-                registry.client.set_registered_model_tag(name, key, value)
-            for alias, version in meta.get("aliases", {}).items():
-                if version in mapping:
-                    registry.client.set_registered_model_alias(name, alias, mapping[version])
+            if done.run_id:
+                _log_missing(registry, done.run_id, entry)
+            tags = {
+                k: v
+                for k, v in entry["tags"].items()
+                if k.startswith("tuneserve.") and k not in _LOCAL_TAGS
+            }
+            tags["tuneserve.imported_from"] = f"{meta['name']}/{entry['version']}"
+            parent = entry["tags"].get("tuneserve.parent_version", "")
+            parent_name, _, parent_version = parent.partition("/")
+            if parent_name == meta["name"] and parent_version in mapping:
+                tags["tuneserve.parent_version"] = f"{name}/{mapping[parent_version]}"
+            for key, value in tags.items():
+                registry.client.set_model_version_tag(name, new, key, value)
+    with _mlflow_errors(registry.store):
+        if meta.get("description"):
+            registry.client.update_registered_model(name, meta["description"])
+        for key, value in meta.get("tags", {}).items():
+            if key.startswith(AUDIT_PREFIX):
+                value = _remap_audit(value, mapping)
+            registry.client.set_registered_model_tag(name, key, value)
+        for alias, version in meta.get("aliases", {}).items():
+            if str(version) in mapping:
+                registry.client.set_registered_model_alias(name, alias, mapping[str(version)])
     return created
 
 
@@ -154,10 +214,15 @@ def _log_missing(registry: Registry, run_id: str, entry: dict[str, Any]) -> None
 
 
 def _remap_audit(value: str, mapping: dict[str, str]) -> str:
+    """An audit entry with the new version numbers; a version that was not imported
+    becomes None, named in the note."""
     raw = json.loads(value)
     for key in ("from", "to"):
-        if raw.get(key) is not None:
-            raw[key] = mapping.get(raw[key], f"{raw[key]} (not imported)")
+        old = raw.get(key)
+        if old is not None:
+            raw[key] = mapping.get(str(old))
+            if raw[key] is None:
+                raw["note"] = f"{raw.get('note', '')} ({key} version {old} not imported)".strip()
     return json.dumps(raw)
 
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class Ref:
     @classmethod
     def parse(cls, text: str) -> Ref:
         match = _REF.match(text.strip())
-        if not match:
+        if not match or not _NAME.match(match["name"]):
             raise TuneserveError(
                 f"bad model reference {text!r}; write NAME, NAME/VERSION or NAME@ALIAS "
                 "(models:/ in front is accepted), e.g. digits@champion"
@@ -135,6 +136,20 @@ def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "error_code", ""))
 
 
+#: Libraries whose exceptions mean "the store failed" (not a bug of ours).
+_STORE_MODULES = (
+    "mlflow",
+    "sqlalchemy",
+    "psycopg",
+    "sqlite3",
+    "alembic",
+    "requests",
+    "urllib3",
+    "botocore",
+    "boto3",
+)
+
+
 @contextmanager
 def _mlflow_errors(store: Store) -> Iterator[None]:
     """MLflow and database failures as one-line :class:`RegistryError`s."""
@@ -144,7 +159,7 @@ def _mlflow_errors(store: Store) -> Iterator[None]:
     except TuneserveError:
         raise
     except Exception as exc:
-        if type(exc).__module__.startswith(("mlflow", "sqlalchemy", "psycopg2", "requests")):
+        if type(exc).__module__.startswith(_STORE_MODULES) or isinstance(exc, OSError):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RegistryError(f"MLflow store {store.uri}: {first}") from exc
         raise
@@ -176,8 +191,9 @@ class Registry:
 
     def models(self) -> list[dict[str, Any]]:
         """Every registered model: name, latest version, aliases and description."""
-        with _mlflow_errors(self.store):
-            found = list(self.client.search_registered_models(max_results=1000))
+        found = self._all(
+            lambda token: self.client.search_registered_models(max_results=1000, page_token=token)
+        )
         out = []
         for model in sorted(found, key=lambda m: m.name):
             versions = self._version_numbers(model.name)
@@ -193,6 +209,8 @@ class Registry:
         return out
 
     def _model(self, name: str) -> Any:
+        if not _NAME.match(name):
+            raise TuneserveError(f"bad model name {name!r}; names use letters, digits, . _ -")
         with _mlflow_errors(self.store):
             try:
                 return self.client.get_registered_model(name)
@@ -206,9 +224,24 @@ class Registry:
         )
 
     def _version_numbers(self, name: str) -> list[int]:
-        with _mlflow_errors(self.store):
-            found = self.client.search_model_versions(f"name = '{name}'", max_results=10000)
+        found = self._all(
+            lambda token: self.client.search_model_versions(
+                f"name = '{name}'", max_results=10000, page_token=token
+            )
+        )
         return sorted(int(v.version) for v in found)
+
+    def _all(self, page: Any) -> list[Any]:
+        """Every result of a paged MLflow search."""
+        out: list[Any] = []
+        token = None
+        with _mlflow_errors(self.store):
+            while True:
+                batch = page(token)
+                out.extend(batch)
+                token = getattr(batch, "token", None)
+                if not token:
+                    return out
 
     def versions(self, name: str) -> list[Version]:
         """Every version of ``name``, oldest first."""
@@ -235,6 +268,8 @@ class Registry:
                     f"Hint: {hint}"
                 )
             number = aliases[alias]
+        if not str(number).isdigit():
+            raise TuneserveError(f"version must be a number, got {number!r} (model {ref.name})")
         with _mlflow_errors(self.store):
             try:
                 mv = self.client.get_model_version(ref.name, number)
@@ -386,7 +421,7 @@ class Registry:
         return Registered(self.version(Ref(name, str(mv.version))), True, run_id, notes)
 
     def _audit(self, name: str, entry: AuditEntry) -> None:
-        key = f"{AUDIT_PREFIX}{time.time_ns():020d}"
+        key = f"{AUDIT_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         with _mlflow_errors(self.store):
             self.client.set_registered_model_tag(name, key, json.dumps(entry.to_dict()))
 
@@ -413,6 +448,8 @@ class Registry:
         """Make ``version`` the champion, after checking that its package downloads,
         verifies and loads in the runtime; on failure the champion is unchanged."""
         ref = Ref(name, str(version))
+        if self._alias_target(name, CHAMPION) == str(version):
+            raise TuneserveError(f"{name}/{version} is already the champion; nothing to do")
         try:
             path = self.resolve(ref)
             from tuneserve.runtime import Predictor
@@ -438,7 +475,10 @@ class Registry:
             (
                 e.from_version
                 for e in reversed(self.history(name))
-                if e.alias == CHAMPION and e.action == "promote" and e.to_version == current
+                if e.alias == CHAMPION
+                and e.action == "promote"
+                and e.to_version == current
+                and e.from_version != current
             ),
             None,
         )

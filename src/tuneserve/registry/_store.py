@@ -101,6 +101,8 @@ def experiment_id(mlflow_client: Any, store: Store) -> str:
     with quiet_mlflow():
         found = mlflow_client.get_experiment_by_name(name)
         if found is not None:
+            if found.lifecycle_stage == "deleted":  # deleted in the UI: bring it back
+                mlflow_client.restore_experiment(found.experiment_id)
             return str(found.experiment_id)
         try:
             return str(mlflow_client.create_experiment(name, artifact_location=store.artifact_root))

@@ -63,7 +63,10 @@ def find_run(mlflow_client: Any, exp_id: str, package_id: str) -> str | None:
     """The id of a run that logged the package ``package_id``, if any."""
     with quiet_mlflow():
         runs = mlflow_client.search_runs(
-            [exp_id], filter_string=f"tags.`{PACKAGE_TAG}` = '{package_id}'", max_results=1
+            [exp_id],
+            filter_string=f"tags.`{PACKAGE_TAG}` = '{package_id}' and "
+            "attributes.status = 'FINISHED'",
+            max_results=1,
         )
     return runs[0].info.run_id if runs else None
 
@@ -90,7 +93,6 @@ def track_package(
     m = package.manifest
     config = m.lineage.training_config
     tags = {
-        PACKAGE_TAG: package.id,
         "tuneserve.kind": kind,
         "tuneserve.task": m.task,
         "tuneserve.modality": m.modality,
@@ -106,18 +108,24 @@ def track_package(
     with quiet_mlflow():
         run = mlflow_client.create_run(exp, run_name=run_name or m.name)
         run_id = run.info.run_id
-        for start in range(0, max(len(metrics), len(params), 1), 100):
-            mlflow_client.log_batch(
-                run_id,
-                metrics=metrics[start : start + 100],
-                params=params[start : start + 100],
-                tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
-            )
-        mlflow_client.log_artifacts(run_id, str(package.path), "package")
-        with tempfile.TemporaryDirectory() as folder:
-            report = Path(folder) / "report.html"
-            report.write_text(training_report(package), encoding="utf-8")
-            mlflow_client.log_artifact(run_id, str(report))
+        try:
+            for start in range(0, max(len(metrics), len(params), 1), 100):
+                mlflow_client.log_batch(
+                    run_id,
+                    metrics=metrics[start : start + 100],
+                    params=params[start : start + 100],
+                    tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
+                )
+            mlflow_client.log_artifacts(run_id, str(package.path), "package")
+            with tempfile.TemporaryDirectory() as folder:
+                report = Path(folder) / "report.html"
+                report.write_text(training_report(package), encoding="utf-8")
+                mlflow_client.log_artifact(run_id, str(report))
+            # tagged last: a run found by its package id holds the whole package
+            mlflow_client.set_tag(run_id, PACKAGE_TAG, package.id)
+        except BaseException:
+            mlflow_client.set_terminated(run_id, "FAILED")
+            raise
         mlflow_client.set_terminated(run_id)
     return str(run_id)
 
@@ -134,13 +142,14 @@ def training_report(package: Package) -> str:
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in m.metrics.items()
     )
     plot = ""
-    if history:
+    if history and len(history[0]) > 1:
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
         keys = [k for k in ("train_loss", "val_loss", "val_accuracy") if k in history[0]]
+        keys = keys or [k for k in history[0] if k != "epoch"]
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
         epochs = [r["epoch"] for r in history]
         for ax, key in zip(axes[0], keys, strict=True):

@@ -57,10 +57,28 @@ class TrainResult:
 
 
 def track(package: Package, track: bool | None, kind: str) -> str | None:
-    """Log the package as an MLflow run when tracking is on; the run id, else None."""
+    """Log the package as an MLflow run when tracking is on; the run id, else None.
+
+    The package is already written: when the MLflow store fails, a warning says so and
+    names the command that logs it later, instead of failing the run."""
+    import logging
+
     from tuneserve.registry.tracking import track_package, tracking_enabled
 
-    return track_package(package, kind=kind) if tracking_enabled(track) else None
+    if not tracking_enabled(track):
+        return None
+    try:
+        return track_package(package, kind=kind)
+    except Exception as exc:  # the store is down, locked, or refuses: keep the package
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        logging.getLogger("tuneserve").warning(
+            "tracking failed (%s); the package %s is written. Hint: log it later with "
+            "tuneserve registry register %s --name NAME",
+            first,
+            package.path,
+            package.path,
+        )
+        return None
 
 
 def backbone_family(backbone: str, modality: str | None) -> str:

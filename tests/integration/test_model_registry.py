@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneserve.exceptions import ChecksumError, NotFoundError, TuneserveError
+from tuneserve.exceptions import ChecksumError, DataError, NotFoundError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.registry import CHAMPION, Registry, RegistryError, export_bundle, import_bundle
 from tuneserve.training import train, update
@@ -86,6 +86,9 @@ def test_promote_rollback_and_the_audit_trail(registry, packages, monkeypatch):
     assert entry.when.endswith("Z")
     with pytest.raises(TuneserveError, match="moves with promote"):
         registry.set_alias("wine", CHAMPION, 2)
+    with pytest.raises(TuneserveError, match="already the champion"):
+        registry.promote("wine", 1)
+    assert len(registry.history("wine")) == 6  # nothing recorded for the refused promote
 
 
 def test_unknown_names_list_what_exists(registry, packages):
@@ -167,9 +170,46 @@ def test_export_and_import_keep_versions_metrics_lineage_and_aliases(
     assert other.rollback("wine").version == "2"  # the audit trail came along
     with pytest.raises(TuneserveError, match=r"already exists.*--name"):
         import_bundle(other, bundle)
-    assert import_bundle(other, export_bundle(registry, "wine/2", tmp_path / "v2.tar"), "w2") == [
-        "w2/1"
-    ]
+    single = export_bundle(registry, "wine/3", tmp_path / "v3.tar")
+    assert import_bundle(other, single, "w3") == ["w3/1"]
+    alone = other.version("w3/1")
+    # its parent is not in the bundle, but the store holds it (imported above as wine/2)
+    assert alone.tags["tuneserve.parent_version"] == "wine/2"
+    assert alone.tags["tuneserve.imported_from"] == "wine/3"
+    assert other.version("w3@champion").version == "1"
+
+
+def test_import_refuses_paths_outside_the_bundle(registry, tmp_path):
+    import io
+    import tarfile
+
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        data = b"{}"
+        info = tarfile.TarInfo("../outside.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match="not a plain file inside the bundle"):
+        import_bundle(registry, evil)
+    assert not (tmp_path / "outside.json").exists()
+    assert registry.models() == []
+
+
+def test_tracking_failure_keeps_the_package(tmp_path, monkeypatch, caplog):
+    (tmp_path / "blocker").write_text("a file where the store's folder should be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/blocker/mlflow.db")
+    result = train("iris", tmp_path / "p", backbone="logreg", tracked=True)
+    assert result.run_id is None and Package.load(result.package.path).id
+    assert "tracking failed" in caplog.text and "registry register" in caplog.text
+
+
+def test_report_of_a_regression_update(tmp_path):
+    from tuneserve.registry import training_report
+
+    first = train("diabetes", tmp_path / "v1", backbone="sgd")
+    second = update("diabetes", first.package.path, tmp_path / "v2", passes=2)
+    page = training_report(second.package)
+    assert "<img" in page and "test_mse" in page
 
 
 REGISTER = """
