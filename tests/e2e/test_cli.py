@@ -326,9 +326,13 @@ def test_sgd_update_refuses_loop_options(tmp_path):
 def test_registry_from_the_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     for seed in ("0", "1"):
-        tuneserve("train", "iris", "--out", str(tmp_path / seed), "-b", "logreg", "--seed", seed)
-        out = tuneserve("registry", "register", str(tmp_path / seed), "--name", "iris").stdout
-        assert f"registered iris/{int(seed) + 1}" in out
+        args = ["train", "iris", "--out", str(tmp_path / seed), "-b", "logreg", "--seed", seed]
+        summary = json.loads(tuneserve(*args, "--track", "--json").stdout)
+        assert summary["mlflow_run_id"]  # tracked, though the tests turn tracking off
+        out = tuneserve("registry", "register", str(tmp_path / seed), "--name", "iris", "--json")
+        registered = json.loads(out.stdout)
+        assert registered["version"] == int(seed) + 1 and registered["created"]
+        assert registered["run_id"] == summary["mlflow_run_id"]  # the tracked run, reused
     tuneserve("registry", "promote", "iris", "1")
     tuneserve("registry", "promote", "iris", "2", "--note", "newer")
     assert "iris/1 is the champion again" in tuneserve("registry", "rollback", "iris").stdout
