@@ -177,7 +177,10 @@ class Predictor:
 
     def predict(self, inputs: Sequence[Any]) -> list[Prediction]:
         """Predict each input: the top label with all class probabilities, or a value."""
-        out = self.run(inputs)
+        return self.decode(self.run(inputs))
+
+    def decode(self, out: np.ndarray) -> list[Prediction]:
+        """Predictions from the output of :meth:`run` (e.g. a slice of a batched run)."""
         if self.manifest.task == "regression":
             return [Prediction(value=float(v)) for v in out]
         if self.manifest.task == "embedding":

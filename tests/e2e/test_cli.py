@@ -395,3 +395,54 @@ def test_ui_serves_the_mlflow_ui_on_the_store(tmp_path, monkeypatch):
         proc.wait(timeout=30)
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_serve_a_registered_champion(tmp_path, monkeypatch):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    tuneserve("train", "iris", "--out", str(tmp_path / "iris"), "-b", "logreg")
+    tuneserve("registry", "register", str(tmp_path / "iris"), "--name", "iris")
+    tuneserve("registry", "promote", "iris", "1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--model", "iris", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready") as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the server did not start in 60 s"
+                time.sleep(0.3)
+        row = {
+            "sepal length (cm)": 5.1,
+            "sepal width (cm)": 3.5,
+            "petal length (cm)": 1.4,
+            "petal width (cm)": 0.2,
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models/iris/predict",
+            data=json.dumps({"inputs": [row]}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request) as reply:
+            body = json.loads(reply.read())
+        assert body["version"] == "1" and body["predictions"][0]["label"] == "setosa"
+    finally:
+        proc.send_signal(signal.SIGINT)  # graceful shutdown
+        out, _ = proc.communicate(timeout=60)
+    assert "serving iris version 1 from iris" in out

@@ -10,7 +10,7 @@ import typer
 
 from tuneserve._version import __version__
 
-from . import data, demo, package, predict, pretrain, registry, train, ui
+from . import data, demo, package, predict, pretrain, registry, serve, train, ui
 
 app = typer.Typer(
     name="tuneserve",
@@ -28,6 +28,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("predict")(predict.predict)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
+app.command("serve")(serve.serve)
 
 
 def _version(value: bool) -> None:

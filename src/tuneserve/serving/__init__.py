@@ -1,0 +1,17 @@
+"""The model server: simple JSON and the Open Inference Protocol over HTTP, with dynamic
+batching per model, Prometheus metrics and an OpenAPI document. Never imports torch."""
+
+from .app import Limits, create_app
+from .batcher import Batcher, QueueFullError
+from .repository import BatchSettings, ModelSpec, Repository, ServedModel
+
+__all__ = [
+    "BatchSettings",
+    "Batcher",
+    "Limits",
+    "ModelSpec",
+    "QueueFullError",
+    "Repository",
+    "ServedModel",
+    "create_app",
+]

@@ -1,0 +1,306 @@
+"""The Open Inference Protocol (KServe v2) codec: JSON tensors and the binary extension.
+
+Requests carry raw inputs, never preprocessed tensors, so any client can call any package:
+  * text: one ``BYTES`` tensor of shape ``[n]`` (UTF-8 strings);
+  * images: ``BYTES [n]`` encoded image files (PNG, JPEG, ...), or ``UINT8`` / ``FP32``
+    pixels ``[n, h, w]`` or ``[n, h, w, c]`` (0-255 or 0-1);
+  * tables: one tensor per column, shape ``[n]`` (numbers, or ``BYTES`` for strings).
+Responses: ``probabilities`` (``FP32 [n, classes]``) and ``label`` (``BYTES [n]``) for a
+classifier, ``value`` (``FP32 [n]``) for a regressor, ``embedding`` (``FP32 [n, d]``).
+
+Binary extension: the body is a JSON header of ``Inference-Header-Content-Length`` bytes,
+followed by each binary tensor in input order (``parameters.binary_data_size`` bytes);
+``BYTES`` elements are each a 4-byte little-endian length then the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuneserve.exceptions import InvalidInputError
+
+HEADER = "Inference-Header-Content-Length"
+
+#: OIP datatype -> numpy dtype (BYTES is handled apart).
+DTYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    values: np.ndarray  # BYTES: an object array of bytes
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: list[Tensor]
+    outputs: list[dict[str, Any]] | None
+    binary_output: bool
+
+
+def _bytes_elements(blob: bytes, name: str) -> list[bytes]:
+    out, at = [], 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            raise InvalidInputError(f"input {name!r}: truncated BYTES element length at {at}")
+        (size,) = struct.unpack_from("<I", blob, at)
+        at += 4
+        if at + size > len(blob):
+            raise InvalidInputError(
+                f"input {name!r}: a BYTES element claims {size} bytes but {len(blob) - at} remain"
+            )
+        out.append(blob[at : at + size])
+        at += size
+    return out
+
+
+def encode_bytes(values: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+
+def _object_array(values: list[bytes]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _count(shape: list[int]) -> int:
+    return int(np.prod(shape)) if shape else 1
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Decode an infer request (JSON, or JSON header plus binary tensors)."""
+    if header_length is not None:
+        try:
+            size = int(header_length)
+        except ValueError:
+            raise InvalidInputError(f"{HEADER} must be an integer, got {header_length!r}") from None
+        if not 0 <= size <= len(body):
+            raise InvalidInputError(
+                f"{HEADER} is {size} but the body has {len(body)} bytes; send the JSON header "
+                "length in bytes"
+            )
+        head, binary = body[:size], body[size:]
+    else:
+        head, binary = body, b""
+    try:
+        doc = json.loads(head)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+        raise InvalidInputError('an infer request is a JSON object with a non-empty "inputs" list')
+    offset = 0
+    tensors = []
+    for i, raw in enumerate(doc["inputs"]):
+        if not isinstance(raw, dict):
+            raise InvalidInputError(f"inputs[{i}] must be an object with name, shape, datatype")
+        name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"inputs[{i}] has no name")
+        if datatype != "BYTES" and datatype not in DTYPES:
+            raise InvalidInputError(
+                f"input {name!r}: datatype {datatype!r} is not an OIP type "
+                f"({', '.join(['BYTES', *DTYPES])})"
+            )
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise InvalidInputError(f"input {name!r}: shape must be a list of sizes >= 0")
+        params = raw.get("parameters") or {}
+        blob_size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if blob_size is not None:
+            if not isinstance(blob_size, int) or blob_size < 0 or offset + blob_size > len(binary):
+                raise InvalidInputError(
+                    f"input {name!r}: binary_data_size {blob_size!r} does not fit the "
+                    f"{len(binary) - offset} binary bytes left"
+                )
+            blob = binary[offset : offset + blob_size]
+            offset += blob_size
+            if datatype == "BYTES":
+                values = _object_array(_bytes_elements(blob, name))
+            else:
+                dtype = np.dtype(DTYPES[datatype])
+                if len(blob) != _count(shape) * dtype.itemsize:
+                    raise InvalidInputError(
+                        f"input {name!r}: {len(blob)} binary bytes, but shape {shape} of "
+                        f"{datatype} needs {_count(shape) * dtype.itemsize}"
+                    )
+                values = np.frombuffer(blob, dtype=dtype)
+        else:
+            if "data" not in raw:
+                raise InvalidInputError(f"input {name!r} has no data and no binary_data_size")
+            values = _json_values(raw["data"], datatype, name)
+        if values.size != _count(shape):
+            raise InvalidInputError(
+                f"input {name!r}: shape {shape} holds {_count(shape)} elements but "
+                f"{values.size} were sent"
+            )
+        tensors.append(Tensor(name, datatype, shape, values.reshape(shape)))
+    if offset != len(binary):
+        raise InvalidInputError(
+            f"{len(binary) - offset} binary bytes follow the tensors; binary_data_size must "
+            "account for every byte"
+        )
+    outputs = doc.get("outputs")
+    if outputs is not None and not (
+        isinstance(outputs, list) and all(isinstance(o, dict) and "name" in o for o in outputs)
+    ):
+        raise InvalidInputError('"outputs" must be a list of objects with a name')
+    params = doc.get("parameters") or {}
+    binary_output = bool(isinstance(params, dict) and params.get("binary_data_output"))
+    request_id = doc.get("id")
+    return InferRequest(
+        id=str(request_id) if request_id is not None else None,
+        inputs=tensors,
+        outputs=outputs,
+        binary_output=binary_output,
+    )
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [v for item in data for v in _flatten(item)]
+    return [data]
+
+
+def _json_values(data: Any, datatype: str, name: str) -> np.ndarray:
+    flat = _flatten(data)
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in flat):
+            raise InvalidInputError(f"input {name!r}: BYTES data must be strings in JSON")
+        return _object_array([v.encode() for v in flat])
+    if not all(isinstance(v, int | float) for v in flat):
+        raise InvalidInputError(f"input {name!r}: {datatype} data must be numbers")
+    try:
+        return np.asarray(flat, dtype=DTYPES[datatype])
+    except (OverflowError, ValueError) as exc:
+        raise InvalidInputError(f"input {name!r}: {exc}") from None
+
+
+def to_inputs(request: InferRequest, modality: str, columns: list[str] | None) -> list[Any]:
+    """The raw inputs a :class:`tuneserve.runtime.Predictor` takes, from the tensors."""
+    tensors = request.inputs
+    if modality == "table":
+        given = {t.name: t for t in tensors}
+        missing = [c for c in columns or [] if c not in given]
+        if missing:
+            raise InvalidInputError(
+                f"table inputs are one tensor per column; missing {missing}. Expected "
+                f"columns: {columns}"
+            )
+        extra = sorted(set(given) - set(columns or []))
+        if extra:
+            raise InvalidInputError(f"unknown input tensors {extra}; expected columns {columns}")
+        sizes = {len(given[c].values.reshape(-1)) for c in columns or []}
+        if len(sizes) != 1:
+            raise InvalidInputError("every column tensor must hold the same number of rows")
+        rows = []
+        flat = {c: given[c].values.reshape(-1) for c in columns or []}
+        for i in range(sizes.pop()):
+            row = {}
+            for c, v in flat.items():
+                value = v[i]
+                row[c] = (
+                    value.decode("utf-8", "replace")
+                    if isinstance(value, bytes)
+                    else (value.item() if hasattr(value, "item") else value)
+                )
+            rows.append(row)
+        return rows
+    if len(tensors) != 1:
+        raise InvalidInputError(
+            f"a {modality} model takes one input tensor; got {[t.name for t in tensors]}"
+        )
+    (tensor,) = tensors
+    if tensor.datatype == "BYTES":
+        values = list(tensor.values.reshape(-1))
+        if modality == "text":
+            try:
+                return [v.decode("utf-8") for v in values]
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(f"input {tensor.name!r} is not UTF-8 text: {exc}") from None
+        return values  # encoded image files
+    if modality == "text":
+        raise InvalidInputError(f"a text model takes a BYTES tensor; got {tensor.datatype}")
+    if tensor.values.ndim not in (3, 4):
+        raise InvalidInputError(
+            f"image pixels must be [n, h, w] or [n, h, w, c]; got shape {tensor.shape}"
+        )
+    return list(tensor.values)
+
+
+def outputs_for(
+    task: str, labels: list[str] | None, result: np.ndarray
+) -> dict[str, tuple[str, np.ndarray]]:
+    """Named output tensors (datatype, values) for a model's raw result."""
+    if task == "classification":
+        names = _object_array([(labels or [])[i].encode() for i in result.argmax(1)])
+        return {
+            "probabilities": ("FP32", result.astype(np.float32)),
+            "label": ("BYTES", names),
+        }
+    if task == "embedding":
+        return {"embedding": ("FP32", result.astype(np.float32))}
+    return {"value": ("FP32", result.astype(np.float32).reshape(-1))}
+
+
+def encode_response(
+    model: str,
+    version: str,
+    request: InferRequest,
+    tensors: dict[str, tuple[str, np.ndarray]],
+) -> tuple[bytes, int | None]:
+    """The response body and, when it has binary outputs, its JSON header length."""
+    wanted = {o["name"]: o for o in request.outputs} if request.outputs else None
+    if wanted is not None:
+        unknown = sorted(set(wanted) - set(tensors))
+        if unknown:
+            raise InvalidInputError(f"unknown outputs {unknown}; this model has {sorted(tensors)}")
+    outputs, blobs = [], []
+    for name, (datatype, values) in tensors.items():
+        if wanted is not None and name not in wanted:
+            continue
+        params = (wanted or {}).get(name, {}).get("parameters") or {}
+        binary = bool(params.get("binary_data", request.binary_output))
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(values.shape)}
+        if binary:
+            blob = (
+                encode_bytes(list(values.reshape(-1)))
+                if datatype == "BYTES"
+                else np.ascontiguousarray(values).tobytes()
+            )
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif datatype == "BYTES":
+            entry["data"] = [v.decode("utf-8", "replace") for v in values.reshape(-1)]
+        else:
+            entry["data"] = values.reshape(-1).tolist()
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    if request.id is not None:
+        doc["id"] = request.id
+    head = json.dumps(doc).encode()
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)

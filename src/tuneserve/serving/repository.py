@@ -1,0 +1,199 @@
+"""The models a server holds: loaded from the registry (``N``, ``N@alias``, ``N/V``) or
+from a package folder, each with its own batcher."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneserve.exceptions import InvalidInputError, NotFoundError
+from tuneserve.runtime import Predictor
+
+from .batcher import Batcher
+
+
+@dataclass
+class ServedModel:
+    """One loaded version of a model."""
+
+    name: str
+    version: str
+    source: str
+    predictor: Predictor
+    batcher: Batcher
+
+    @property
+    def columns(self) -> list[str] | None:
+        schema = self.predictor.manifest.input_schema
+        if schema.get("type") != "table":
+            return None
+        return [c["name"] for c in schema["columns"]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``--model`` names: a registry reference or a package folder (``NAME=PATH``
+    gives a folder a name; by default its folder name)."""
+
+    name: str
+    ref: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        name, sep, rest = text.partition("=")
+        candidate = Path(rest if sep else text).expanduser()
+        if (candidate / "manifest.json").is_file():
+            return cls(name=name if sep else candidate.name, path=candidate)
+        from tuneserve.registry import Ref
+
+        ref = Ref.parse(rest if sep else text)
+        return cls(name=name if sep else ref.name, ref=str(ref))
+
+
+@dataclass
+class BatchSettings:
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0
+    max_queue: int = 1024
+
+
+class Repository:
+    """Named models, each at one current version (older loaded versions stay pinnable)."""
+
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        settings: BatchSettings | None = None,
+        on_batch: Callable[[str, int, list[float]], None] | None = None,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        if not specs:
+            raise InvalidInputError("serve at least one model: --model NAME[@ALIAS] or a path")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"two --model options share a name: {names}")
+        self.specs = {s.name: s for s in specs}
+        self.settings = settings or BatchSettings()
+        self.on_batch = on_batch
+        self.intra_op_threads = intra_op_threads
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        self._lock = threading.Lock()
+        self.versions: dict[str, dict[str, ServedModel]] = {}
+        self.current: dict[str, str] = {}
+
+    def load_all(self) -> None:
+        for name in self.specs:
+            self.load(name)
+
+    def _resolve(self, spec: ModelSpec) -> tuple[str, Path]:
+        if spec.path is not None:
+            return "1", spec.path
+        from tuneserve.registry import Registry
+
+        registry = Registry()
+        assert spec.ref is not None
+        version = registry.version(spec.ref)
+        return version.version, registry.resolve(f"{version.name}/{version.version}")
+
+    def load(self, name: str) -> ServedModel:
+        """Load the version ``name``'s spec points at now and make it current."""
+        spec = self.specs.get(name)
+        if spec is None:
+            raise NotFoundError(f"model {name!r} is not configured; configured: {self.listed}")
+        version, path = self._resolve(spec)
+        existing = self.versions.get(name, {}).get(version)
+        if existing is None:
+            predictor = Predictor(path, intra_op_threads=self.intra_op_threads)
+
+            def observe(size: int, waits: list[float], _n: str = name) -> None:
+                if self.on_batch:
+                    self.on_batch(_n, size, waits)
+
+            batcher = Batcher(
+                predictor.run,
+                max_batch_size=self.settings.max_batch_size,
+                max_queue_delay_ms=self.settings.max_queue_delay_ms,
+                max_queue=self.settings.max_queue,
+                executor=self.executor,
+                on_batch=observe,
+            )
+            existing = ServedModel(name, version, spec.ref or str(path), predictor, batcher)
+        with self._lock:  # one atomic swap: requests see the old or the new version
+            self.versions.setdefault(name, {})[version] = existing
+            self.current[name] = version
+        return existing
+
+    def unload(self, name: str) -> None:
+        if name not in self.current:
+            raise NotFoundError(f"model {name!r} is not loaded; loaded: {self.listed}")
+        with self._lock:
+            self.current.pop(name)
+            self.versions.pop(name, None)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.current)
+
+    @property
+    def listed(self) -> str:
+        return ", ".join(self.names) or "none"
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        with self._lock:
+            versions = self.versions.get(name)
+            current = self.current.get(name)
+        if not versions or current is None:
+            raise NotFoundError(f"no model named {name!r} is served; served: {self.listed}")
+        chosen = version or current
+        if chosen not in versions:
+            raise NotFoundError(
+                f"model {name!r} has no loaded version {chosen!r}; loaded: {sorted(versions)}"
+            )
+        return versions[chosen]
+
+    def metadata(self, model: ServedModel) -> dict[str, Any]:
+        """OIP model metadata: raw inputs by modality, outputs by task."""
+        m = model.predictor.manifest
+        if m.modality == "text":
+            inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        elif m.modality == "image":
+            inputs = [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+        else:
+            inputs = [
+                {
+                    "name": c["name"],
+                    "datatype": "FP64" if c["type"] == "number" else "BYTES",
+                    "shape": [-1],
+                }
+                for c in m.input_schema["columns"]
+            ]
+        outputs = {
+            "classification": [
+                {
+                    "name": "probabilities",
+                    "datatype": "FP32",
+                    "shape": [-1, len(m.label_names or [])],
+                },
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            ],
+            "regression": [{"name": "value", "datatype": "FP32", "shape": [-1]}],
+            "embedding": [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}],
+        }[m.task]
+        return {
+            "name": model.name,
+            "versions": sorted(self.versions.get(model.name, {})),
+            "platform": "onnxruntime_onnx",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "task": m.task,
+                "modality": m.modality,
+                "package_id": model.predictor.package.id,
+                "labels": m.label_names,
+            },
+        }

@@ -1,0 +1,289 @@
+"""The model server over real HTTP (uvicorn), called with real clients: urllib for simple
+JSON, ``tritonclient[http]`` for the Open Inference Protocol with binary data on and off."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import uvicorn
+
+from tuneserve.runtime import Predictor
+from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
+
+
+class _Server:
+    def __init__(self, app) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _start(specs, settings=None, limits=None) -> tuple[_Server, Repository]:
+    repository = Repository([ModelSpec.parse(s) for s in specs], settings)
+    repository.load_all()
+    return _Server(create_app(repository, limits)), repository
+
+
+@pytest.fixture(scope="module")
+def served(digits_package, cancer_package, text_package):
+    server, repository = _start(
+        [f"digits={digits_package}", f"cancer={cancer_package}", f"reviews={text_package}"],
+        BatchSettings(max_batch_size=64, max_queue_delay_ms=20),
+        Limits(max_body_bytes=2_000_000, max_items=300, timeout_s=30),
+    )
+    yield server, repository
+    server.stop()
+
+
+def _post(server, path: str, body, headers=None) -> tuple[int, dict, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"http://{server.url}{path}", data=data, headers=headers or {}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as reply:
+            return reply.status, json.loads(reply.read()), dict(reply.headers)
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        exc.close()
+        return exc.code, json.loads(payload), dict(exc.headers)
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((image[:, :, 0] * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_simple_json_predicts_like_the_runtime(served, digits_splits, cancer_splits, text_model):
+    server, _ = served
+    images = digits_splits.test.X[:5]
+    status, body, _ = _post(
+        server,
+        "/v1/models/digits/predict",
+        {
+            "inputs": [base64.b64encode(_png(x)).decode() for x in images[:3]]
+            + [x[:, :, 0].tolist() for x in images[3:]]
+        },
+    )
+    assert status == 200, body
+    assert body["model"] == "digits" and body["version"] == "1"
+    direct = Predictor(served[1].get("digits").predictor.package).predict(
+        [_png(x) for x in images[:3]] + [x[:, :, 0] for x in images[3:]]
+    )
+    assert [p["label"] for p in body["predictions"]] == [p.label for p in direct]
+
+    rows = cancer_splits.test.X.iloc[:4].to_dict("records")
+    status, body, _ = _post(server, "/v1/models/cancer/predict", {"inputs": rows})
+    assert status == 200
+    want = Predictor(served[1].get("cancer").predictor.package).predict_proba(rows)
+    got = [
+        [p["probabilities"][k] for k in body["predictions"][0]["probabilities"]]
+        for p in body["predictions"]
+    ]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+    _, _, texts, _ = text_model
+    status, body, _ = _post(server, "/v1/models/reviews/predict", {"inputs": texts})
+    assert status == 200 and len(body["predictions"]) == len(texts)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_open_inference_protocol_with_tritonclient(served, digits_splits, cancer_splits, binary):
+    import tritonclient.http as triton
+
+    server, repository = served
+    client = triton.InferenceServerClient(server.url)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("digits")
+        meta = client.get_model_metadata("digits")
+        assert meta["inputs"][0] == {"name": "image", "datatype": "BYTES", "shape": [-1]}
+
+        images = digits_splits.test.X[:6]
+        if binary:  # encoded PNG files as BYTES (binary only: PNG is not UTF-8)
+            raw = [_png(x) for x in images]
+            tensor = triton.InferInput("image", [len(images)], "BYTES")
+            tensor.set_data_from_numpy(np.array(raw, dtype=object), binary_data=True)
+        else:  # pixels as a UINT8 tensor in JSON
+            pixels = (images_array := np.stack([x[:, :, 0] for x in images]) * 255).round()
+            raw = list(pixels.astype(np.uint8))
+            tensor = triton.InferInput("image", list(images_array.shape), "UINT8")
+            tensor.set_data_from_numpy(pixels.astype(np.uint8), binary_data=False)
+        outputs = [
+            triton.InferRequestedOutput("probabilities", binary_data=binary),
+            triton.InferRequestedOutput("label", binary_data=binary),
+        ]
+        result = client.infer("digits", [tensor], outputs=outputs, request_id="r1")
+        probs = result.as_numpy("probabilities")
+        want = Predictor(repository.get("digits").predictor.package).predict_proba(raw)
+        np.testing.assert_allclose(probs, want, atol=1e-6)
+        labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
+        assert labels == [repository.get("digits").predictor.labels[i] for i in want.argmax(1)]
+        assert result.get_response()["id"] == "r1"
+
+        # a table: one tensor per column; pinned version
+        frame = cancer_splits.test.X.iloc[:5]
+        columns = []
+        for column in frame.columns:
+            t = triton.InferInput(column, [len(frame)], "FP64")
+            t.set_data_from_numpy(frame[column].to_numpy(np.float64), binary_data=binary)
+            columns.append(t)
+        result = client.infer("cancer", columns, model_version="1")
+        want = Predictor(repository.get("cancer").predictor.package).predict_proba(frame)
+        np.testing.assert_allclose(result.as_numpy("probabilities"), want, atol=1e-6)
+    finally:
+        client.close()
+
+
+def test_requests_are_batched_together(digits_package, digits_splits):
+    server, repository = _start(
+        [f"digits={digits_package}"], BatchSettings(max_batch_size=32, max_queue_delay_ms=50)
+    )
+    try:
+        image = digits_splits.test.X[0][:, :, 0].tolist()
+
+        def one(_: int) -> int:
+            return _post(server, "/v1/models/digits/predict", {"inputs": [image]})[0]
+
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(one, range(48)))
+        assert codes == [200] * 48
+        stats = repository.get("digits").batcher.stats
+        assert stats.items == 48 and stats.largest > 1 and stats.batches < 48
+        with urllib.request.urlopen(f"http://{server.url}/metrics") as reply:
+            text = reply.read().decode()
+        assert f'tuneserve_batch_size_count{{model="digits"}} {float(stats.batches)}' in text
+        assert 'tuneserve_requests_total{api="v1",code="200",model="digits"} 48.0' in text
+        assert 'tuneserve_loaded_version{current="true",model="digits",version="1"} 1.0' in text
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "message"),
+    [
+        ("/v1/models/nope/predict", {"inputs": ["x"]}, {}, 404, "served: cancer, digits"),
+        ("/v1/models/reviews/predict", {"inputs": []}, {}, 400, "at least one input"),
+        ("/v1/models/reviews/predict", b"{not json", {}, 400, "not valid JSON"),
+        ("/v1/models/digits/predict", {"inputs": ["%%%"]}, {}, 400, "not base64"),
+        ("/v1/models/cancer/predict", {"inputs": [{"mean radius": "abc"}]}, {}, 400, "row 0"),
+        ("/v1/models/reviews/predict", {"inputs": ["x"] * 301}, {}, 400, "limit is 300"),
+        ("/v2/models/digits/infer", b"[]", {}, 400, "non-empty"),
+        ("/v2/models/digits/infer", {"inputs": [{"name": "image"}]}, {}, 400, "datatype"),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
+            {},
+            400,
+            "holds 2 elements but 1",
+        ),
+        (
+            "/v2/models/digits/infer",
+            b'{"inputs":[{"name":"image","shape":[1],"datatype":"BYTES",'
+            b'"parameters":{"binary_data_size":9}}]}abc',
+            {"Inference-Header-Content-Length": "96"},
+            400,
+            "binary_data_size 9 does not fit",
+        ),
+        (
+            "/v2/models/cancer/infer",
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]},
+            {},
+            400,
+            "one tensor per column; missing",
+        ),
+        ("/v2/models/digits/versions/7/infer", {"inputs": []}, {}, 404, "no loaded version '7'"),
+        ("/v1/models/reviews/predict", b"x" * 2_000_001, {}, 413, "over the limit"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_an_error(served, path, body, headers, status, message):
+    server, _ = served
+    if path.startswith("/v1/models/nope"):
+        message = "served: cancer, digits, reviews"
+    code, payload, _ = _post(server, path, body, headers)
+    assert code == status, payload
+    assert set(payload) == {"error"} and message in payload["error"]
+
+
+def test_openapi_repository_api_and_health(served):
+    server, _ = served
+    with urllib.request.urlopen(f"http://{server.url}/openapi.json") as reply:
+        spec = json.loads(reply.read())
+    for path in (
+        "/v1/models/{name}/predict",
+        "/v2/models/{name}/infer",
+        "/v2/health/ready",
+        "/v2/repository/models/{name}/load",
+        "/metrics",
+    ):
+        assert path in spec["paths"], path
+    code, body, _ = _post(server, "/v2/repository/index", b"")
+    assert code == 200
+    assert {m["name"] for m in body} == {"digits", "cancer", "reviews"}
+    assert _post(server, "/v2/repository/models/reviews/unload", b"")[0] == 200
+    assert _post(server, "/v1/models/reviews/predict", {"inputs": ["x"]})[0] == 404
+    assert _post(server, "/v2/repository/models/reviews/load", b"")[1]["loaded"] is True
+    assert _post(server, "/v1/models/reviews/predict", {"inputs": ["x"]})[0] == 200
+
+
+def test_full_queue_pushes_back_with_retry_after():
+    import asyncio
+
+    from tuneserve.serving import Batcher, QueueFullError
+
+    def slow(items):
+        time.sleep(0.2)
+        return np.zeros((len(items), 1))
+
+    async def scenario() -> None:
+        batcher = Batcher(slow, max_batch_size=1, max_queue_delay_ms=0, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit([1]))
+        second = asyncio.ensure_future(batcher.submit([2]))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError, match="limit 2"):
+            await batcher.submit([3])
+        assert (await first).shape == (1, 1) and (await second).shape == (1, 1)
+
+    asyncio.run(scenario())
+
+
+def test_the_server_never_imports_torch(digits_package):
+    code = (
+        "import sys\n"
+        "from tuneserve.serving import ModelSpec, Repository, create_app\n"
+        f"r = Repository([ModelSpec.parse({str(digits_package)!r})]); r.load_all()\n"
+        "create_app(r)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
