@@ -287,3 +287,41 @@ def test_the_server_never_imports_torch(digits_package):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_api_keys_and_scopes(digits_package, digits_splits):
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from tuneserve.serving.auth import parse_keys
+
+    keys = parse_keys(["reader-key-1:predict", "admin-key-1:admin"])
+    repository = Repository([ModelSpec.parse(f"digits={digits_package}")])
+    repository.load_all()
+    server = _Server(create_app(repository, api_keys=keys))
+    try:
+        request = {"inputs": [digits_splits.test.X[0][:, :, 0].tolist()]}
+        path = "/v1/models/digits/predict"
+        code, body, headers = _post(server, path, request)
+        assert code == 401 and "API key is needed" in body["error"]
+        assert headers["www-authenticate"] == "Bearer"
+        assert _post(server, path, request, {"Authorization": "Bearer wrong-key-0"})[0] == 401
+        assert _post(server, path, request, {"Authorization": "Bearer reader-key-1"})[0] == 200
+        assert _post(server, path, request, {"X-API-Key": "admin-key-1"})[0] == 200
+        unload = "/v2/repository/models/digits/unload"
+        code, body, _ = _post(server, unload, b"", {"X-API-Key": "reader-key-1"})
+        assert code == 403 and "lacks the 'admin' scope" in body["error"]
+        with urllib.request.urlopen(f"http://{server.url}/v2/health/ready") as reply:
+            assert reply.status == 200  # probes need no key
+        client = triton.InferenceServerClient(server.url)
+        try:
+            with pytest.raises(InferenceServerException, match="API key is needed"):
+                client.get_model_metadata("digits")
+            meta = client.get_model_metadata("digits", headers={"X-API-Key": "reader-key-1"})
+            assert meta["name"] == "digits"
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    with pytest.raises(Exception, match="KEY:SCOPE"):
+        parse_keys(["no-scope-given"])

@@ -22,11 +22,19 @@ def serve(
     max_items: int = typer.Option(1024, "--max-items", min=1, help="Inputs per request."),
     timeout_s: float = typer.Option(30.0, "--timeout", min=0.001, help="Seconds per request."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads."),
+    api_key: list[str] = typer.Option(
+        [],
+        "--api-key",
+        help="KEY:SCOPE (predict or admin); repeat. Also TUNESERVE_API_KEYS. None: open.",
+    ),
 ) -> None:
     """Serve packages over HTTP: simple JSON (/v1) and the Open Inference Protocol (/v2)."""
     import uvicorn
 
     from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
+    from tuneserve.serving.auth import parse_keys
+
+    keys = parse_keys(api_key)
 
     repository = Repository(
         [ModelSpec.parse(m) for m in model],
@@ -34,7 +42,8 @@ def serve(
         intra_op_threads=threads,
     )
     repository.load_all()
-    app = create_app(repository, Limits(int(max_body_mb * 1024 * 1024), max_items, timeout_s))
+    limits = Limits(int(max_body_mb * 1024 * 1024), max_items, timeout_s)
+    app = create_app(repository, limits, keys)
     for name in repository.names:
         served = repository.get(name)
         typer.echo(f"serving {name} version {served.version} from {served.source}")

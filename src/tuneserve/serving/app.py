@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tuneserve._version import __version__
 from tuneserve.exceptions import InvalidInputError, NotFoundError, TuneserveError
 
-from . import oip
+from . import auth, oip
 from .batcher import QueueFullError
 from .repository import Repository, ServedModel
 
@@ -93,9 +93,15 @@ def _status(exc: Exception) -> int:
     return 400
 
 
-def create_app(repository: Repository, limits: Limits | None = None) -> FastAPI:
-    """The ASGI app serving ``repository`` (its models already loaded)."""
+def create_app(
+    repository: Repository,
+    limits: Limits | None = None,
+    api_keys: dict[str, str] | None = None,
+) -> FastAPI:
+    """The ASGI app serving ``repository`` (its models already loaded). ``api_keys``
+    ({key: scope}, see :mod:`tuneserve.serving.auth`) turns authentication on."""
     limits = limits or Limits()
+    keys = dict(api_keys or {})
     metrics = _Metrics()
     repository.on_batch = metrics.on_batch
     app = FastAPI(
@@ -118,6 +124,17 @@ def create_app(repository: Repository, limits: Limits | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
+        scope = auth.needed_scope(request.method, request.url.path) if keys else None
+        if scope is not None:
+            status = auth.check(keys, auth.presented_key(dict(request.headers)), scope)
+            if status == 401:
+                return _error(
+                    401,
+                    "an API key is needed: send Authorization: Bearer KEY (or X-API-Key)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            if status == 403:
+                return _error(403, f"this API key lacks the {scope!r} scope")
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
             return _error(
