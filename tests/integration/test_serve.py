@@ -325,3 +325,75 @@ def test_api_keys_and_scopes(digits_package, digits_splits):
         server.stop()
     with pytest.raises(Exception, match="KEY:SCOPE"):
         parse_keys(["no-scope-given"])
+
+
+def test_alias_moves_are_followed_without_dropping_requests(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tuneserve.registry import Registry
+    from tuneserve.training import train
+
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    registry = Registry()
+    for seed in (0, 1, 2):
+        path = train("iris", tmp_path / f"v{seed}", backbone="logreg", seed=seed).package.path
+        registry.register(path, "iris")
+    registry.promote("iris", 1)
+    registry.set_alias("iris", "challenger", 1)
+    specs = [ModelSpec.parse("iris"), ModelSpec.parse("iris-canary=iris@challenger")]
+    repository = Repository(specs, BatchSettings(max_batch_size=16, max_queue_delay_ms=1))
+    repository.load_all()
+    server = _Server(create_app(repository, watch_interval=0.05))
+    row = {
+        "sepal length (cm)": 5.9,
+        "sepal width (cm)": 3.0,
+        "petal length (cm)": 4.2,
+        "petal width (cm)": 1.5,
+    }
+    codes: list[int] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            code, body, _ = _post(server, "/v1/models/iris/predict", {"inputs": [row]})
+            codes.append(code)
+            if code == 200:
+                seen.add(body["version"])
+
+    clients = [threading.Thread(target=load) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        for i in range(20):  # 20 swaps under continuous load
+            target = "2" if i % 2 == 0 else "1"
+            registry.promote("iris", target)
+            deadline = time.monotonic() + 30
+            while repository.current["iris"] != target:
+                assert time.monotonic() < deadline, f"swap {i} to {target} did not happen"
+                time.sleep(0.02)
+        assert repository.swaps == 20
+
+        # a version that does not load is not swapped in; the old one keeps serving
+        stored = Path(registry.version("iris/3").source.removeprefix("file://"))
+        (stored / "model.onnx").write_bytes(b"broken")
+        registry.set_alias("iris", "challenger", 3)
+        deadline = time.monotonic() + 30
+        while not repository.errors.get("iris-canary"):
+            assert time.monotonic() < deadline, "the failed load was not reported"
+            time.sleep(0.02)
+        assert repository.current["iris-canary"] == "1"
+        assert _post(server, "/v1/models/iris-canary/predict", {"inputs": [row]})[0] == 200
+        index = {m["name"]: m for m in _post(server, "/v2/repository/index", b"")[1]}
+        assert "checksum" in index["iris-canary"]["reason"].lower()
+        with urllib.request.urlopen(f"http://{server.url}/metrics") as reply:
+            text = reply.read().decode()
+        assert 'tuneserve_model_load_error{model="iris-canary"} 1.0' in text
+        assert 'tuneserve_model_swaps_total{model="iris"} 20.0' in text
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(timeout=30)
+        server.stop()
+    assert codes and set(codes) == {200}, f"{len(codes) - codes.count(200)} requests failed"
+    assert seen == {"1", "2"}

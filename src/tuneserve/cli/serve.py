@@ -22,6 +22,13 @@ def serve(
     max_items: int = typer.Option(1024, "--max-items", min=1, help="Inputs per request."),
     timeout_s: float = typer.Option(30.0, "--timeout", min=0.001, help="Seconds per request."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads."),
+    watch: float = typer.Option(
+        5.0,
+        "--watch",
+        min=0.0,
+        help="Seconds between checks of registry aliases (0: off). When an alias moves, the "
+        "new version is loaded, warmed up and swapped in without dropping requests.",
+    ),
     api_key: list[str] = typer.Option(
         [],
         "--api-key",
@@ -43,7 +50,7 @@ def serve(
     )
     repository.load_all()
     limits = Limits(int(max_body_mb * 1024 * 1024), max_items, timeout_s)
-    app = create_app(repository, limits, keys)
+    app = create_app(repository, limits, keys, watch_interval=watch or None)
     for name in repository.names:
         served = repository.get(name)
         typer.echo(f"serving {name} version {served.version} from {served.source}")

@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,18 @@ class _Metrics:
             registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
+        self.load_error = Gauge(
+            "tuneserve_model_load_error",
+            "1 while the version a model's alias points at fails to load (the old serves)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.swaps = Counter(
+            "tuneserve_model_swaps",
+            "Versions swapped in by the alias watcher",
+            ["model"],
+            registry=self.registry,
+        )
         self.loaded = Gauge(
             "tuneserve_loaded_version",
             "1 for each loaded version; current marks the version requests get",
@@ -97,14 +111,38 @@ def create_app(
     repository: Repository,
     limits: Limits | None = None,
     api_keys: dict[str, str] | None = None,
+    watch_interval: float | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``repository`` (its models already loaded). ``api_keys``
-    ({key: scope}, see :mod:`tuneserve.serving.auth`) turns authentication on."""
+    ({key: scope}, see :mod:`tuneserve.serving.auth`) turns authentication on. With
+    ``watch_interval`` (seconds), registry aliases are followed: when one moves, the new
+    version is loaded, warmed up and swapped in; one that fails to load is not."""
     limits = limits or Limits()
     keys = dict(api_keys or {})
     metrics = _Metrics()
     repository.on_batch = metrics.on_batch
+
+    async def watch() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(watch_interval or 1.0)
+            for name in list(repository.specs):
+                if name not in repository.current:  # unloaded by the API: stays unloaded
+                    continue
+                if await loop.run_in_executor(None, repository.refresh, name):
+                    metrics.swaps.labels(name).inc()
+                    refresh_loaded()
+                metrics.load_error.labels(name).set(1 if repository.errors.get(name) else 0)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(watch()) if watch_interval else None
+        yield
+        if task is not None:
+            task.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="tuneserve",
         version=__version__,
         description="Predictions from tuneserve packages: simple JSON and the Open Inference "
@@ -336,9 +374,12 @@ def create_app(
     @app.post("/v2/repository/index", summary="Model repository index")
     async def repository_index() -> list[dict[str, Any]]:
         return [
-            {"name": n, "version": repository.current.get(n, ""), "state": "READY"}
-            if n in repository.current
-            else {"name": n, "version": "", "state": "UNAVAILABLE"}
+            {
+                "name": n,
+                "version": repository.current.get(n, ""),
+                "state": "READY" if n in repository.current else "UNAVAILABLE",
+                "reason": repository.errors.get(n) or "",
+            }
             for n in sorted(repository.specs)
         ]
 

@@ -83,8 +83,12 @@ class Repository:
         self.intra_op_threads = intra_op_threads
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         self._lock = threading.Lock()
+        self._loading = threading.Lock()  # one load or reload at a time
         self.versions: dict[str, dict[str, ServedModel]] = {}
         self.current: dict[str, str] = {}
+        #: Swaps done by :meth:`refresh`, and the last load error per model (None: fine).
+        self.swaps = 0
+        self.errors: dict[str, str | None] = {}
 
     def load_all(self) -> None:
         for name in self.specs:
@@ -101,14 +105,50 @@ class Repository:
         return version.version, registry.resolve(f"{version.name}/{version.version}")
 
     def load(self, name: str) -> ServedModel:
-        """Load the version ``name``'s spec points at now and make it current."""
+        """Load the version ``name``'s spec points at now, warm it up and make it current
+        (one atomic swap). If it fails to load, the current version stays and the error is
+        kept in :attr:`errors`."""
         spec = self.specs.get(name)
         if spec is None:
             raise NotFoundError(f"model {name!r} is not configured; configured: {self.listed}")
+        with self._loading:
+            try:
+                served = self._load(name, spec)
+            except Exception as exc:
+                self.errors[name] = f"{type(exc).__name__}: {exc}"
+                raise
+            self.errors[name] = None
+            return served
+
+    def refresh(self, name: str) -> bool:
+        """Follow ``name``'s alias: load and swap in the version it points at now, if that
+        changed. True when a new version was swapped in; a failure leaves the old one
+        serving (the error is in :attr:`errors`)."""
+        spec = self.specs[name]
+        if spec.ref is None:
+            return False
+        from tuneserve.registry import Registry
+
+        try:
+            wanted = Registry().version(spec.ref).version
+        except Exception as exc:
+            self.errors[name] = f"{type(exc).__name__}: {exc}"
+            return False
+        if wanted == self.current.get(name):
+            return False
+        try:
+            self.load(name)
+        except Exception:
+            return False
+        self.swaps += 1
+        return True
+
+    def _load(self, name: str, spec: ModelSpec) -> ServedModel:
         version, path = self._resolve(spec)
         existing = self.versions.get(name, {}).get(version)
         if existing is None:
             predictor = Predictor(path, intra_op_threads=self.intra_op_threads)
+            predictor.run([warm_up_input(predictor)])  # the first real request is not slow
 
             def observe(size: int, waits: list[float], _n: str = name) -> None:
                 if self.on_batch:
@@ -197,3 +237,18 @@ class Repository:
                 "labels": m.label_names,
             },
         }
+
+
+def warm_up_input(predictor: Predictor) -> Any:
+    """One valid raw input for a package, built from its input schema."""
+    schema = predictor.manifest.input_schema
+    if schema["type"] == "text":
+        return "warm up"
+    if schema["type"] == "image":
+        import numpy as np
+
+        return np.zeros((schema["height"], schema["width"], schema["channels"]), np.float32)
+    return {
+        c["name"]: (c.get("categories") or [""])[0] if c["type"] == "string" else 0.0
+        for c in schema["columns"]
+    }
