@@ -397,3 +397,51 @@ def test_alias_moves_are_followed_without_dropping_requests(tmp_path, monkeypatc
         server.stop()
     assert codes and set(codes) == {200}, f"{len(codes) - codes.count(200)} requests failed"
     assert seen == {"1", "2"}
+
+
+def test_canary_and_shadow_traffic(tmp_path, monkeypatch):
+    import random
+
+    from tuneserve.registry import Registry
+    from tuneserve.serving import Traffic
+    from tuneserve.training import train
+
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    registry = Registry()
+    for seed in (0, 1):
+        path = train("iris", tmp_path / f"v{seed}", backbone="mlp", seed=seed).package.path
+        registry.register(path, "iris")
+    registry.promote("iris", 1)
+    registry.set_alias("iris", "challenger", 2)
+    traffic = Traffic.parse(["iris:30"], ["iris"])
+    specs = [ModelSpec.parse("iris")]
+    repository = Repository(specs + traffic.companions(specs))
+    repository.load_all()
+    assert repository.get("iris:challenger").version == "2"
+    server = _Server(create_app(repository, traffic=traffic))
+    random.seed(0)
+    row = [5.9, 3.0, 4.2, 1.5]
+    try:
+        versions = [
+            _post(server, "/v1/models/iris/predict", {"inputs": [row]})[1]["version"]
+            for _ in range(200)
+        ]
+        canary = versions.count("2")
+        assert 30 <= canary <= 90, canary  # about 30% of 200
+        assert set(versions) == {"1", "2"}
+        time.sleep(0.5)  # the shadow calls run after the answers
+        with urllib.request.urlopen(f"http://{server.url}/metrics") as reply:
+            text = reply.read().decode()
+        assert f'tuneserve_routed_total{{model="iris",route="canary"}} {float(canary)}' in text
+        mirrored = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tuneserve_shadow_items_total") and 'model="iris"' in line
+        )
+        assert mirrored == 200  # every item mirrored once, agree or disagree
+    finally:
+        server.stop()
+    with pytest.raises(Exception, match="MODEL:PERCENT"):
+        Traffic.parse(["iris:150"], [])
+    with pytest.raises(Exception, match="package folder"):
+        Traffic.parse([], ["x"]).companions([ModelSpec(name="x", path=tmp_path)])

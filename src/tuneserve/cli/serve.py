@@ -29,6 +29,12 @@ def serve(
         help="Seconds between checks of registry aliases (0: off). When an alias moves, the "
         "new version is loaded, warmed up and swapped in without dropping requests.",
     ),
+    canary: list[str] = typer.Option(
+        [], "--canary", help="MODEL:PERCENT of MODEL's requests answered by its challenger."
+    ),
+    shadow: list[str] = typer.Option(
+        [], "--shadow", help="MODEL: mirror its requests to its challenger and compare."
+    ),
     api_key: list[str] = typer.Option(
         [],
         "--api-key",
@@ -40,17 +46,20 @@ def serve(
 
     from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
     from tuneserve.serving.auth import parse_keys
+    from tuneserve.serving.traffic import Traffic
 
     keys = parse_keys(api_key)
 
+    specs = [ModelSpec.parse(m) for m in model]
+    traffic = Traffic.parse(canary, shadow)
     repository = Repository(
-        [ModelSpec.parse(m) for m in model],
+        specs + traffic.companions(specs),
         BatchSettings(max_batch_size, max_queue_delay_ms, max_queue),
         intra_op_threads=threads,
     )
     repository.load_all()
     limits = Limits(int(max_body_mb * 1024 * 1024), max_items, timeout_s)
-    app = create_app(repository, limits, keys, watch_interval=watch or None)
+    app = create_app(repository, limits, keys, watch_interval=watch or None, traffic=traffic)
     for name in repository.names:
         served = repository.get(name)
         typer.echo(f"serving {name} version {served.version} from {served.source}")

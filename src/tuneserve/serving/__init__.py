@@ -4,6 +4,7 @@ batching per model, Prometheus metrics and an OpenAPI document. Never imports to
 from .app import Limits, create_app
 from .batcher import Batcher, QueueFullError
 from .repository import BatchSettings, ModelSpec, Repository, ServedModel
+from .traffic import Traffic
 
 __all__ = [
     "BatchSettings",
@@ -13,5 +14,6 @@ __all__ = [
     "QueueFullError",
     "Repository",
     "ServedModel",
+    "Traffic",
     "create_app",
 ]

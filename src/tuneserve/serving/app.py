@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from tuneserve.exceptions import InvalidInputError, NotFoundError, TuneserveErro
 from . import auth, oip
 from .batcher import QueueFullError
 from .repository import Repository, ServedModel
+from .traffic import Traffic, companion
 
 
 @dataclass
@@ -82,6 +84,18 @@ class _Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.routed = Counter(
+            "tuneserve_routed",
+            "Requests of canary models by route (primary or canary)",
+            ["model", "route"],
+            registry=self.registry,
+        )
+        self.shadow = Counter(
+            "tuneserve_shadow_items",
+            "Items mirrored to the challenger, by outcome (agree, disagree, error)",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
         self.loaded = Gauge(
             "tuneserve_loaded_version",
             "1 for each loaded version; current marks the version requests get",
@@ -112,6 +126,7 @@ def create_app(
     limits: Limits | None = None,
     api_keys: dict[str, str] | None = None,
     watch_interval: float | None = None,
+    traffic: Traffic | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``repository`` (its models already loaded). ``api_keys``
     ({key: scope}, see :mod:`tuneserve.serving.auth`) turns authentication on. With
@@ -119,7 +134,9 @@ def create_app(
     version is loaded, warmed up and swapped in; one that fails to load is not."""
     limits = limits or Limits()
     keys = dict(api_keys or {})
+    traffic = traffic or Traffic()
     metrics = _Metrics()
+    background: set[asyncio.Task[None]] = set()
     repository.on_batch = metrics.on_batch
 
     async def watch() -> None:
@@ -224,6 +241,42 @@ def create_app(
             metrics.requests.labels(model.name, api, code).inc()
             metrics.latency.labels(model.name, api).observe(time.perf_counter() - start)
 
+    def route(name: str, version: str | None) -> ServedModel:
+        """The model that answers: the challenger for a canary's share, else ``name``."""
+        if version is None and name in traffic.canary:
+            if random.random() * 100 < traffic.canary[name]:
+                try:
+                    chosen = repository.get(companion(name))
+                except NotFoundError:
+                    pass
+                else:
+                    metrics.routed.labels(name, "canary").inc()
+                    return chosen
+            metrics.routed.labels(name, "primary").inc()
+        return repository.get(name, version)
+
+    def mirror(name: str, inputs: list[Any], answer: np.ndarray) -> None:
+        """Send the request to the challenger too; compare, never answer with it."""
+        if name not in traffic.shadow:
+            return
+
+        async def run() -> None:
+            try:
+                other = await repository.get(companion(name)).batcher.submit(inputs)
+            except Exception:
+                metrics.shadow.labels(name, "error").inc(len(inputs))
+                return
+            if answer.ndim == 2 and other.ndim == 2 and answer.shape == other.shape:
+                same = int((answer.argmax(1) == other.argmax(1)).sum())
+            else:
+                same = int(np.isclose(answer, other, rtol=1e-3, atol=1e-6).sum())
+            metrics.shadow.labels(name, "agree").inc(same)
+            metrics.shadow.labels(name, "disagree").inc(len(inputs) - same)
+
+        task = asyncio.get_running_loop().create_task(run())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
     @app.exception_handler(TimeoutError)
     async def timeout_error(request: Request, exc: TimeoutError) -> JSONResponse:
         return _error(504, f"the request took longer than {limits.timeout_s} s")
@@ -274,14 +327,15 @@ def create_app(
         if not isinstance(inputs, list) or not inputs:
             raise InvalidInputError('send {"inputs": [...]} with at least one input')
         version = payload.get("version")
-        model = repository.get(name, str(version) if version is not None else None)
+        model = route(name, str(version) if version is not None else None)
         modality = model.predictor.manifest.modality
         if modality == "image":
             inputs = [_image_input(x, i) for i, x in enumerate(inputs)]
         out = await predict(model, inputs, "v1")
+        mirror(name, inputs, out)
         predictions = model.predictor.decode(out)
         return {
-            "model": model.name,
+            "model": name,
             "version": model.version,
             "predictions": [p.to_dict() for p in predictions],
         }
@@ -342,13 +396,14 @@ def create_app(
     }
 
     async def infer(name: str, version: str | None, request: Request) -> Response:
-        model = repository.get(name, version)
+        model = route(name, version)
         parsed = oip.parse_request(await body_of(request), request.headers.get(oip.HEADER))
         inputs = oip.to_inputs(parsed, model.predictor.manifest.modality, model.columns)
         out = await predict(model, inputs, "v2")
+        mirror(name, inputs, out)
         m = model.predictor.manifest
         tensors = oip.outputs_for(m.task, m.label_names, out)
-        body, header = oip.encode_response(model.name, model.version, parsed, tensors)
+        body, header = oip.encode_response(name, model.version, parsed, tensors)
         if header is None:
             return Response(body, media_type="application/json")
         return Response(
