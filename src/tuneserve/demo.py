@@ -4,7 +4,8 @@ Trains the built-in CNN on scikit-learn's digits, writes a package, predicts tes
 saved as PNG files through the torch-free runtime, and reports test accuracy; then does the
 same for logistic regression on breast_cancer; shows transfer learning (digits 0-4 ->
 5-9 from 10 images per class); registers the fine-tuned package in the MLflow registry and
-promotes it to champion. Later stages extend it.
+promotes it to champion; serves the champion over HTTP and calls it (simple JSON and the
+Open Inference Protocol). Later stages extend it.
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 
     con.print(f"store: {registry.store.uri}")
     con.print(f"models:/digits-5-9@champion -> {resolved} (checksums verified)")
     con.print(f"[bold]champion test accuracy (runtime): {served:.4f}[/bold]")
+
+    con.rule("[bold]8. serving: the champion over HTTP (simple JSON and OIP)")
+    from tuneserve.demo_serve import serve_and_call
+
+    serve_and_call(con, out, "digits-5-9", transfer_test.X[0])
 
     con.rule("[bold]next")
     con.print(f"tuneserve package show {cnn_dir}")

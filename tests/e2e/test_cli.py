@@ -166,6 +166,12 @@ def test_demo_runs_end_to_end(tmp_path, epochs, monkeypatch):
     assert served == pytest.approx(tuned)
     shown = json.loads(tuneserve("registry", "show", "digits-5-9@champion", "--json").stdout)
     assert shown[0]["version"] == 1 and shown[0]["aliases"] == ["champion"]
+    # the demo served the champion, called it, and printed commands that work
+    assert "simple JSON  -> " in out and "Open Inference Protocol -> " in out
+    assert "server stopped cleanly" in out  # no terminal: it does not keep serving
+    commands = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(("curl", "python"))]
+    assert len(commands) == 3
+    _check_printed_commands(commands, out)
 
 
 def test_text_package_refuses_paths_and_bad_files(text_package, tmp_path):
@@ -446,3 +452,43 @@ def test_serve_a_registered_champion(tmp_path, monkeypatch):
         proc.send_signal(signal.SIGINT)  # graceful shutdown
         out, _ = proc.communicate(timeout=60)
     assert "serving iris version 1 from iris" in out
+
+
+def _check_printed_commands(commands: list[str], out: str) -> None:
+    """Serve the demo's champion again and run the curl and tritonclient lines it printed."""
+    import re
+    import shlex
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--model", "digits-5-9", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**__import__("os").environ},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready"):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.3)
+        expected = out.split("simple JSON  -> ")[1].split()[0]
+        for line in commands:
+            line = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", line)
+            if line.startswith("python"):
+                line = line.replace("python", sys.executable, 1)
+            result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, (line, result.stderr)
+            assert expected in result.stdout, (line, result.stdout)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
