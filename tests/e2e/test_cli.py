@@ -492,3 +492,42 @@ def _check_printed_commands(commands: list[str], out: str) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
+
+
+def test_serve_with_several_worker_processes(tmp_path, cancer_package, cancer_splits):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "serve", "-m", f"cancer={cancer_package}", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**__import__("os").environ},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        workers: set[str] = set()
+        rows = cancer_splits.test.X.iloc[:2].to_dict("records")
+        while len(workers) < 2:
+            assert time.monotonic() < deadline, f"saw workers {workers} only"
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/models/cancer/predict",
+                data=json.dumps({"inputs": rows}).encode(),
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    assert reply.status == 200
+                    workers.add(reply.headers["X-Tuneserve-Worker"])
+            except OSError:
+                assert proc.poll() is None, "the server exited"
+                time.sleep(0.3)
+        assert str(proc.pid) not in workers  # answered by the worker processes
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)

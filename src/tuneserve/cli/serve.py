@@ -35,6 +35,7 @@ def serve(
     shadow: list[str] = typer.Option(
         [], "--shadow", help="MODEL: mirror its requests to its challenger and compare."
     ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes."),
     api_key: list[str] = typer.Option(
         [],
         "--api-key",
@@ -42,26 +43,46 @@ def serve(
     ),
 ) -> None:
     """Serve packages over HTTP: simple JSON (/v1) and the Open Inference Protocol (/v2)."""
+    import os
+
     import uvicorn
 
-    from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
-    from tuneserve.serving.auth import parse_keys
-    from tuneserve.serving.traffic import Traffic
+    from tuneserve.serving.config import ENV, ServeConfig, build_app
 
-    keys = parse_keys(api_key)
-
-    specs = [ModelSpec.parse(m) for m in model]
-    traffic = Traffic.parse(canary, shadow)
-    repository = Repository(
-        specs + traffic.companions(specs),
-        BatchSettings(max_batch_size, max_queue_delay_ms, max_queue),
-        intra_op_threads=threads,
+    config = ServeConfig(
+        models=model,
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms,
+        max_queue=max_queue,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_items=max_items,
+        timeout_s=timeout_s,
+        threads=threads,
+        watch=watch,
+        canary=canary,
+        shadow=shadow,
+        api_keys=api_key,
     )
-    repository.load_all()
-    limits = Limits(int(max_body_mb * 1024 * 1024), max_items, timeout_s)
-    app = create_app(repository, limits, keys, watch_interval=watch or None, traffic=traffic)
+    app = build_app(config)  # every model must load before the server starts
+    repository = app.state.repository
     for name in repository.names:
         served = repository.get(name)
         typer.echo(f"serving {name} version {served.version} from {served.source}")
     typer.echo(f"http://{host}:{port}/docs for the OpenAPI document; Ctrl-C stops")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    common: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
+        return
+    os.environ[ENV] = config.to_json()  # each worker process builds its own app from it
+    typer.echo(f"{workers} worker processes (each loads the models and batches on its own)")
+    uvicorn.run(
+        "tuneserve.serving.config:app_from_env",
+        factory=True,
+        workers=workers,
+        **common,  # type: ignore[arg-type]
+    )

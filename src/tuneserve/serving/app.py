@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -178,7 +179,7 @@ def create_app(
     refresh_loaded()
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
+    async def authenticate(request: Request, call_next: Any) -> Any:
         scope = auth.needed_scope(request.method, request.url.path) if keys else None
         if scope is not None:
             status = auth.check(keys, auth.presented_key(dict(request.headers)), scope)
@@ -190,6 +191,14 @@ def create_app(
                 )
             if status == 403:
                 return _error(403, f"this API key lacks the {scope!r} scope")
+        response = await call_next(request)
+        response.headers["X-Tuneserve-Worker"] = worker
+        return response
+
+    worker = str(os.getpid())
+
+    @app.middleware("http")
+    async def limit_size(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
             return _error(
