@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ def tuneserve(*args: str, check: bool = True, timeout: float = 300) -> subproces
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**__import__("os").environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
     if check:
         assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -237,7 +240,7 @@ def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, **env_home},
+        env={**os.environ, **env_home},
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -367,167 +370,105 @@ def test_registry_from_the_cli(tmp_path, monkeypatch):
     assert_one_line_error(proc, "has no version 5; its versions: 1, 2")
 
 
-def test_ui_serves_the_mlflow_ui_on_the_store(tmp_path, monkeypatch):
-    import socket
-    import time
-    import urllib.request
-
-    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [*CLI, "ui", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**__import__("os").environ},
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
-                    assert reply.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the MLflow UI did not start in 90 s"
-                time.sleep(0.5)
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            assert reply.status == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout:
-            proc.stdout.close()
-
-
-def test_serve_a_registered_champion(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _running(*args: str, ready: str = "/v2/health/ready", seconds: float = 90) -> Iterator[dict]:
+    """Run a ``tuneserve`` server command on a free port until it answers ``ready``;
+    stop it with Ctrl-C (SIGINT) afterwards. Yields {"port", "proc"}; "out" (its stdout)
+    is filled in once it has stopped."""
     import signal
     import socket
     import time
     import urllib.request
 
-    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
-    tuneserve("train", "iris", "--out", str(tmp_path / "iris"), "-b", "logreg")
-    tuneserve("registry", "register", str(tmp_path / "iris"), "--name", "iris")
-    tuneserve("registry", "promote", "iris", "1")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [*CLI, "serve", "--model", "iris", "--port", str(port)],
+        [*CLI, *args, "--port", str(port)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        env={**__import__("os").environ},
+        env={**os.environ},
     )
+    state: dict = {"port": port, "proc": proc, "out": ""}
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + seconds
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready") as r:
-                    assert r.status == 200
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2):
                     break
             except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the server did not start in 60 s"
+                assert proc.poll() is None, f"{args[0]} exited before it was ready"
+                assert time.monotonic() < deadline, f"{args[0]} not ready in {seconds} s"
                 time.sleep(0.3)
-        row = {
-            "sepal length (cm)": 5.1,
-            "sepal width (cm)": 3.5,
-            "petal length (cm)": 1.4,
-            "petal width (cm)": 0.2,
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/models/iris/predict",
-            data=json.dumps({"inputs": [row]}).encode(),
-            method="POST",
-        )
-        with urllib.request.urlopen(request) as reply:
-            body = json.loads(reply.read())
-        assert body["version"] == "1" and body["predictions"][0]["label"] == "setosa"
+        yield state
     finally:
         proc.send_signal(signal.SIGINT)  # graceful shutdown
-        out, _ = proc.communicate(timeout=60)
-    assert "serving iris version 1 from iris" in out
+        state["out"], _ = proc.communicate(timeout=60)
+
+
+def _post_json(url: str, body: dict) -> tuple[dict, dict]:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read()), dict(reply.headers)
+
+
+def test_ui_serves_the_mlflow_ui_on_the_store(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    with _running("ui", ready="/") as server:
+        url = f"http://127.0.0.1:{server['port']}/api/2.0/mlflow/experiments/search"
+        with urllib.request.urlopen(url + "?max_results=5", timeout=5) as reply:
+            assert reply.status == 200
+
+
+def test_serve_a_registered_champion(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    tuneserve("train", "iris", "--out", str(tmp_path / "iris"), "-b", "logreg")
+    tuneserve("registry", "register", str(tmp_path / "iris"), "--name", "iris")
+    tuneserve("registry", "promote", "iris", "1")
+    row = {
+        "sepal length (cm)": 5.1,
+        "sepal width (cm)": 3.5,
+        "petal length (cm)": 1.4,
+        "petal width (cm)": 0.2,
+    }
+    with _running("serve", "--model", "iris") as server:
+        url = f"http://127.0.0.1:{server['port']}/v1/models/iris/predict"
+        body, _ = _post_json(url, {"inputs": [row]})
+        assert body["version"] == "1" and body["predictions"][0]["label"] == "setosa"
+    assert "serving iris version 1 from iris" in server["out"]
 
 
 def _check_printed_commands(commands: list[str], out: str) -> None:
     """Serve the demo's champion again and run the curl and tritonclient lines it printed."""
     import re
     import shlex
-    import signal
-    import socket
-    import time
-    import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--model", "digits-5-9", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**__import__("os").environ},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready"):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.3)
-        expected = out.split("simple JSON  -> ")[1].split()[0]
+    expected = out.split("simple JSON  -> ")[1].split()[0]
+    with _running("serve", "--model", "digits-5-9") as server:
         for line in commands:
-            line = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", line)
+            line = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{server['port']}", line)
             if line.startswith("python"):
                 line = line.replace("python", sys.executable, 1)
             result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60)
             assert result.returncode == 0, (line, result.stderr)
             assert expected in result.stdout, (line, result.stdout)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
 
 
-def test_serve_with_several_worker_processes(tmp_path, cancer_package, cancer_splits):
-    import signal
-    import socket
+def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
     import time
-    import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [*CLI, "serve", "-m", f"cancer={cancer_package}", "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**__import__("os").environ},
-    )
-    try:
-        deadline = time.monotonic() + 90
+    rows = cancer_splits.test.X.iloc[:2].to_dict("records")
+    args = ["serve", "-m", f"cancer={cancer_package}", "--workers", "2"]
+    with _running(*args) as server:
+        url = f"http://127.0.0.1:{server['port']}/v1/models/cancer/predict"
+        deadline = time.monotonic() + 60
         workers: set[str] = set()
-        rows = cancer_splits.test.X.iloc[:2].to_dict("records")
-        while len(workers) < 2:
+        while len(workers) < 2:  # new connections spread over the processes
             assert time.monotonic() < deadline, f"saw workers {workers} only"
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/v1/models/cancer/predict",
-                data=json.dumps({"inputs": rows}).encode(),
-                method="POST",
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as reply:
-                    assert reply.status == 200
-                    workers.add(reply.headers["X-Tuneserve-Worker"])
-            except OSError:
-                assert proc.poll() is None, "the server exited"
-                time.sleep(0.3)
-        assert str(proc.pid) not in workers  # answered by the worker processes
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+            workers.add(_post_json(url, {"inputs": rows})[1]["X-Tuneserve-Worker"])
+        assert str(server["proc"].pid) not in workers  # the worker processes answer
