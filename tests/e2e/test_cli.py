@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -407,12 +408,12 @@ def _running(*args: str, ready: str = "/v2/health/ready", seconds: float = 90) -
         state["out"], _ = proc.communicate(timeout=60)
 
 
-def _post_json(url: str, body: dict) -> tuple[dict, dict]:
+def _post_json(url: str, body: dict) -> tuple[dict, Any]:
     import urllib.request
 
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=30) as reply:
-        return json.loads(reply.read()), dict(reply.headers)
+        return json.loads(reply.read()), reply.headers  # case-insensitive
 
 
 def test_ui_serves_the_mlflow_ui_on_the_store(tmp_path, monkeypatch):

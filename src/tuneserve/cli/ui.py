@@ -10,7 +10,9 @@ def ui(
     port: int = typer.Option(5000, "--port", min=1, max=65535),
 ) -> None:
     """Start the MLflow UI on the store tuneserve uses (runs, curves, registry)."""
+    import contextlib
     import os
+    import signal
     import subprocess
     import sys
 
@@ -21,8 +23,25 @@ def ui(
         typer.echo(f"{store.uri} is an MLflow server: open it in a browser")
         return
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.uri]
-    command += ["--host", host, "--port", str(port)]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
     if store.artifact_root:
         command += ["--default-artifact-root", store.artifact_root]
     typer.echo(f"MLflow UI for {store.uri} on http://{host}:{port} (Ctrl-C stops it)")
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    # MLflow starts a tree of processes: run it in its own group and stop the whole group
+    proc = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
+
+    def stop(*_: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        stop()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+    raise typer.Exit(code if code >= 0 else 0)
