@@ -473,3 +473,24 @@ def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
             assert time.monotonic() < deadline, f"saw workers {workers} only"
             workers.add(_post_json(url, {"inputs": rows})[1]["X-Tuneserve-Worker"])
         assert str(server["proc"].pid) not in workers  # the worker processes answer
+
+
+def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):
+    import signal
+    import threading
+    import time
+
+    rows = cancer_splits.test.X.iloc[:3].to_dict("records")
+    # a long batching window keeps the request in flight when Ctrl-C arrives
+    args = ["serve", "-m", f"cancer={cancer_package}", "--max-queue-delay-ms", "1500"]
+    args += ["--max-batch-size", "1000"]
+    results: list = []
+    with _running(*args) as server:
+        url = f"http://127.0.0.1:{server['port']}/v1/models/cancer/predict"
+        thread = threading.Thread(target=lambda: results.append(_post_json(url, {"inputs": rows})))
+        thread.start()
+        time.sleep(0.5)
+        server["proc"].send_signal(signal.SIGINT)
+        thread.join(timeout=30)
+    assert len(results) == 1 and len(results[0][0]["predictions"]) == 3  # answered, not dropped
+    assert server["proc"].returncode == 0

@@ -445,3 +445,19 @@ def test_canary_and_shadow_traffic(tmp_path, monkeypatch):
         Traffic.parse(["iris:150"], [])
     with pytest.raises(Exception, match="package folder"):
         Traffic.parse([], ["x"]).companions([ModelSpec(name="x", path=tmp_path)])
+
+
+def test_a_request_over_its_time_limit_gets_504(cancer_package, cancer_splits):
+    server, _ = _start(
+        [f"cancer={cancer_package}"],
+        BatchSettings(max_queue_delay_ms=200, max_batch_size=1000),
+        Limits(timeout_s=0.05),
+    )
+    try:
+        rows = cancer_splits.test.X.iloc[:2].to_dict("records")
+        code, body, _ = _post(server, "/v1/models/cancer/predict", {"inputs": rows})
+        assert code == 504 and "longer than 0.05 s" in body["error"]
+        with urllib.request.urlopen(f"http://{server.url}/metrics") as reply:
+            assert 'code="504"' in reply.read().decode()
+    finally:
+        server.stop()
