@@ -503,14 +503,15 @@ class Registry:
         """
         version = self.version(Ref.parse(ref) if isinstance(ref, str) else ref)
         target = self.cache / version.name / f"v{version.version}-{version.package_id}"
+        package: Package | None = None
         if (target / "manifest.json").is_file():
             try:
-                Package.load(target)  # checks every file's checksum
+                package = Package.load(target)  # checks every file's checksum
             except PackageError:  # a damaged cached copy: fetch it again
                 shutil.rmtree(target, ignore_errors=True)
-        if not (target / "manifest.json").is_file():
+        if package is None:
             self._download(version, target)
-        package = Package.load(target)  # a damaged stored artifact fails here
+            package = Package.load(target)  # a damaged stored artifact fails here
         if version.package_id and package.id != version.package_id:
             raise RegistryError(
                 f"{version.name}/{version.version} should hold package {version.package_id}, "

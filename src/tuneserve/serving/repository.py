@@ -89,6 +89,15 @@ class Repository:
         #: Swaps done by :meth:`refresh`, and the last load error per model (None: fine).
         self.swaps = 0
         self.errors: dict[str, str | None] = {}
+        self.registry: Any = None
+
+    def _registry(self) -> Any:
+        """One registry client for every load and alias check (made on first use)."""
+        if self.registry is None:
+            from tuneserve.registry import Registry
+
+            self.registry = Registry()
+        return self.registry
 
     def load_all(self) -> None:
         for name in self.specs:
@@ -97,9 +106,7 @@ class Repository:
     def _resolve(self, spec: ModelSpec) -> tuple[str, Path]:
         if spec.path is not None:
             return "1", spec.path
-        from tuneserve.registry import Registry
-
-        registry = Registry()
+        registry = self._registry()
         assert spec.ref is not None
         version = registry.version(spec.ref)
         return version.version, registry.resolve(f"{version.name}/{version.version}")
@@ -127,10 +134,8 @@ class Repository:
         spec = self.specs[name]
         if spec.ref is None:
             return False
-        from tuneserve.registry import Registry
-
         try:
-            wanted = Registry().version(spec.ref).version
+            wanted = self._registry().version(spec.ref).version
         except Exception as exc:
             self.errors[name] = f"{type(exc).__name__}: {exc}"
             return False
