@@ -6,9 +6,20 @@ STAMP := $(VENV)/.tuneserve-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow test-all check format clean
+.PHONY: install kserve-client demo test test-slow test-all check format clean
 
 install: $(STAMP)
+
+# The kserve package's REST client, used by one server test, lives in its own environment:
+# kserve pins pandas<3 and pulls kubernetes and gRPC, none of which tuneserve needs.
+KSERVE_VENV ?= .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
+kserve-client: $(KSERVE_STAMP)
+
+$(KSERVE_STAMP):
+	@test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "kserve==0.21.0"
+	@touch $(KSERVE_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tuneserve needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Hint: make PYTHON=python3.11 ...")'
@@ -21,13 +32,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/tuneserve demo
 
-test: install
+test: install $(KSERVE_STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
 
-test-all: install
+test-all: install $(KSERVE_STAMP)
 	$(PY) -m pytest -q
 
 check: install
@@ -40,4 +51,4 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(KSERVE_VENV) build .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,11 +1,13 @@
 """The model server over real HTTP (uvicorn), called with real clients: urllib for simple
-JSON, ``tritonclient[http]`` for the Open Inference Protocol with binary data on and off."""
+JSON, ``tritonclient[http]`` and the ``kserve`` REST client for the Open Inference Protocol,
+with binary data on and off."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,6 +167,47 @@ def test_open_inference_protocol_with_tritonclient(served, digits_splits, cancer
         np.testing.assert_allclose(result.as_numpy("probabilities"), want, atol=1e-6)
     finally:
         client.close()
+
+
+_KSERVE_PYTHON = Path(__file__).parents[2] / ".venv-kserve" / "bin" / "python"
+
+
+@pytest.mark.parametrize("model", ["cancer", "reviews"])
+def test_open_inference_protocol_with_the_kserve_rest_client(
+    served, cancer_splits, text_model, tmp_path, model
+):
+    """The kserve package's ``InferenceRESTClient``, JSON and binary tensors, in its own
+    environment (kserve pins pandas<3); ``make test`` builds it."""
+    python = os.environ.get("TUNESERVE_KSERVE_PYTHON", str(_KSERVE_PYTHON))
+    assert Path(python).exists(), (
+        f"the kserve client environment is missing ({python}): run `make kserve-client` "
+        "(make test builds it), or set TUNESERVE_KSERVE_PYTHON to a Python with kserve"
+    )
+    server, repository = served
+    if model == "cancer":  # one FP64 tensor per column
+        inputs: Any = cancer_splits.test.X.iloc[:5]
+        arrays = {c: inputs[c].to_numpy(np.float64) for c in inputs.columns}
+    else:  # UTF-8 strings as BYTES
+        inputs = text_model[2][:4]
+        arrays = {"text": np.array(inputs, dtype=object)}
+    np.savez(tmp_path / "inputs.npz", **arrays)
+    script = Path(__file__).parents[1] / "clients" / "kserve_oip.py"
+    proc = subprocess.run(
+        [python, str(script), f"http://{server.url}", model, str(tmp_path / "inputs.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["live"] and report["ready"] and report["model_ready"]
+    predictor = Predictor(repository.get(model).predictor.package)
+    want = predictor.predict_proba(inputs)
+    for mode in ("json", "binary"):
+        result = report[mode]
+        assert result["id"] == f"kserve-{mode == 'binary'}" and result["model_name"] == model
+        np.testing.assert_allclose(result["probabilities"], want, atol=1e-6)
+        assert result["label"] == [predictor.labels[i] for i in want.argmax(1)]
 
 
 def test_requests_are_batched_together(digits_package, digits_splits):
