@@ -321,6 +321,45 @@ def test_full_queue_pushes_back_with_retry_after():
     asyncio.run(scenario())
 
 
+def test_a_full_queue_gets_503_with_retry_after_over_http(cancer_package, cancer_splits):
+    server, repository = _start(
+        [f"cancer={cancer_package}"],
+        BatchSettings(max_batch_size=2, max_queue_delay_ms=0, max_queue=4),
+    )
+    batcher = repository.get("cancer").batcher
+    run = batcher.run
+
+    def slow(items):  # the real model, made slow enough for a burst to fill the queue
+        time.sleep(0.3)
+        return run(items)
+
+    batcher.run = slow
+    try:
+        rows = cancer_splits.test.X.iloc[:2].to_dict("records")
+        with ThreadPoolExecutor(10) as pool:
+            replies = list(
+                pool.map(
+                    lambda _: _post(server, "/v1/models/cancer/predict", {"inputs": rows}),
+                    range(10),
+                )
+            )
+        codes = sorted(code for code, _, _ in replies)
+        assert set(codes) == {200, 503}, codes
+        for code, body, headers in replies:
+            if code == 503:
+                assert "limit 4" in body["error"] and "retry" in body["error"]
+                assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
+            else:
+                assert len(body["predictions"]) == 2
+        assert _post(server, "/v1/models/cancer/predict", {"inputs": rows})[0] == 200
+        with urllib.request.urlopen(f"http://{server.url}/metrics") as reply:
+            text = reply.read().decode()
+        refused = codes.count(503)
+        assert f'tuneserve_requests_total{{api="v1",code="503",model="cancer"}} {refused}.0' in text
+    finally:
+        server.stop()
+
+
 def test_the_server_never_imports_torch(digits_package):
     code = (
         "import sys\n"
