@@ -462,6 +462,7 @@ def _check_printed_commands(commands: list[str], out: str) -> None:
 
 def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
     import time
+    import urllib.request
 
     rows = cancer_splits.test.X.iloc[:2].to_dict("records")
     args = ["serve", "-m", f"cancer={cancer_package}", "--workers", "2"]
@@ -469,10 +470,26 @@ def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
         url = f"http://127.0.0.1:{server['port']}/v1/models/cancer/predict"
         deadline = time.monotonic() + 60
         workers: set[str] = set()
+        sent = 0
         while len(workers) < 2:  # new connections spread over the processes
             assert time.monotonic() < deadline, f"saw workers {workers} only"
             workers.add(_post_json(url, {"inputs": rows})[1]["X-Tuneserve-Worker"])
+            sent += 1
         assert str(server["proc"].pid) not in workers  # the worker processes answer
+        # /metrics sums every worker's counts, whichever worker answers it
+        answered_by: set[str] = set()
+        while answered_by != workers:
+            assert time.monotonic() < deadline, f"/metrics came from {answered_by} only"
+            with urllib.request.urlopen(f"http://127.0.0.1:{server['port']}/metrics") as reply:
+                answered_by.add(reply.headers["X-Tuneserve-Worker"])
+                text = reply.read().decode()
+            total = f'tuneserve_requests_total{{api="v1",code="200",model="cancer"}} {sent}.0'
+            assert total in text
+            for pid in workers:  # each worker's loaded version, labelled with its pid
+                assert (
+                    f'tuneserve_loaded_version{{current="true",model="cancer",pid="{pid}",'
+                    'version="1"} 1.0' in text
+                )
 
 
 def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):

@@ -44,9 +44,12 @@ def serve(
 ) -> None:
     """Serve packages over HTTP: simple JSON (/v1) and the Open Inference Protocol (/v2)."""
     import os
+    import shutil
+    import tempfile
 
     import uvicorn
 
+    from tuneserve.serving.app import MULTIPROCESS_ENV
     from tuneserve.serving.config import ENV, ServeConfig, build_app
 
     config = ServeConfig(
@@ -80,9 +83,16 @@ def serve(
         return
     os.environ[ENV] = config.to_json()  # each worker process builds its own app from it
     typer.echo(f"{workers} worker processes (each loads the models and batches on its own)")
-    uvicorn.run(
-        "tuneserve.serving.config:app_from_env",
-        factory=True,
-        workers=workers,
-        **common,  # type: ignore[arg-type]
-    )
+    own_dir = not os.environ.get(MULTIPROCESS_ENV)
+    if own_dir:  # the workers' metrics meet here; /metrics sums them
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="tuneserve-metrics-")
+    try:
+        uvicorn.run(
+            "tuneserve.serving.config:app_from_env",
+            factory=True,
+            workers=workers,
+            **common,  # type: ignore[arg-type]
+        )
+    finally:
+        if own_dir:
+            shutil.rmtree(os.environ.pop(MULTIPROCESS_ENV), ignore_errors=True)

@@ -21,7 +21,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,7 +50,14 @@ class Limits:
     timeout_s: float = 30.0
 
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class _Metrics:
+    """The server's Prometheus metrics. With ``--workers N``, ``tuneserve serve`` sets
+    ``PROMETHEUS_MULTIPROC_DIR`` and every worker writes its values there; ``/metrics`` then
+    sums the counters and histograms of all workers, whichever one answers."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -78,6 +92,7 @@ class _Metrics:
             "1 while the version a model's alias points at fails to load (the old serves)",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.swaps = Counter(
             "tuneserve_model_swaps",
@@ -99,10 +114,13 @@ class _Metrics:
         )
         self.loaded = Gauge(
             "tuneserve_loaded_version",
-            "1 for each loaded version; current marks the version requests get",
+            "1 for each loaded version; current marks the version requests get (one series "
+            "per worker process, labelled pid, with --workers)",
             ["model", "version", "current"],
             registry=self.registry,
+            multiprocess_mode="liveall",
         )
+        self.shown: set[tuple[str, str, str]] = set()
 
     def on_batch(self, model: str, size: int, waits: list[float]) -> None:
         self.batch.labels(model).observe(size)
@@ -158,6 +176,8 @@ def create_app(
         yield
         if task is not None:
             task.cancel()
+        if os.environ.get(MULTIPROCESS_ENV):
+            multiprocess.mark_process_dead(os.getpid())  # drop this worker's live gauges
 
     app = FastAPI(
         lifespan=lifespan,
@@ -170,11 +190,17 @@ def create_app(
     app.state.metrics = metrics
 
     def refresh_loaded() -> None:
-        metrics.loaded.clear()
-        for name, versions in repository.versions.items():
-            for version in versions:
-                current = str(repository.current.get(name) == version).lower()
-                metrics.loaded.labels(name, version, current).set(1)
+        shown = {
+            (name, version, str(repository.current.get(name) == version).lower())
+            for name, versions in repository.versions.items()
+            for version in versions
+        }
+        for labels in metrics.shown - shown:  # 0 first: a worker's file keeps the last value
+            metrics.loaded.labels(*labels).set(0)
+            metrics.loaded.remove(*labels)
+        for labels in shown:
+            metrics.loaded.labels(*labels).set(1)
+        metrics.shown = shown
 
     refresh_loaded()
 
@@ -461,7 +487,11 @@ def create_app(
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = metrics.registry
+        if os.environ.get(MULTIPROCESS_ENV):  # --workers N: the sum over all workers
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
