@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tuneserve-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install kserve-client demo test test-slow test-all check format clean
+.PHONY: install kserve-client bench-peers demo test test-slow test-all check format clean
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
+
+# LitServe and BentoML, the peers of benchmarks/serve.py, only for that benchmark. They run
+# tuneserve's Predictor from src/ (PYTHONPATH), so this holds its runtime needs, not torch.
+bench-peers:
+	@test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check \
+		"litserve==0.2.19" "bentoml==1.4.40" onnxruntime tokenizers pillow pandas pyarrow pydantic
 
 demo: install
 	$(VENV)/bin/tuneserve demo
@@ -51,4 +58,4 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(KSERVE_VENV) build .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(KSERVE_VENV) .venv-peers build .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -44,6 +44,41 @@ def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+PADDING_SLACK = 1.15  # a group's padded tokens may exceed its real tokens by 15 %
+CALL_TOKENS = 16  # what one more graph call costs, in tokens: a group smaller than this joins
+
+
+def length_groups(
+    mask: np.ndarray | None, slack: float = PADDING_SLACK
+) -> list[tuple[np.ndarray, int]] | None:
+    """Split a right-padded text batch into groups of similar lengths (smart batching).
+
+    Texts of a batch are padded to the longest, so one long text makes every short one
+    cost as much as it does. Sorted by length, texts are grouped while the group's padded
+    tokens stay within ``slack`` times its real tokens (plus :data:`CALL_TOKENS`); each
+    group runs with its own, shorter padding. Returns ``[(row indices, length)]``, or
+    ``None`` when one call is best (not text, one row, or little padding to save).
+    """
+    if mask is None or mask.ndim != 2 or len(mask) < 2:
+        return None
+    if mask.shape[1] > 1 and (np.diff(mask, axis=1) > 0).any():
+        return None  # not right-padded: columns cannot be cut
+    lengths = mask.sum(axis=1).astype(np.int64)
+    if int(lengths.max()) * len(lengths) <= slack * int(lengths.sum()) + CALL_TOKENS:
+        return None
+    order = np.argsort(lengths, kind="stable")
+    groups: list[tuple[np.ndarray, int]] = []
+    start, real = 0, 0
+    for end, row in enumerate(order):
+        length = int(lengths[row])
+        if end > start and length * (end - start + 1) > slack * (real + length) + CALL_TOKENS:
+            groups.append((order[start:end], int(lengths[order[end - 1]])))
+            start, real = end, 0
+        real += length
+    groups.append((order[start:], int(lengths[order[-1]])))
+    return groups
+
+
 class Predictor:
     """Predict with a package: preprocessing in numpy, the graph in ONNX Runtime.
 
@@ -159,11 +194,27 @@ class Predictor:
             except InputItemError as exc:  # report the position in the whole input
                 raise exc.shifted(offset) from exc
             offset += len(chunk)
-            (out,) = self.session.run([self._output], {k: feed[k] for k in self._inputs})
-            outputs.append(np.asarray(out))
+            outputs.append(self._run_feed({k: feed[k] for k in self._inputs}))
         result = np.concatenate(outputs, axis=0)
         if self.manifest.task == "regression":
             return result.reshape(len(result))
+        return result
+
+    def _run_feed(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """One graph call per group of similar lengths when the feed is padded text."""
+        groups = length_groups(feed.get("attention_mask"))
+        if groups is None:
+            (out,) = self.session.run([self._output], feed)
+            return np.asarray(out)
+        result: np.ndarray | None = None
+        for rows, length in groups:
+            (out,) = self.session.run(
+                [self._output], {k: v[rows, :length] for k, v in feed.items()}
+            )
+            if result is None:
+                result = np.empty((len(feed["attention_mask"]), *out.shape[1:]), out.dtype)
+            result[rows] = out
+        assert result is not None
         return result
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:

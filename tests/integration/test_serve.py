@@ -562,3 +562,30 @@ def test_an_oversized_body_is_refused_before_it_is_read(served):
     finally:
         conn.close()
     assert reply.status == 413 and "over the limit of 2000000" in body["error"]
+
+
+def test_the_batching_wait_adapts_to_the_load():
+    """A lone request does not sit out the delay; a burst still forms batches."""
+    import asyncio
+
+    from tuneserve.serving import Batcher
+
+    def run(items):
+        time.sleep(0.005)
+        return np.zeros((len(items), 1))
+
+    waits: list[float] = []
+    batcher = Batcher(
+        run, max_batch_size=64, max_queue_delay_ms=2000, on_batch=lambda _, w: waits.extend(w)
+    )
+
+    async def scenario() -> None:
+        for _ in range(3):  # light load: one request at a time, far apart
+            await batcher.submit([1])
+            await asyncio.sleep(0.3)
+        assert max(waits) < 1.0, waits  # not the 2 s delay
+        # a burst: 40 requests arriving together are batched
+        await asyncio.gather(*(batcher.submit([i]) for i in range(40)))
+
+    asyncio.run(scenario())
+    assert batcher.stats.items == 43 and batcher.stats.largest >= 20, batcher.stats.sizes

@@ -4,6 +4,15 @@ A worker takes the first waiting request, then keeps adding requests until the b
 ``max_batch_size`` items or ``max_queue_delay_ms`` has passed since the first arrived, and
 runs the batch in a thread (ONNX Runtime releases the GIL), off the event loop. The queue is
 bounded: when ``max_queue`` items wait, new requests are refused at once (back-pressure).
+
+The wait adapts to the load. Requests that queued while the previous batch ran join at
+once. Then the worker waits for one more only if it is worth it: a :class:`CostModel`
+fitted on recent batches gives the fixed cost of one call, a moving average gives the gap
+between arrivals, and the worker waits while the next request should come before the
+deadline and the wait it costs the items already taken (gap x items) is less than the call
+it saves. Under light load a request runs at once instead of sitting out the whole delay;
+under heavy load batches fill up. BentoML's adaptive batching (a learned latency model
+too) is the reference; ``benchmarks/serve.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -18,6 +27,32 @@ from typing import Any
 import numpy as np
 
 from tuneserve.exceptions import InputItemError, TuneserveError
+
+
+GAP_DECAY = 0.8  # weight of the past in the moving average of arrival gaps
+
+
+class CostModel:
+    """Seconds per call as ``overhead + per_item * items``, a least-squares line through
+    recent batches (exponentially weighted, so it follows the machine's load)."""
+
+    def __init__(self, decay: float = 0.95) -> None:
+        self.decay = decay
+        self._sums = np.zeros(5)  # weight, n, t, n*n, n*t
+
+    def observe(self, items: int, seconds: float) -> None:
+        self._sums = self.decay * self._sums + (1.0, items, seconds, items * items, items * seconds)
+
+    def overhead(self) -> float | None:
+        """The fixed cost of one call in seconds; ``None`` before the first batch."""
+        w, n, t, nn, nt = self._sums
+        if w == 0:
+            return None
+        spread = w * nn - n * n
+        if spread <= 1e-9 * w * w:  # one batch size seen: all of its time may be overhead
+            return float(t / w)
+        per_item = (w * nt - n * t) / spread
+        return float(max((t - per_item * n) / w, 0.0))
 
 
 class QueueFullError(TuneserveError):
@@ -47,7 +82,10 @@ class Batcher:
     Args:
         run: Runs a list of raw inputs (a :class:`Predictor`'s ``run``).
         max_batch_size: Most items per call.
-        max_queue_delay_ms: Longest wait for more requests after the first of a batch.
+        max_queue_delay_ms: Longest wait for more requests after the first of a batch. The
+            wait is adaptive: the batcher waits only while the observed arrival rate says
+            another request should come before that deadline (a lone request under light
+            load runs at once), and never while requests are already queued.
         max_queue: Most items waiting; more are refused with :class:`QueueFullError`.
         executor: Threads the calls run on.
         on_batch: Called with (batch items, queue seconds of each request) after each run.
@@ -74,6 +112,27 @@ class Batcher:
         self._waiting = 0
         self._worker: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._last_arrival: float | None = None
+        self.gap: float | None = None  # moving average of seconds between arrivals
+        self.cost = CostModel()
+
+    def _arrived(self, now: float) -> None:
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self.gap = gap if self.gap is None else GAP_DECAY * self.gap + (1 - GAP_DECAY) * gap
+        self._last_arrival = now
+
+    def _worth_waiting(self, remaining: float, items: int) -> bool:
+        """Wait for one more request? Only if it should come within ``remaining`` seconds
+        and the wait it costs the ``items`` already taken is less than the per-call
+        overhead that merging it saves."""
+        overhead = self.cost.overhead()
+        return (
+            self.gap is not None
+            and overhead is not None
+            and self.gap < remaining
+            and self.gap * items < overhead
+        )
 
     def _ensure_worker(self) -> asyncio.Queue[_Pending]:
         loop = asyncio.get_running_loop()
@@ -97,7 +156,9 @@ class Batcher:
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._waiting += len(items)
-        await queue.put(_Pending(list(items), future))
+        pending = _Pending(list(items), future)
+        self._arrived(pending.enqueued)
+        await queue.put(pending)
         return await future
 
     async def _loop(self) -> None:
@@ -110,7 +171,7 @@ class Batcher:
             deadline = first.enqueued + self.max_delay
             while size < self.max_batch_size:
                 timeout = deadline - time.perf_counter()
-                if timeout <= 0 and queue.empty():
+                if queue.empty() and (timeout <= 0 or not self._worth_waiting(timeout, size)):
                     break
                 try:
                     nxt = (
@@ -142,6 +203,7 @@ class Batcher:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
+        self.cost.observe(size, time.perf_counter() - started)
         self.stats.batches += 1
         self.stats.items += size
         self.stats.largest = max(self.stats.largest, size)

@@ -1,0 +1,25 @@
+"""The batcher's cost model: the fixed cost of one call, from recent batch timings."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneserve.serving.batcher import CostModel
+
+
+def test_the_fixed_cost_of_a_call_is_the_intercept_of_recent_batches():
+    model = CostModel()
+    assert model.overhead() is None
+    for items in (1, 4, 8, 16, 2, 32):
+        model.observe(items, 0.010 + 0.001 * items)  # 10 ms per call, 1 ms per item
+    assert model.overhead() == pytest.approx(0.010, abs=1e-6)
+
+
+def test_one_batch_size_gives_its_whole_time_and_old_batches_fade():
+    model = CostModel(decay=0.5)
+    model.observe(1, 0.004)
+    assert model.overhead() == pytest.approx(0.004)
+    for _ in range(40):  # the machine got busier: recent batches dominate
+        model.observe(1, 0.020)
+        model.observe(10, 0.020 + 0.010)
+    assert model.overhead() == pytest.approx(0.019, abs=0.001)
