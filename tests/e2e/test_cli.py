@@ -494,20 +494,28 @@ def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
 
 def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):
     import signal
-    import threading
+    import socket
     import time
 
     rows = cancer_splits.test.X.iloc[:3].to_dict("records")
-    # a long batching window keeps the request in flight when Ctrl-C arrives
-    args = ["serve", "-m", f"cancer={cancer_package}", "--max-queue-delay-ms", "1500"]
-    args += ["--max-batch-size", "1000"]
-    results: list = []
-    with _running(*args) as server:
-        url = f"http://127.0.0.1:{server['port']}/v1/models/cancer/predict"
-        thread = threading.Thread(target=lambda: results.append(_post_json(url, {"inputs": rows})))
-        thread.start()
+    body = json.dumps({"inputs": rows}).encode()
+    head = (
+        "POST /v1/models/cancer/predict HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with _running("serve", "-m", f"cancer={cancer_package}") as server:
+        # a request in flight when Ctrl-C arrives: its body is still being uploaded
+        conn = socket.create_connection(("127.0.0.1", server["port"]), timeout=30)
+        conn.sendall(head + body[:100])
         time.sleep(0.5)
         server["proc"].send_signal(signal.SIGINT)
-        thread.join(timeout=30)
-    assert len(results) == 1 and len(results[0][0]["predictions"]) == 3  # answered, not dropped
+        time.sleep(0.5)
+        conn.sendall(body[100:])
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        conn.close()
+    status, _, payload = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), reply[:300]  # answered, not dropped
+    assert len(json.loads(payload)["predictions"]) == 3
     assert server["proc"].returncode == 0

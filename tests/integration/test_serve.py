@@ -531,11 +531,10 @@ def test_canary_and_shadow_traffic(tmp_path, monkeypatch):
 
 
 def test_a_request_over_its_time_limit_gets_504(cancer_package, cancer_splits):
-    server, _ = _start(
-        [f"cancer={cancer_package}"],
-        BatchSettings(max_queue_delay_ms=200, max_batch_size=1000),
-        Limits(timeout_s=0.05),
-    )
+    server, repository = _start([f"cancer={cancer_package}"], limits=Limits(timeout_s=0.05))
+    batcher = repository.get("cancer").batcher
+    run = batcher.run
+    batcher.run = lambda items: (time.sleep(0.3), run(items))[1]  # the real model, slowed
     try:
         rows = cancer_splits.test.X.iloc[:2].to_dict("records")
         code, body, _ = _post(server, "/v1/models/cancer/predict", {"inputs": rows})

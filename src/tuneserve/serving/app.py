@@ -35,8 +35,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tuneserve._version import __version__
 from tuneserve.exceptions import InvalidInputError, NotFoundError, TuneserveError
 
-from . import auth, oip
+from . import oip
 from .batcher import QueueFullError
+from .gate import Gate
 from .repository import Repository, ServedModel
 from .traffic import Traffic, companion
 
@@ -204,35 +205,9 @@ def create_app(
 
     refresh_loaded()
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Any:
-        scope = auth.needed_scope(request.method, request.url.path) if keys else None
-        if scope is not None:
-            status = auth.check(keys, auth.presented_key(dict(request.headers)), scope)
-            if status == 401:
-                return _error(
-                    401,
-                    "an API key is needed: send Authorization: Bearer KEY (or X-API-Key)",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-            if status == 403:
-                return _error(403, f"this API key lacks the {scope!r} scope")
-        response = await call_next(request)
-        response.headers["X-Tuneserve-Worker"] = worker
-        return response
-
-    worker = str(os.getpid())
-
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return _error(
-                413,
-                f"request body of {length} bytes is over the limit of {limits.max_body_bytes}; "
-                "send fewer inputs per request",
-            )
-        return await call_next(request)
+    app.add_middleware(
+        Gate, keys=keys, max_body_bytes=limits.max_body_bytes, worker=str(os.getpid())
+    )
 
     @app.exception_handler(TuneserveError)
     async def tuneserve_error(request: Request, exc: TuneserveError) -> JSONResponse:

@@ -28,7 +28,6 @@ import numpy as np
 
 from tuneserve.exceptions import InputItemError, TuneserveError
 
-
 GAP_DECAY = 0.8  # weight of the past in the moving average of arrival gaps
 
 
