@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         PackageFormatError,
         TuneserveError,
     )
+    from tuneserve.evaluation import Evaluation, evaluate
     from tuneserve.exporters import export_sklearn, export_torch, export_torchscript
     from tuneserve.package import Manifest, Package
     from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor
@@ -49,6 +50,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Package": ("tuneserve.package", "Package"),
     "Manifest": ("tuneserve.package", "Manifest"),
     "Predictor": ("tuneserve.runtime", "Predictor"),
+    "evaluate": ("tuneserve.evaluation", "evaluate"),
+    "Evaluation": ("tuneserve.evaluation", "Evaluation"),
     "Prediction": ("tuneserve.runtime", "Prediction"),
     "ImagePreprocessor": ("tuneserve.preprocessing", "ImagePreprocessor"),
     "TablePreprocessor": ("tuneserve.preprocessing", "TablePreprocessor"),
@@ -86,6 +89,7 @@ __all__ = [
     "ChecksumError",
     "DataError",
     "Dataset",
+    "Evaluation",
     "ExportError",
     "ImagePreprocessor",
     "InvalidInputError",
@@ -104,6 +108,7 @@ __all__ = [
     "TrainedModel",
     "TuneserveError",
     "__version__",
+    "evaluate",
     "export_sklearn",
     "export_torch",
     "export_torchscript",

@@ -519,3 +519,22 @@ def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):
     assert status.startswith(b"HTTP/1.1 200"), reply[:300]  # answered, not dropped
     assert len(json.loads(payload)["predictions"]) == 3
     assert server["proc"].returncode == 0
+
+
+def test_evaluate_a_trained_package(tmp_path):
+    tuneserve("train", "breast_cancer", "--out", str(tmp_path / "cancer"), "-b", "logreg")
+    args = ["evaluate", str(tmp_path / "cancer"), "breast_cancer", "--bootstrap", "50"]
+    result = json.loads(tuneserve(*args, "--json").stdout)
+    assert result["n"] == 114 and "held-out test split" in result["rows"]
+    accuracy = result["metrics"]["accuracy"]
+    assert 0.9 < accuracy["value"] <= 1 and accuracy["low"] <= accuracy["value"]
+    assert set(result["per_class"]) == {"malignant", "benign"}
+    assert {"roc_auc", "log_loss", "ece", "f1_binary"} <= set(result["metrics"])
+
+    text = tuneserve(*args, "--report", str(tmp_path / "r.html")).stdout
+    assert "95% interval" in text and "true \\ predicted" in text
+    assert (tmp_path / "r.html").read_text().count("data:image/png;base64") >= 4
+
+    bad = tuneserve("evaluate", str(tmp_path / "cancer"), "iris", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "iris has classes the package 'cancer' does not know" in bad.stderr

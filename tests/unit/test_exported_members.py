@@ -11,6 +11,7 @@ import tuneserve
 MODULES = [
     "tuneserve",
     "tuneserve.data",
+    "tuneserve.evaluation",
     "tuneserve.exceptions",
     "tuneserve.exporters",
     "tuneserve.package",

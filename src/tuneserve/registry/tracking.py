@@ -9,6 +9,7 @@ package instead of copying it again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -57,6 +58,14 @@ def _metric_rows(history: list[dict[str, float]]) -> list[tuple[str, float, int]
         step = int(record.get("epoch", len(rows)))
         rows += [(EPOCH_PREFIX + k, float(v), step) for k, v in record.items() if k != "epoch"]
     return rows
+
+
+def warn_untracked(exc: Exception, what: str, hint: str = "") -> None:
+    """Say that MLflow tracking failed and that ``what`` stands anyway."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    logging.getLogger("tuneserve").warning(
+        "tracking failed (%s); %s is not lost.%s", first, what, f" Hint: {hint}" if hint else ""
+    )
 
 
 def find_run(mlflow_client: Any, exp_id: str, package_id: str) -> str | None:
@@ -169,3 +178,49 @@ def training_report(package: Package) -> str:
         f"<table border='1'><tr><th>metric</th><th>value</th></tr>{rows}</table>{plot}"
         "</body></html>"
     )
+
+
+def track_evaluation(
+    package: Package,
+    metrics: dict[str, float],
+    report_html: str,
+    *,
+    data: str,
+    kind: str = "evaluate",
+    store: Store | None = None,
+) -> str:
+    """Log an evaluation of ``package`` as a finished MLflow run: its metrics, the HTML
+    report as ``report.html``, tags naming the package and its training run."""
+    from mlflow.entities import Metric, RunTag
+
+    store = store or current_store()
+    mlflow_client = client(store)
+    exp = experiment_id(mlflow_client, store)
+    m = package.manifest
+    name = f"{kind} {m.name} on {data}"[:_MAX_KEY]
+    tags = {
+        "tuneserve.kind": kind,
+        "tuneserve.task": m.task,
+        "tuneserve.evaluated_package": package.id,
+        "tuneserve.data": data[:_MAX_PARAM],
+        "tuneserve.training_run": find_run(mlflow_client, exp, package.id) or "",
+        "mlflow.runName": name,
+    }
+    now = int(time.time() * 1000)
+    with quiet_mlflow():
+        run_id = mlflow_client.create_run(exp, run_name=name).info.run_id
+        try:
+            mlflow_client.log_batch(
+                run_id,
+                metrics=[Metric(k[:_MAX_KEY], float(v), now, 0) for k, v in metrics.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            with tempfile.TemporaryDirectory() as folder:
+                report = Path(folder) / "report.html"
+                report.write_text(report_html, encoding="utf-8")
+                mlflow_client.log_artifact(run_id, str(report))
+        except BaseException:
+            mlflow_client.set_terminated(run_id, "FAILED")
+            raise
+        mlflow_client.set_terminated(run_id)
+    return str(run_id)

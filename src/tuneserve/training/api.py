@@ -61,22 +61,17 @@ def track(package: Package, track: bool | None, kind: str) -> str | None:
 
     The package is already written: when the MLflow store fails, a warning says so and
     names the command that logs it later, instead of failing the run."""
-    import logging
-
-    from tuneserve.registry.tracking import track_package, tracking_enabled
+    from tuneserve.registry.tracking import track_package, tracking_enabled, warn_untracked
 
     if not tracking_enabled(track):
         return None
     try:
         return track_package(package, kind=kind)
     except Exception as exc:  # the store is down, locked, or refuses: keep the package
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        logging.getLogger("tuneserve").warning(
-            "tracking failed (%s); the package %s is written. Hint: log it later with "
-            "tuneserve registry register %s --name NAME",
-            first,
-            package.path,
-            package.path,
+        warn_untracked(
+            exc,
+            f"the package {package.path}",
+            f"log it later with tuneserve registry register {package.path} --name NAME",
         )
         return None
 

@@ -1,0 +1,161 @@
+"""Metrics of predictions, from scikit-learn, with bootstrap confidence intervals.
+
+Classification metrics take the true class indices and the predicted probabilities
+(columns in label order); regression metrics take true and predicted values. Every
+headline metric gets a percentile bootstrap 95% interval: rows are resampled with
+replacement ``bootstrap`` times (seeded) and the metric is recomputed on each resample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn import calibration, metrics
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric's value on all rows and its bootstrap 95% interval."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"value": self.value, "low": self.low, "high": self.high}
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: the row-weighted gap between confidence and accuracy over ``bins``
+    equal-width confidence bins (Guo et al. 2017). The per-bin means come from
+    scikit-learn's ``calibration_curve``; only the weighting by bin size is added."""
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(np.int64)
+    accuracy, mean_confidence = calibration.calibration_curve(
+        correct, confidence, n_bins=bins, strategy="uniform"
+    )
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.histogram(confidence, bins=edges)[0]
+    weights = counts[counts > 0] / len(y)  # calibration_curve drops empty bins too
+    return float(np.sum(weights * np.abs(accuracy - mean_confidence)))
+
+
+def _classification(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    classes = proba.shape[1]
+    labels = list(range(classes))
+    pred = proba.argmax(axis=1)
+    accuracy = metrics.accuracy_score(y, pred)
+    out: dict[str, float] = {"accuracy": accuracy}
+    # per-class values from scikit-learn; the averages combine them as scikit-learn does
+    # (macro: mean, weighted: by support; micro equals accuracy for single-label data)
+    p, r, f, support = metrics.precision_recall_fscore_support(
+        y, pred, labels=labels, average=None, zero_division=0
+    )
+    weights = support / support.sum()
+    for name, values in (("precision", p), ("recall", r), ("f1", f)):
+        out[f"{name}_macro"] = values.mean()
+        out[f"{name}_micro"] = accuracy
+        out[f"{name}_weighted"] = float(np.dot(values, weights))
+        if classes == 2:
+            out[f"{name}_binary"] = values[1]
+    if len(np.unique(y)) == classes:  # ROC-AUC needs every class among the true labels
+        if classes == 2:
+            out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
+        else:
+            out["roc_auc"] = metrics.roc_auc_score(
+                y, proba, multi_class="ovr", average="macro", labels=labels
+            )
+    out["log_loss"] = metrics.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=labels)
+    out["ece"] = expected_calibration_error(y, proba)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _regression(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    out = {
+        "mse": metrics.mean_squared_error(y, pred),
+        "mae": metrics.mean_absolute_error(y, pred),
+    }
+    if len(y) > 1:
+        out["r2"] = metrics.r2_score(y, pred)
+    return {k: float(v) for k, v in out.items()}
+
+
+def point_metrics(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """Headline metrics on all rows (no intervals)."""
+    return _classification(y, output) if task == "classification" else _regression(y, output)
+
+
+def bootstrap(
+    score: Callable[[np.ndarray], dict[str, float]],
+    rows: int,
+    rounds: int,
+    seed: int,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, list[float]]:
+    """``score(indices)`` on ``rounds`` resamples of ``rows`` rows; values per metric."""
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {}
+    # the inputs were checked once already; skip scikit-learn's per-call validation
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+        for done in range(rounds):
+            for name, value in score(rng.integers(0, rows, rows)).items():
+                values.setdefault(name, []).append(value)
+            if progress:
+                progress(done + 1)
+    return values
+
+
+def with_intervals(
+    task: str,
+    y: np.ndarray,
+    output: np.ndarray,
+    rounds: int = 1000,
+    seed: int = 0,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Estimate]:
+    """Headline metrics with percentile bootstrap 95% intervals (``rounds=0``: none).
+
+    A resample that lacks a class has no ROC-AUC; that interval uses the resamples that
+    have one."""
+    point = point_metrics(task, y, output)
+    if rounds <= 0 or len(y) < 2:
+        return {name: Estimate(value) for name, value in point.items()}
+    samples = bootstrap(
+        lambda idx: point_metrics(task, y[idx], output[idx]), len(y), rounds, seed, progress
+    )
+    out = {}
+    for name, value in point.items():
+        drawn = samples.get(name, [])
+        if len(drawn) < 2:
+            out[name] = Estimate(value)
+            continue
+        low, high = np.percentile(drawn, [2.5, 97.5])
+        out[name] = Estimate(value, float(low), float(high))
+    return out
+
+
+def per_class(y: np.ndarray, proba: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class, and the confusion matrix."""
+    labels = list(range(len(label_names)))
+    pred = proba.argmax(axis=1)
+    p, r, f, s = metrics.precision_recall_fscore_support(
+        y, pred, labels=labels, average=None, zero_division=0
+    )
+    return {
+        "per_class": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": metrics.confusion_matrix(y, pred, labels=labels).tolist(),
+    }
