@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tuneserve.backbones import SmallCNN
     from tuneserve.data import Dataset, Splits, kfold, load_unlabeled, split
     from tuneserve.data import load as load_dataset
+    from tuneserve.evaluation import Evaluation, evaluate
     from tuneserve.exceptions import (
         ChecksumError,
         DataError,
@@ -25,7 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         PackageFormatError,
         TuneserveError,
     )
-    from tuneserve.evaluation import Evaluation, evaluate
     from tuneserve.exporters import export_sklearn, export_torch, export_torchscript
     from tuneserve.package import Manifest, Package
     from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor

@@ -538,3 +538,17 @@ def test_evaluate_a_trained_package(tmp_path):
     bad = tuneserve("evaluate", str(tmp_path / "cancer"), "iris", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "iris has classes the package 'cancer' does not know" in bad.stderr
+
+
+def test_compare_packages(tmp_path):
+    for backbone in ("logreg", "mlp"):
+        tuneserve("train", "breast_cancer", "--out", str(tmp_path / backbone), "-b", backbone)
+    args = ["compare", str(tmp_path / "logreg"), str(tmp_path / "mlp"), "breast_cancer"]
+    result = json.loads(tuneserve(*args, "--bootstrap", "30", "--json").stdout)
+    assert [r["name"] for r in result["ranking"]] != [] and result["metric"] == "accuracy"
+    assert result["significance"]["method"] == "McNemar exact"
+    assert result["ranking"][0]["cost"]["latency_ms"] > 0
+    text = tuneserve(*args, "--bootstrap", "30", "-m", "f1_macro", "--no-cost").stdout
+    assert "f1_macro" in text and "better than" in text and "paired bootstrap" in text
+    bad = tuneserve(*args[:2], "breast_cancer", check=False)
+    assert bad.returncode == 2 and "two or more packages and then the data" in bad.stderr

@@ -10,7 +10,7 @@ import typer
 
 from tuneserve._version import __version__
 
-from . import data, demo, evaluate, package, predict, pretrain, registry, serve, train, ui
+from . import compare, data, demo, evaluate, package, predict, pretrain, registry, serve, train, ui
 
 app = typer.Typer(
     name="tuneserve",
@@ -27,6 +27,7 @@ app.command("train")(train.train)
 app.command("pretrain")(pretrain.pretrain)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
+app.command("compare")(compare.compare)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)

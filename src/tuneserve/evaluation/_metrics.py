@@ -16,6 +16,8 @@ import numpy as np
 import sklearn
 from sklearn import calibration, metrics
 
+from tuneserve.exceptions import InvalidInputError
+
 ECE_BINS = 15
 
 
@@ -84,6 +86,63 @@ def _regression(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     if len(y) > 1:
         out["r2"] = metrics.r2_score(y, pred)
     return {k: float(v) for k, v in out.items()}
+
+
+#: Metrics where a smaller value is better; every other metric is better when larger.
+LOWER_IS_BETTER = frozenset({"log_loss", "ece", "mse", "mae"})
+_AVERAGED = {"precision": metrics.precision_score, "recall": metrics.recall_score,
+             "f1": metrics.f1_score}  # fmt: skip
+
+
+def metric_names(task: str, classes: int = 0) -> list[str]:
+    """The metric names :func:`point_metrics` gives for ``task`` (and class count)."""
+    if task != "classification":
+        return ["mse", "mae", "r2"]
+    averages = ["macro", "micro", "weighted"] + (["binary"] if classes == 2 else [])
+    return [
+        "accuracy",
+        *(f"{m}_{a}" for m in ("precision", "recall", "f1") for a in averages),
+        "roc_auc",
+        "log_loss",
+        "ece",
+    ]
+
+
+def check_metric(name: str, task: str, classes: int = 0) -> str:
+    known = metric_names(task, classes)
+    if name not in known:
+        raise InvalidInputError(
+            f"unknown metric {name!r} for {task}"
+            + (f" with {classes} classes" if task == "classification" else "")
+            + f"; known: {', '.join(known)}"
+        )
+    return name
+
+
+def single_metric(task: str, name: str, y: np.ndarray, output: np.ndarray) -> float:
+    """One metric (a name from :func:`metric_names`), cheaper than all of them."""
+    if task != "classification":
+        fn = {
+            "mse": metrics.mean_squared_error,
+            "mae": metrics.mean_absolute_error,
+            "r2": metrics.r2_score,
+        }[name]
+        return float(fn(y, output))
+    labels = list(range(output.shape[1]))
+    if name == "roc_auc":
+        if len(labels) == 2:
+            return float(metrics.roc_auc_score(y, output[:, 1]))
+        return float(metrics.roc_auc_score(y, output, multi_class="ovr", labels=labels))
+    if name == "log_loss":
+        return float(metrics.log_loss(y, np.clip(output, 1e-15, 1.0), labels=labels))
+    if name == "ece":
+        return expected_calibration_error(y, output)
+    pred = output.argmax(axis=1)
+    if name == "accuracy":
+        return float(metrics.accuracy_score(y, pred))
+    kind, average = name.rsplit("_", 1)
+    extra: dict[str, Any] = {} if average == "binary" else {"labels": labels}
+    return float(_AVERAGED[kind](y, pred, average=average, zero_division=0, **extra))
 
 
 def point_metrics(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
