@@ -552,3 +552,18 @@ def test_compare_packages(tmp_path):
     assert "f1_macro" in text and "better than" in text and "paired bootstrap" in text
     bad = tuneserve(*args[:2], "breast_cancer", check=False)
     assert bad.returncode == 2 and "two or more packages and then the data" in bad.stderr
+
+
+def test_cross_validation(tmp_path):
+    out = tmp_path / "cv"
+    args = ["cv", "iris", "-b", "logreg", "-k", "3", "--bootstrap", "20", "--out", str(out)]
+    result = json.loads(tuneserve(*args, "--json").stdout)
+    assert result["folds"] == 3 and result["n"] == 150 and len(result["fold_metrics"]) == 3
+    assert result["summary"]["accuracy"]["mean"] > 0.8
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cv.json", "fold-0", "fold-1", "fold-2", "oof.npz", "report.html",
+    ]  # fmt: skip
+    text = tuneserve(*args, "--resume").stdout
+    assert "pooled out-of-fold" in text and "wrote" in text
+    bad = tuneserve(*args, check=False)  # --out exists, without --resume or --force
+    assert bad.returncode == 2 and "already exists" in bad.stderr

@@ -10,7 +10,20 @@ import typer
 
 from tuneserve._version import __version__
 
-from . import compare, data, demo, evaluate, package, predict, pretrain, registry, serve, train, ui
+from . import (
+    compare,
+    cv,
+    data,
+    demo,
+    evaluate,
+    package,
+    predict,
+    pretrain,
+    registry,
+    serve,
+    train,
+    ui,
+)
 
 app = typer.Typer(
     name="tuneserve",
@@ -28,6 +41,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare.compare)
+app.command("cv")(cv.cv)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)

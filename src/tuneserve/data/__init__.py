@@ -10,7 +10,7 @@ from ._builtin import BUILTIN_DATASETS, load_builtin
 from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
 from ._files import TABLE_SUFFIXES, load_file, read_frame
 from ._images import list_images, load_image_folder
-from ._splits import Splits, kfold, split
+from ._splits import Splits, holdout, kfold, kfold_indices, split
 from ._unlabeled import DEFAULT_HOLDOUT, Unlabeled, load_unlabeled
 
 __all__ = [
@@ -23,7 +23,9 @@ __all__ = [
     "Splits",
     "Task",
     "Unlabeled",
+    "holdout",
     "kfold",
+    "kfold_indices",
     "list_images",
     "load",
     "load_unlabeled",

@@ -43,7 +43,10 @@ def _check_class_sizes(data: Dataset, needed: int, purpose: str) -> None:
 
 def _allocate(counts: np.ndarray, fraction: float) -> np.ndarray:
     """Rows per class for a part: at least one each, ``round(n * fraction)`` in total where
-    possible, shared out by largest remainder so the total stays on target."""
+    possible, shared out by largest remainder so the total stays on target. A fraction of 0
+    takes no rows."""
+    if fraction <= 0:
+        return np.zeros_like(counts)
     exact = counts * fraction
     take = np.maximum(np.floor(exact).astype(np.int64), 1)
     target = max(round(float(counts.sum()) * fraction), len(counts))
@@ -116,6 +119,40 @@ def kfold(data: Dataset, k: int = 5, seed: int = 0) -> Iterator[tuple[Dataset, D
     Raises:
         DataError: a class has fewer than ``k`` examples.
     """
+    for fold, (train_idx, held_idx) in enumerate(kfold_indices(data, k, seed)):
+        yield (
+            data.subset(train_idx, name=f"{data.name}[fold {fold} train]"),
+            data.subset(held_idx, name=f"{data.name}[fold {fold} held out]"),
+        )
+
+
+def holdout(data: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split off ``fraction`` of the rows (stratified, every class in both parts), e.g. a
+    validation set inside a cross-validation fold.
+
+    Raises:
+        DataError: a class has fewer than 2 examples.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise InvalidInputError(f"holdout fraction must be in (0, 1), got {fraction}")
+    if data.task == "classification":
+        _check_class_sizes(data, 2, "a stratified holdout")
+        y = data.y
+    else:
+        if len(data) < 2:
+            raise DataError(f"{data.name} has {len(data)} rows; a holdout needs 2 or more")
+        y = np.zeros(len(data), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    kept, held, _ = _stratified_indices(y, fraction, 0.0, rng)
+    return data.subset(kept, name=f"{data.name}[train]"), data.subset(
+        held, name=f"{data.name}[held]"
+    )
+
+
+def kfold_indices(
+    data: Dataset, k: int = 5, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The row indices of :func:`kfold`: ``(train, held_out)`` per fold."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if k < 2:
@@ -127,8 +164,4 @@ def kfold(data: Dataset, k: int = 5, seed: int = 0) -> Iterator[tuple[Dataset, D
         splitter: StratifiedKFold | KFold = StratifiedKFold(k, shuffle=True, random_state=seed)
     else:
         splitter = KFold(k, shuffle=True, random_state=seed)
-    for fold, (train_idx, held_idx) in enumerate(splitter.split(np.zeros(len(data)), data.y)):
-        yield (
-            data.subset(train_idx, name=f"{data.name}[fold {fold} train]"),
-            data.subset(held_idx, name=f"{data.name}[fold {fold} held out]"),
-        )
+    yield from splitter.split(np.zeros(len(data)), data.y)

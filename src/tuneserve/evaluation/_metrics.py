@@ -33,6 +33,13 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high}
 
 
+def normalized(proba: np.ndarray) -> np.ndarray:
+    """Probabilities in float64 whose rows sum to 1: an ONNX graph's float32 softmax is
+    off by ~1e-7, which scikit-learn's log loss warns about."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
+    return p / p.sum(axis=1, keepdims=True)
+
+
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
     """Top-label ECE: the row-weighted gap between confidence and accuracy over ``bins``
     equal-width confidence bins (Guo et al. 2017). The per-bin means come from
@@ -73,7 +80,7 @@ def _classification(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
             out["roc_auc"] = metrics.roc_auc_score(
                 y, proba, multi_class="ovr", average="macro", labels=labels
             )
-    out["log_loss"] = metrics.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=labels)
+    out["log_loss"] = metrics.log_loss(y, normalized(proba), labels=labels)
     out["ece"] = expected_calibration_error(y, proba)
     return {k: float(v) for k, v in out.items()}
 
@@ -134,7 +141,7 @@ def single_metric(task: str, name: str, y: np.ndarray, output: np.ndarray) -> fl
             return float(metrics.roc_auc_score(y, output[:, 1]))
         return float(metrics.roc_auc_score(y, output, multi_class="ovr", labels=labels))
     if name == "log_loss":
-        return float(metrics.log_loss(y, np.clip(output, 1e-15, 1.0), labels=labels))
+        return float(metrics.log_loss(y, normalized(output), labels=labels))
     if name == "ece":
         return expected_calibration_error(y, output)
     pred = output.argmax(axis=1)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._evaluate import Evaluation
+
+if TYPE_CHECKING:
+    from ._cv import CrossValidation
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -159,7 +162,10 @@ def page(title: str, body: str) -> str:
 
 def evaluation_report(evaluation: Evaluation, history: list[dict[str, float]] | None = None) -> str:
     """One evaluation as a self-contained HTML page."""
-    e = evaluation
+    return page(f"Evaluation of {evaluation.name}", _evaluation_body(evaluation, history))
+
+
+def _evaluation_body(e: Evaluation, history: list[dict[str, float]] | None = None) -> str:
     parts = [
         f"<p>{html.escape(e.name)} ({e.task}) on {html.escape(e.data)}: {len(e.y)} rows, "
         f"{html.escape(e.rows)}. Computed through ONNX Runtime on the package "
@@ -175,4 +181,54 @@ def evaluation_report(evaluation: Evaluation, history: list[dict[str, float]] | 
         parts.append(regression_plot(e.y, e.output))
     if history:
         parts.append(learning_curves(history))
-    return page(f"Evaluation of {e.name}", "".join(parts))
+    return "".join(parts)
+
+
+CV_SHOWN = ("accuracy", "f1_macro", "roc_auc", "log_loss", "ece", "mse", "mae", "r2")
+
+
+def cv_spread_plot(fold_metrics: list[dict[str, float]]) -> str:
+    """Each fold's value of the main metrics, with their mean."""
+    plt = _pyplot()
+    names = [m for m in CV_SHOWN if m in fold_metrics[0]]
+    fig, axes = plt.subplots(1, len(names), figsize=(2.2 * len(names) + 1, 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        values = [m[name] for m in fold_metrics]
+        ax.scatter(np.zeros(len(values)), values, alpha=0.7)
+        ax.axhline(float(np.mean(values)), color="k", linewidth=0.8)
+        ax.set_xticks([])
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(f"spread over {len(fold_metrics)} folds (line: mean)", fontsize=10)
+    return _png(fig)
+
+
+def cv_report(result: CrossValidation) -> str:
+    """A cross-validation as a self-contained HTML page: the summary over folds, the
+    spread plot, each fold's metrics, then the pooled out-of-fold evaluation."""
+    names = [m for m in result.summary if m in CV_SHOWN] or list(result.summary)
+    summary = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{result.summary[m]['mean']:.4f}</td>"
+        f"<td>{result.summary[m]['std']:.4f}</td><td>{result.summary[m]['low']:.4f} - "
+        f"{result.summary[m]['high']:.4f}</td></tr>"
+        for m in result.summary
+    )
+    folds = "".join(
+        f"<tr><td>fold {k}</td>"
+        + "".join(f"<td>{fm.get(m, float('nan')):.4f}</td>" for m in names)
+        + "</tr>"
+        for k, fm in enumerate(result.fold_metrics)
+    )
+    body = (
+        f"<p>{result.folds}-fold cross-validation of {html.escape(result.backbone)} "
+        f"({html.escape(result.strategy)}) on {html.escape(result.data)}: {len(result.y)} "
+        f"rows, stratified, seed {result.seed}. Every fold model is scored through ONNX "
+        "Runtime on the fold it never saw.</p>"
+        "<h2>Over folds</h2><table><tr><th>metric</th><th>mean</th><th>std</th>"
+        f"<th>95% t-interval of the mean</th></tr>{summary}</table>"
+        + cv_spread_plot(result.fold_metrics)
+        + "<table><tr><th></th>"
+        + "".join(f"<th>{html.escape(m)}</th>" for m in names)
+        + f"</tr>{folds}</table><h2>Out-of-fold predictions, pooled</h2>"
+        + _evaluation_body(result.as_evaluation())
+    )
+    return page(f"Cross-validation of {result.backbone} on {result.data}", body)

@@ -181,40 +181,46 @@ def training_report(package: Package) -> str:
 
 
 def track_evaluation(
-    package: Package,
+    package: Package | None,
     metrics: dict[str, float],
     report_html: str,
     *,
     data: str,
     kind: str = "evaluate",
+    steps: list[tuple[str, float, int]] | None = None,
+    name: str | None = None,
     store: Store | None = None,
 ) -> str:
-    """Log an evaluation of ``package`` as a finished MLflow run: its metrics, the HTML
-    report as ``report.html``, tags naming the package and its training run."""
+    """Log an evaluation (of ``package``, or a cross-validation) as a finished MLflow run:
+    its metrics (``steps``: ``(key, value, step)`` series such as per-fold values), the
+    HTML report as ``report.html``, and tags naming the package and its training run."""
     from mlflow.entities import Metric, RunTag
 
     store = store or current_store()
     mlflow_client = client(store)
     exp = experiment_id(mlflow_client, store)
-    m = package.manifest
-    name = f"{kind} {m.name} on {data}"[:_MAX_KEY]
+    title = (name or f"{kind} {package.manifest.name if package else ''} on {data}")[:_MAX_KEY]
     tags = {
         "tuneserve.kind": kind,
-        "tuneserve.task": m.task,
-        "tuneserve.evaluated_package": package.id,
         "tuneserve.data": data[:_MAX_PARAM],
-        "tuneserve.training_run": find_run(mlflow_client, exp, package.id) or "",
-        "mlflow.runName": name,
+        "mlflow.runName": title,
     }
+    if package is not None:
+        tags["tuneserve.task"] = package.manifest.task
+        tags["tuneserve.evaluated_package"] = package.id
+        tags["tuneserve.training_run"] = find_run(mlflow_client, exp, package.id) or ""
     now = int(time.time() * 1000)
+    rows = [Metric(k[:_MAX_KEY], float(v), now, 0) for k, v in metrics.items()]
+    rows += [Metric(k[:_MAX_KEY], float(v), now, step) for k, v, step in steps or []]
     with quiet_mlflow():
-        run_id = mlflow_client.create_run(exp, run_name=name).info.run_id
+        run_id = mlflow_client.create_run(exp, run_name=title).info.run_id
         try:
-            mlflow_client.log_batch(
-                run_id,
-                metrics=[Metric(k[:_MAX_KEY], float(v), now, 0) for k, v in metrics.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
+            for start in range(0, max(len(rows), 1), 1000):
+                mlflow_client.log_batch(
+                    run_id,
+                    metrics=rows[start : start + 1000],
+                    tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
+                )
             with tempfile.TemporaryDirectory() as folder:
                 report = Path(folder) / "report.html"
                 report.write_text(report_html, encoding="utf-8")

@@ -156,6 +156,56 @@ def check_out(out: str | Path, overwrite: bool) -> None:
         )
 
 
+def fit(
+    train: Dataset,
+    validation: Dataset,
+    name: str,
+    spec: Any,
+    strategy: str,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    max_length: int = 128,
+    unfreeze: int = 2,
+    **options: Any,
+) -> TrainedModel:
+    """Train the resolved backbone ``name`` (see :func:`resolve_backbone`) on ``train``,
+    choosing the kept model on ``validation``; ``options`` go to the trainer
+    (``checkpoint_dir``, ``resume``, ``init``). Shared by :func:`train` and
+    cross-validation."""
+    trained: TrainedModel
+    common: dict[str, Any] = dict(options)
+    if spec.family == "sklearn":
+        trained = train_sklearn(train, validation, backbone=name, seed=seed)
+    elif name == "cnn":
+        cnn_config = config if isinstance(config, CNNConfig) else CNNConfig(**config.to_dict())
+        trained = train_cnn(train, validation, cnn_config, **common)
+    elif name == "mlp":
+        trained = train_mlp(train, validation, config, **common)
+    elif spec.name == HF_VISION:
+        trained = train_vision(
+            train,
+            validation,
+            backbone=name,
+            strategy=strategy,
+            config=config,
+            unfreeze=unfreeze,
+            **common,
+        )
+    else:
+        trained = train_text(
+            train,
+            validation,
+            backbone=name,
+            strategy=strategy,
+            config=config,
+            max_length=max_length,
+            unfreeze=unfreeze,
+            **common,
+        )
+    return trained
+
+
 def train(
     data: Dataset | str | Path,
     out: str | Path,
@@ -219,35 +269,18 @@ def train(
                 "package, use --update"
             )
         common["init"] = source
-    trained: TrainedModel
-    if spec.family == "sklearn":
-        trained = train_sklearn(parts.train, parts.validation, backbone=name, seed=seed)
-    elif name == "cnn":
-        cnn_config = config if isinstance(config, CNNConfig) else CNNConfig(**config.to_dict())
-        trained = train_cnn(parts.train, parts.validation, cnn_config, **common)
-    elif name == "mlp":
-        trained = train_mlp(parts.train, parts.validation, config, **common)
-    elif spec.name == HF_VISION:
-        trained = train_vision(
-            parts.train,
-            parts.validation,
-            backbone=name,
-            strategy=strategy,
-            config=config,
-            unfreeze=unfreeze,
-            **common,
-        )
-    else:
-        trained = train_text(
-            parts.train,
-            parts.validation,
-            backbone=name,
-            strategy=strategy,
-            config=config,
-            max_length=max_length,
-            unfreeze=unfreeze,
-            **common,
-        )
+    trained = fit(
+        parts.train,
+        parts.validation,
+        name,
+        spec,
+        strategy,
+        config,
+        seed=seed,
+        max_length=max_length,
+        unfreeze=unfreeze,
+        **common,
+    )
     trained.config.setdefault("backbone", name)
     trained.config.setdefault("strategy", strategy)
     trained.config["split"] = {"seed": seed, "validation": validation, "test": test}

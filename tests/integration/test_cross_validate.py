@@ -1,0 +1,84 @@
+"""K-fold cross-validation through the runtime: stratified folds, out-of-fold predictions,
+resume, files and reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tuneserve.data import load
+from tuneserve.evaluation import cross_validate, load_oof
+from tuneserve.exceptions import DataError, InvalidInputError, PackageError
+from tuneserve.runtime import Predictor
+
+
+@pytest.fixture(scope="module")
+def wine_cv(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "wine"
+    return cross_validate("wine", backbone="logreg", folds=4, seed=3, out=out, bootstrap=50), out
+
+
+def test_folds_are_stratified_and_every_row_is_held_out_once(wine_cv):
+    result, _ = wine_cv
+    data = load("wine")
+    assert sorted(np.unique(result.fold_of)) == [0, 1, 2, 3]
+    overall = np.bincount(data.y) / len(data)
+    for k in range(4):
+        held = data.y[result.fold_of == k]
+        assert abs(len(held) - len(data) / 4) <= 1
+        share = np.bincount(held, minlength=3) / len(held)
+        assert np.abs(share - overall).max() < 0.05  # each fold keeps the class balance
+
+
+def test_out_of_fold_predictions_come_from_the_fold_packages(wine_cv):
+    result, out = wine_cv
+    data = load("wine")
+    for k, package in enumerate(result.packages):
+        rows = np.flatnonzero(result.fold_of == k)
+        held = data.subset(rows)
+        want = Predictor(package).predict_proba(held.X)
+        np.testing.assert_allclose(result.oof[rows], want, atol=1e-6)
+        fold = result.fold_metrics[k]
+        assert fold["accuracy"] == pytest.approx(np.mean(want.argmax(1) == held.y))
+    accuracy = [m["accuracy"] for m in result.fold_metrics]
+    summary = result.summary["accuracy"]
+    assert summary["mean"] == pytest.approx(np.mean(accuracy))
+    assert summary["std"] == pytest.approx(np.std(accuracy, ddof=1))
+    assert summary["low"] <= summary["mean"] <= summary["high"] <= 1.0
+    assert result.pooled["accuracy"].value == pytest.approx(
+        np.mean(result.oof.argmax(1) == result.y)
+    )
+    saved = load_oof(out)
+    np.testing.assert_array_equal(saved["oof"], result.oof)
+    np.testing.assert_array_equal(saved["fold_of"], result.fold_of)
+    assert list(saved["labels"]) == result.labels
+    assert json.loads((out / "cv.json").read_text())["folds"] == 4
+    assert (out / "report.html").read_text().count("data:image/png;base64") >= 5
+
+
+def test_resume_reuses_finished_folds(wine_cv):
+    result, out = wine_cv
+    stamps = {p: (out / f"fold-{k}" / "manifest.json").stat().st_mtime_ns
+              for k, p in enumerate(result.packages)}  # fmt: skip
+    (out / "fold-2" / "manifest.json").unlink()  # as if killed while writing fold 2
+    again = cross_validate(
+        "wine", backbone="logreg", folds=4, seed=3, out=out, resume=True, bootstrap=50
+    )
+    for k, package in enumerate(result.packages):
+        mtime = (out / f"fold-{k}" / "manifest.json").stat().st_mtime_ns
+        assert (mtime == stamps[package]) == (k != 2)  # only fold 2 was trained again
+    np.testing.assert_allclose(again.oof, result.oof, atol=1e-6)
+
+
+def test_bad_requests_are_refused(tmp_path, wine_cv):
+    _, out = wine_cv
+    with pytest.raises(DataError, match="6-fold cross-validation needs at least 6 per class"):
+        cross_validate(load("iris").subset(np.arange(0, 150, 10)), backbone="logreg", folds=6)
+    with pytest.raises(PackageError, match="already exists"):
+        cross_validate("wine", backbone="logreg", folds=4, out=out)
+    with pytest.raises(InvalidInputError, match="folds >= 2"):
+        cross_validate("wine", backbone="logreg", folds=1)
+    with pytest.raises(PackageError, match=r"oof\.npz not found"):
+        load_oof(tmp_path)
