@@ -12,6 +12,7 @@ MODULES = [
     "tuneserve",
     "tuneserve.data",
     "tuneserve.evaluation",
+    "tuneserve.selection",
     "tuneserve.exceptions",
     "tuneserve.exporters",
     "tuneserve.package",

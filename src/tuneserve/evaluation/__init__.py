@@ -9,6 +9,7 @@ from ._evaluate import Evaluation, evaluate
 from ._metrics import (
     LOWER_IS_BETTER,
     Estimate,
+    check_metric,
     expected_calibration_error,
     metric_names,
     point_metrics,
@@ -24,6 +25,7 @@ __all__ = [
     "Estimate",
     "Evaluation",
     "Significance",
+    "check_metric",
     "compare",
     "cross_validate",
     "evaluate",
