@@ -567,3 +567,28 @@ def test_cross_validation(tmp_path):
     assert "pooled out-of-fold" in text and "wrote" in text
     bad = tuneserve(*args, check=False)  # --out exists, without --resume or --force
     assert bad.returncode == 2 and "already exists" in bad.stderr
+
+
+def test_select_an_ensemble_then_predict_and_serve_it(tmp_path, cancer_splits):
+    for backbone in ("logreg", "random-forest"):
+        tuneserve("train", "breast_cancer", "--out", str(tmp_path / backbone), "-b", backbone)
+    out = tmp_path / "ensemble"
+    args = ["select", str(tmp_path / "logreg"), str(tmp_path / "random-forest")]
+    args += ["--data", "breast_cancer", "--method", "stacking", "--out", str(out)]
+    result = json.loads(tuneserve(*args, "--json").stdout)
+    assert result["method"] == "stacking" and len(result["members"]) == 2
+    assert result["scores"]["result"] > 0.9 and result["rows"]["report"] > 0
+    rows = cancer_splits.test.X.head(3)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    predicted = json.loads(
+        tuneserve("predict", str(out), str(tmp_path / "rows.csv"), "--json").stdout
+    )
+    assert len(predicted["predictions"]) == 3
+    with _running("serve", "-m", f"ens={out}") as server:
+        url = f"http://127.0.0.1:{server['port']}/v1/models/ens/predict"
+        body, _ = _post_json(url, {"inputs": rows.to_dict("records")})
+    assert [p["label"] for p in body["predictions"]] == [
+        p["label"] for p in predicted["predictions"]
+    ]
+    bad = tuneserve(*args, "--require", "f3>=1", "--method", "hybrid", check=False)
+    assert bad.returncode == 2 and "unknown metric 'f3'" in bad.stderr

@@ -20,6 +20,7 @@ from . import (
     predict,
     pretrain,
     registry,
+    select,
     serve,
     train,
     ui,
@@ -42,6 +43,7 @@ app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("cv")(cv.cv)
+app.command("select")(select.select)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)

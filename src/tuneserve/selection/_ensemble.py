@@ -9,6 +9,7 @@ cv`` (the honest choice for weights and stacking).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -147,7 +148,7 @@ class EnsembleSelection:
         return weighted(P, self.weights_)
 
 
-def fit_stacker(P: np.ndarray, y: np.ndarray, seed: int = 0) -> object:
+def fit_stacker(P: np.ndarray, y: np.ndarray, seed: int = 0) -> Any:
     """A multinomial logistic regression on the members' concatenated probabilities: fit it
     on out-of-fold probabilities, so it never learns from a member's training rows."""
     from sklearn.linear_model import LogisticRegression

@@ -1,0 +1,235 @@
+"""``select``: from candidate packages to one package, by filter, ensemble or both."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneserve.data import Dataset, holdout, load
+from tuneserve.evaluation import (
+    LOWER_IS_BETTER,
+    check_metric,
+    compare,
+    metric_names,
+    single_metric,
+)
+from tuneserve.evaluation._evaluate import _held_out
+from tuneserve.exceptions import InvalidInputError, PackageError
+from tuneserve.package import Package
+from tuneserve.runtime import Predictor
+
+from ._ensemble import EnsembleSelection, fit_stacker, fit_weights
+from ._package import Combiner, check_members, export_ensemble, member_probabilities
+from ._rules import COST_NAMES, apply_rules, parse_rule
+
+#: ``filter`` keeps the best candidate that meets the rules; the others combine members
+#: into one ensemble package; ``hybrid`` filters, then combines the survivors with
+#: ``combine``.
+COMBINERS = ("soft-vote", "hard-vote", "weighted", "greedy", "stacking")
+METHODS = ("filter", *COMBINERS, "hybrid")
+
+
+@dataclass
+class Selection:
+    """What ``select`` chose, and how it scored.
+
+    Attributes:
+        measured: Per candidate, its metrics on the scored rows and its cost.
+        survivors: The candidates that met every rule (all, without rules).
+        removed: Per rule, the candidates it removed.
+        members: The chosen package (filter) or the ensemble's members.
+        weights: Member weights (vote, mean and greedy ensembles).
+        scores: On the report rows (not used for fitting): the result's ``metric`` and each
+            member's, by name.
+    """
+
+    method: str
+    metric: str
+    package: Package
+    measured: dict[str, dict[str, float]]
+    survivors: list[str]
+    removed: dict[str, list[str]]
+    members: list[str]
+    weights: list[float] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "metric": self.metric,
+            "package": str(self.package.path),
+            "package_id": self.package.id,
+            "members": self.members,
+            "weights": self.weights,
+            "scores": self.scores,
+            "rows": self.rows,
+            "survivors": self.survivors,
+            "removed": self.removed,
+            "measured": self.measured,
+        }
+
+
+def _oriented(metric: str, value: float) -> float:
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def _copy_package(source: Package, out: Path, overwrite: bool) -> Package:
+    """Copy a package folder whole (through a temporary sibling and a rename)."""
+    if out.exists():
+        if not overwrite:
+            raise PackageError(f"{out} already exists. Hint: choose another --out, or --force")
+        if not (out / "manifest.json").is_file():
+            raise PackageError(f"refusing to replace {out}: it is not a tuneserve package")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(source.path, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Package.load(out)
+
+
+def _combiner(
+    method: str, P: np.ndarray, y: np.ndarray, metric: str, options: dict[str, Any]
+) -> Combiner:
+    members = len(P)
+    if method == "soft-vote":
+        return Combiner("mean", np.full(members, 1 / members))
+    if method == "hard-vote":
+        return Combiner("vote", np.full(members, 1 / members))
+    if method == "weighted":
+        return Combiner("mean", fit_weights(P, y))
+    if method == "greedy":
+        chosen = EnsembleSelection(metric=metric, **options).fit(P, y)
+        return Combiner("mean", chosen.weights_)
+    stacker = fit_stacker(P, y, seed=options.get("seed", 0))
+    return Combiner("stack", coef=stacker.coef_, intercept=stacker.intercept_)
+
+
+def select(
+    candidates: Sequence[str | Path | Package],
+    data: str | Path | Dataset,
+    out: str | Path,
+    *,
+    method: str = "greedy",
+    rules: Sequence[str] = (),
+    combine: str = "greedy",
+    metric: str | None = None,
+    rows: str = "auto",
+    rounds: int = 25,
+    init: int = 1,
+    bags: int = 1,
+    seed: int = 0,
+    fit_fraction: float = 0.5,
+    overwrite: bool = False,
+    label_column: str | None = None,
+    text_column: str | None = None,
+) -> Selection:
+    """Choose among ``candidates`` on labeled ``data`` and write one package to ``out``.
+
+    Every candidate is scored through the runtime on the same rows (the held-out test
+    split when ``data`` is their training data) and its cost measured. ``rules`` (e.g.
+    ``"f1_macro>=0.9"``, ``"latency_ms<=5"``, ``"size_mb<=30"``) filter them.
+
+    * ``filter``: the best candidate on ``metric`` that meets every rule, copied.
+    * ``soft-vote``, ``hard-vote``, ``weighted``, ``greedy``, ``stacking``: an ensemble
+      of the candidates (those meeting the rules). The scored rows are split in two,
+      stratified: weights, greedy selection (``rounds``, ``init``, ``bags``) and the
+      stacker are fitted on ``fit_fraction`` of them (rows no member trained on, so the
+      stacker learns from out-of-fold probabilities), and the result is scored on the
+      rest.
+    * ``hybrid``: the rules, then ``combine`` (one of the ensemble methods) on the
+      survivors.
+    """
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "hybrid" and combine not in COMBINERS:
+        raise InvalidInputError(f"combine must be one of {', '.join(COMBINERS)}; got {combine!r}")
+    if method in ("filter", "hybrid") and not rules:
+        raise InvalidInputError(f"{method} needs at least one rule, e.g. 'f1_macro>=0.9'")
+    packages = [c if isinstance(c, Package) else Package.load(c) for c in candidates]
+    first = packages[0].manifest
+    classes = len(first.label_names or [])
+    chosen_metric = check_metric(
+        metric or ("accuracy" if first.task == "classification" else "mse"), first.task, classes
+    )
+    known = [*metric_names(first.task, classes), *COST_NAMES]
+    parsed = [parse_rule(r, known) for r in rules]
+    dataset = (
+        data
+        if isinstance(data, Dataset)
+        else load(data, label_column=label_column, text_column=text_column)
+    )
+    comparison = compare(packages, dataset, metric=chosen_metric, rows=rows, bootstrap=0)
+    measured = {
+        e.name: {
+            **{k: v.value for k, v in e.metrics.items()},
+            **(c.to_dict() if c is not None else {}),
+        }
+        for e, c in zip(comparison.evaluations, comparison.costs, strict=True)
+    }
+    measured = {name: {k: float(v) for k, v in m.items()} for name, m in measured.items()}
+    survivors, removed = apply_rules(measured, parsed) if parsed else (list(measured), {})
+    by_name = {p.manifest.name: p for p in packages}
+    target = Path(out).expanduser()
+    if method == "filter":
+        best = survivors[0]  # the comparison ranked them best first
+        package = _copy_package(by_name[best], target, overwrite)
+        score = measured[best][chosen_metric]
+        return Selection(method, chosen_metric, package, measured, survivors, removed, [best],
+                         scores={"result": score, best: score})  # fmt: skip
+    combiner_name = combine if method == "hybrid" else method
+    predictors = [Predictor(by_name[name]) for name in survivors]
+    labels = check_members(predictors)
+    scored = _held_out(packages[0], dataset, rows)[0]
+    fit_part, report_part = holdout(scored, 1 - fit_fraction, seed=seed)
+    names = list(dataset.label_names or [])
+    to_ensemble = np.array([labels.index(n) for n in names])
+    y_fit, y_report = to_ensemble[fit_part.y], to_ensemble[report_part.y]
+    P_fit = member_probabilities(predictors, labels, fit_part.X)
+    P_report = member_probabilities(predictors, labels, report_part.X)
+    options = {"rounds": rounds, "init": init, "bags": bags, "seed": seed}
+    combiner = _combiner(combiner_name, P_fit, y_fit, chosen_metric, options)
+    kept = list(range(len(predictors)))
+    if combiner.kind == "mean" and combiner_name == "greedy":  # members never picked go
+        kept = [i for i, w in enumerate(combiner.weights) if w > 0]
+        combiner = Combiner("mean", combiner.weights[kept] / combiner.weights[kept].sum())
+        P_report = P_report[kept]
+    result = combiner.combine(P_report)
+    scores = {"result": single_metric("classification", chosen_metric, y_report, result)}
+    for i in kept:
+        scores[survivors[i]] = single_metric(
+            "classification", chosen_metric, y_report, P_report[kept.index(i)]
+        )
+    package = export_ensemble(
+        [predictors[i] for i in kept],
+        combiner,
+        target,
+        sample_inputs=report_part.X,
+        name=target.name,
+        metrics={f"holdout_{chosen_metric}": scores["result"]},
+        config={"selection": {"method": method, "combine": combiner_name, **options}},
+        overwrite=overwrite,
+    )
+    return Selection(
+        method,
+        chosen_metric,
+        package,
+        measured,
+        survivors,
+        removed,
+        [survivors[i] for i in kept],
+        weights=combiner.weights.tolist() if combiner.kind != "stack" else None,
+        scores=scores,
+        rows={"fit": len(y_fit), "report": len(y_report)},
+    )

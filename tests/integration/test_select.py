@@ -1,0 +1,96 @@
+"""``select``: filter by rules, ensembles written as packages that run like any other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tuneserve.data import load, split
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.package import Package
+from tuneserve.runtime import Predictor
+from tuneserve.selection import Combiner, export_ensemble, member_probabilities, select
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory):
+    from tuneserve import train
+
+    folder = tmp_path_factory.mktemp("select")
+    for data in ("wine", "breast_cancer"):
+        for backbone in ("logreg", "random-forest", "mlp"):
+            train(data, out=folder / f"{data}-{backbone}", backbone=backbone)
+    return folder
+
+
+def _wine(folder):
+    return [folder / f"wine-{b}" for b in ("logreg", "random-forest", "mlp")]
+
+
+def test_filter_keeps_the_best_candidate_that_meets_every_rule(candidates, tmp_path):
+    result = select(
+        _wine(candidates), "wine", tmp_path / "best", method="filter",
+        rules=["accuracy>=0.5", "size_mb<=100"],
+    )  # fmt: skip
+    ranked = sorted(result.measured, key=lambda n: -result.measured[n]["accuracy"])
+    assert result.members == [ranked[0]]
+    assert result.package.id == Package.load(candidates / ranked[0]).id  # the same package
+    assert {"latency_ms", "size_mb", "f1_macro"} <= set(result.measured[ranked[0]])
+    with pytest.raises(InvalidInputError, match=r"size_mb<=1e-06 removed wine-logreg \("):
+        select(_wine(candidates), "wine", tmp_path / "none", method="filter",
+               rules=["size_mb<=0.000001"])  # fmt: skip
+    with pytest.raises(InvalidInputError, match="unknown metric 'auc'"):
+        select(_wine(candidates), "wine", tmp_path / "x", method="filter", rules=["auc>=0.9"])
+
+
+@pytest.mark.parametrize("method", ["soft-vote", "hard-vote", "weighted", "greedy", "stacking"])
+def test_every_ensemble_is_a_package_with_parity(candidates, tmp_path, method):
+    result = select(_wine(candidates), "wine", tmp_path / method, method=method, rounds=10)
+    package = Predictor(result.package.path)
+    assert package.manifest.preprocessing["kind"] == "ensemble-members"
+    assert package.manifest.graph.parity_max_abs_diff <= 1e-5
+    test = split(load("wine"), seed=0).test
+    members = [Predictor(candidates / name) for name in result.members]
+    P = member_probabilities(members, package.labels, test.X)
+    config = package.manifest.lineage.training_config["ensemble"]
+    combiner = Combiner(
+        config["kind"],
+        np.array(config["weights"]),
+        np.array(config["coef"]) if "coef" in config else None,
+        np.array(config["intercept"]) if "intercept" in config else None,
+    )
+    np.testing.assert_allclose(package.predict_proba(test.X), combiner.combine(P), atol=1e-5)
+    assert result.scores["result"] > 0.8 and result.rows["fit"] + result.rows["report"] == 36
+    if result.weights is not None:
+        assert sum(result.weights) == pytest.approx(1.0)
+    if method == "greedy":
+        assert len(result.members) == len(result.weights or [])
+        assert all(w > 0 for w in result.weights or [])  # never-picked members are dropped
+
+
+def test_hybrid_filters_then_combines_the_survivors(candidates, tmp_path):
+    first = select(_wine(candidates), "wine", tmp_path / "all", method="hybrid",
+                   rules=["accuracy>=0"], combine="soft-vote")  # fmt: skip
+    sizes = {name: m["size_mb"] for name, m in first.measured.items()}
+    largest = max(sizes, key=sizes.__getitem__)
+    result = select(
+        _wine(candidates), "wine", tmp_path / "hybrid", method="hybrid",
+        rules=[f"size_mb<{sizes[largest]}"], combine="soft-vote",
+    )  # fmt: skip
+    assert largest not in result.survivors and len(result.survivors) == 2
+    assert result.members == result.survivors and result.weights == [0.5, 0.5]
+    assert any(item.startswith(largest) for items in result.removed.values() for item in items)
+
+
+def test_members_must_share_their_input_and_classes(candidates, tmp_path):
+    wine = Predictor(candidates / "wine-logreg")
+    cancer = Predictor(candidates / "breast_cancer-logreg")
+    test = split(load("wine"), seed=0).test
+    with pytest.raises(InvalidInputError, match="members must take the same input"):
+        export_ensemble([wine, cancer], Combiner("mean", [0.5, 0.5]), tmp_path / "e",
+                        sample_inputs=test.X)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="different label sets"):
+        select([candidates / "wine-logreg", candidates / "breast_cancer-logreg"], "wine",
+               tmp_path / "s")  # fmt: skip
+    with pytest.raises(InvalidInputError, match="method must be one of"):
+        select(_wine(candidates), "wine", tmp_path / "m", method="bagging")
