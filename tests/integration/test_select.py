@@ -94,3 +94,20 @@ def test_members_must_share_their_input_and_classes(candidates, tmp_path):
                tmp_path / "s")  # fmt: skip
     with pytest.raises(InvalidInputError, match="method must be one of"):
         select(_wine(candidates), "wine", tmp_path / "m", method="bagging")
+
+
+def test_stacking_on_out_of_fold_predictions(candidates, tmp_path):
+    from tuneserve.evaluation import cross_validate
+
+    folders = []
+    for backbone in ("logreg", "random-forest", "mlp"):
+        cross_validate("wine", backbone=backbone, folds=3, out=tmp_path / backbone, bootstrap=0)
+        folders.append(tmp_path / backbone)
+    result = select(_wine(candidates), "wine", tmp_path / "stack", method="stacking", oof=folders)
+    test_rows = 36
+    assert result.rows == {"fit": 178 - test_rows, "report": test_rows}  # all unscored rows
+    assert Predictor(result.package.path).predict_proba(load("wine").X.head(3)).shape == (3, 3)
+    with pytest.raises(InvalidInputError, match="2 --oof folders for 3 candidates"):
+        select(_wine(candidates), "wine", tmp_path / "x", method="greedy", oof=folders[:2])
+    with pytest.raises(InvalidInputError, match="other data than iris"):
+        select(_wine(candidates), "iris", tmp_path / "y", method="greedy", oof=folders)

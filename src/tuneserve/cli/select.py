@@ -31,6 +31,12 @@ def select(
     init: int = typer.Option(1, "--init", min=1, help="Greedy: start from the N best."),
     bags: int = typer.Option(1, "--bags", min=1, help="Greedy: bagged selection."),
     seed: int = typer.Option(0, "--seed"),
+    oof: list[Path] = typer.Option(
+        [],
+        "--oof",
+        help="A tuneserve cv --out folder per candidate, in order: fit the ensemble on their "
+        "out-of-fold predictions of the rows not scored.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out package."),
     label_column: str | None = typer.Option(None, "--label-column"),
     text_column: str | None = typer.Option(None, "--text-column"),
@@ -53,6 +59,7 @@ def select(
         init=init,
         bags=bags,
         seed=seed,
+        oof=oof or None,
         overwrite=force,
         label_column=label_column,
         text_column=text_column,

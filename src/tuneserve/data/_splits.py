@@ -91,24 +91,28 @@ def split(data: Dataset, validation: float = 0.1, test: float = 0.2, seed: int =
     Raises:
         DataError: a class has fewer than 3 examples, or regression data has fewer than 3 rows.
     """
-    _check_fractions(validation, test)
-    rng = np.random.default_rng(seed)
-    if data.task == "classification":
-        _check_class_sizes(data, 3, "a stratified train/validation/test split")
-        train_idx, val_idx, test_idx = _stratified_indices(data.y, validation, test, rng)
-    else:
-        if len(data) < 3:
-            raise DataError(
-                f"{data.name} has {len(data)} rows; a train/validation/test split needs 3 or more"
-            )
-        train_idx, val_idx, test_idx = _stratified_indices(
-            np.zeros(len(data), dtype=np.int64), validation, test, rng
-        )
+    train_idx, val_idx, test_idx = split_indices(data, validation, test, seed)
     return Splits(
         train=data.subset(train_idx, name=f"{data.name}[train]"),
         validation=data.subset(val_idx, name=f"{data.name}[validation]"),
         test=data.subset(test_idx, name=f"{data.name}[test]"),
     )
+
+
+def split_indices(
+    data: Dataset, validation: float = 0.1, test: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The row indices of :func:`split`: ``(train, validation, test)``."""
+    _check_fractions(validation, test)
+    rng = np.random.default_rng(seed)
+    if data.task == "classification":
+        _check_class_sizes(data, 3, "a stratified train/validation/test split")
+        return _stratified_indices(data.y, validation, test, rng)
+    if len(data) < 3:
+        raise DataError(
+            f"{data.name} has {len(data)} rows; a train/validation/test split needs 3 or more"
+        )
+    return _stratified_indices(np.zeros(len(data), dtype=np.int64), validation, test, rng)
 
 
 def kfold(data: Dataset, k: int = 5, seed: int = 0) -> Iterator[tuple[Dataset, Dataset]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, load, split
+from tuneserve.data import Dataset, load, split_indices
 from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.progress import progress_bar
@@ -63,23 +63,25 @@ class Evaluation:
         }
 
 
-def _held_out(package: Package, data: Dataset, rows: str) -> tuple[Dataset, str]:
-    """The rows to score: the training run's test split when ``data`` is what the package
-    was trained on (so no training row is scored), else every row."""
+def held_out_rows(package: Package, data: Dataset, rows: str) -> tuple[np.ndarray, str]:
+    """The indices of the rows to score, and what they are in words: the training run's
+    test split when ``data`` is what the package was trained on (so no training row is
+    scored), else every row."""
     if rows not in ROWS:
         raise InvalidInputError(f"rows must be one of {', '.join(ROWS)}; got {rows!r}")
     lineage = package.manifest.lineage
     settings = lineage.training_config.get("split")
+    everything = np.arange(len(data))
     if rows == "all":
-        return data, "all rows"
+        return everything, "all rows"
     if isinstance(settings, dict):
         try:
-            parts = split(data, **settings)
+            train_idx, _, test_idx = split_indices(data, **settings)
         except TuneserveError:  # data that cannot be split like that is other data
-            parts = None
-        if parts is not None and parts.train.fingerprint == lineage.data_fingerprint:
+            test_idx = None
+        if test_idx is not None and data.subset(train_idx).fingerprint == lineage.data_fingerprint:
             share = round(100 * float(settings.get("test", 0.2)))
-            return parts.test, (
+            return test_idx, (
                 f"the held-out test split of the training run ({share}% of rows, seed "
                 f"{settings.get('seed', 0)})"
             )
@@ -89,7 +91,15 @@ def _held_out(package: Package, data: Dataset, rows: str) -> tuple[Dataset, str]
             "(its training split does not match the package's data fingerprint), so it has "
             "no held-out test split. Hint: use rows='all' to score every row"
         )
-    return data, "all rows (not the package's training data)"
+    return everything, "all rows (not the package's training data)"
+
+
+def _held_out(package: Package, data: Dataset, rows: str) -> tuple[Dataset, str]:
+    """The rows of :func:`held_out_rows` as a data set."""
+    index, described = held_out_rows(package, data, rows)
+    if len(index) == len(data):
+        return data, described
+    return data.subset(index, name=f"{data.name}[test]"), described
 
 
 def _targets(package: Predictor, data: Dataset) -> np.ndarray:

@@ -16,10 +16,11 @@ from tuneserve.evaluation import (
     LOWER_IS_BETTER,
     check_metric,
     compare,
+    load_oof,
     metric_names,
     single_metric,
 )
-from tuneserve.evaluation._evaluate import _held_out
+from tuneserve.evaluation._evaluate import held_out_rows
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
 from tuneserve.runtime import Predictor
@@ -116,6 +117,29 @@ def _combiner(
     return Combiner("stack", coef=stacker.coef_, intercept=stacker.intercept_)
 
 
+def _out_of_fold(folders: Sequence[str | Path], candidates: int, data: Dataset) -> list[np.ndarray]:
+    """Each candidate's out-of-fold probabilities (columns in the data's label order)."""
+    if len(folders) != candidates:
+        raise InvalidInputError(
+            f"{len(folders)} --oof folders for {candidates} candidates; give one "
+            "tuneserve cv --out folder per candidate, in the same order"
+        )
+    out = []
+    for folder in folders:
+        saved = load_oof(folder)
+        if len(saved["y"]) != len(data) or not np.array_equal(saved["y"], data.y):
+            raise InvalidInputError(
+                f"{folder} holds out-of-fold predictions of other data than {data.name} "
+                f"({len(saved['y'])} rows vs {len(data)}); run tuneserve cv on {data.name}"
+            )
+        if list(saved["labels"]) != list(data.label_names or []):
+            raise InvalidInputError(f"{folder} has other classes than {data.name}")
+        if saved["oof"].ndim != 2:
+            raise InvalidInputError(f"{folder} holds regression predictions; ensembles classify")
+        out.append(saved["oof"])
+    return out
+
+
 def select(
     candidates: Sequence[str | Path | Package],
     data: str | Path | Dataset,
@@ -131,6 +155,7 @@ def select(
     bags: int = 1,
     seed: int = 0,
     fit_fraction: float = 0.5,
+    oof: Sequence[str | Path] | None = None,
     overwrite: bool = False,
     label_column: str | None = None,
     text_column: str | None = None,
@@ -150,11 +175,17 @@ def select(
       rest.
     * ``hybrid``: the rules, then ``combine`` (one of the ensemble methods) on the
       survivors.
+
+    ``oof``: one ``tuneserve cv --out`` folder per candidate (same data, same order). The
+    combiner is then fitted on the candidates' out-of-fold predictions of every row that
+    is not scored, and the result is scored on all the scored rows.
     """
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if method == "hybrid" and combine not in COMBINERS:
         raise InvalidInputError(f"combine must be one of {', '.join(COMBINERS)}; got {combine!r}")
+    if oof is not None and method == "filter":
+        raise InvalidInputError("--oof fits ensembles; filter takes no out-of-fold predictions")
     if method in ("filter", "hybrid") and not rules:
         raise InvalidInputError(f"{method} needs at least one rule, e.g. 'f1_macro>=0.9'")
     packages = [c if isinstance(c, Package) else Package.load(c) for c in candidates]
@@ -170,6 +201,7 @@ def select(
         if isinstance(data, Dataset)
         else load(data, label_column=label_column, text_column=text_column)
     )
+    kept_oof = _out_of_fold(oof, len(packages), dataset) if oof is not None else []
     comparison = compare(packages, dataset, metric=chosen_metric, rows=rows, bootstrap=0)
     measured = {
         e.name: {
@@ -191,12 +223,28 @@ def select(
     combiner_name = combine if method == "hybrid" else method
     predictors = [Predictor(by_name[name]) for name in survivors]
     labels = check_members(predictors)
-    scored = _held_out(packages[0], dataset, rows)[0]
-    fit_part, report_part = holdout(scored, 1 - fit_fraction, seed=seed)
     names = list(dataset.label_names or [])
     to_ensemble = np.array([labels.index(n) for n in names])
-    y_fit, y_report = to_ensemble[fit_part.y], to_ensemble[report_part.y]
-    P_fit = member_probabilities(predictors, labels, fit_part.X)
+    scored_idx, _ = held_out_rows(packages[0], dataset, rows)
+    if oof is not None:
+        fit_idx = np.setdiff1d(np.arange(len(dataset)), scored_idx)
+        if len(fit_idx) == 0:
+            raise InvalidInputError(
+                "every row is scored (rows='all' or data the candidates were not trained "
+                "on), so no out-of-fold row is left to fit the ensemble on. Hint: select "
+                "on the candidates' training data, or drop --oof"
+            )
+        position = {p.manifest.name: i for i, p in enumerate(packages)}
+        columns = [names.index(label) for label in labels]  # oof columns: the data's order
+        P_fit = np.stack([kept_oof[position[name]][fit_idx][:, columns] for name in survivors])
+        y_fit = to_ensemble[dataset.y[fit_idx]]
+        report_part = dataset.subset(scored_idx, name=f"{dataset.name}[scored]")
+    else:
+        scored = dataset.subset(scored_idx, name=f"{dataset.name}[scored]")
+        fit_part, report_part = holdout(scored, 1 - fit_fraction, seed=seed)
+        y_fit = to_ensemble[fit_part.y]
+        P_fit = member_probabilities(predictors, labels, fit_part.X)
+    y_report = to_ensemble[report_part.y]
     P_report = member_probabilities(predictors, labels, report_part.X)
     options = {"rounds": rounds, "init": init, "bags": bags, "seed": seed}
     combiner = _combiner(combiner_name, P_fit, y_fit, chosen_metric, options)
