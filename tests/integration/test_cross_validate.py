@@ -82,3 +82,17 @@ def test_bad_requests_are_refused(tmp_path, wine_cv):
         cross_validate("wine", backbone="logreg", folds=1)
     with pytest.raises(PackageError, match=r"oof\.npz not found"):
         load_oof(tmp_path)
+
+
+def test_a_fold_package_is_evaluated_on_its_own_fold_and_force_is_careful(wine_cv, tmp_path):
+    from tuneserve.evaluation import evaluate
+
+    result, _ = wine_cv
+    scored = evaluate(result.packages[1], "wine", bootstrap=0, track=False)
+    assert scored.rows == "fold 1 of 4, held out by cross-validation"
+    assert len(scored.y) == int(np.sum(result.fold_of == 1))
+    assert scored.metrics["accuracy"].value == pytest.approx(result.fold_metrics[1]["accuracy"])
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PackageError, match="refusing to replace"):
+        cross_validate("wine", backbone="logreg", folds=2, out=tmp_path, overwrite=True)
+    assert (tmp_path / "notes.txt").exists()

@@ -111,3 +111,13 @@ def test_stacking_on_out_of_fold_predictions(candidates, tmp_path):
         select(_wine(candidates), "wine", tmp_path / "x", method="greedy", oof=folders[:2])
     with pytest.raises(InvalidInputError, match="other data than iris"):
         select(_wine(candidates), "iris", tmp_path / "y", method="greedy", oof=folders)
+
+
+def test_evaluate_scores_an_ensemble_on_the_rows_it_was_not_fitted_on(candidates, tmp_path):
+    from tuneserve.evaluation import evaluate
+
+    result = select(_wine(candidates), "wine", tmp_path / "ens", method="weighted")
+    scored = evaluate(result.package.path, "wine", bootstrap=0, track=False)
+    assert "the selection held out" in scored.rows
+    assert len(scored.y) == result.rows["report"]
+    assert scored.metrics["accuracy"].value == pytest.approx(result.scores["result"])

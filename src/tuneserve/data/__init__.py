@@ -10,7 +10,7 @@ from ._builtin import BUILTIN_DATASETS, load_builtin
 from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
 from ._files import TABLE_SUFFIXES, load_file, read_frame
 from ._images import list_images, load_image_folder
-from ._splits import Splits, holdout, kfold, kfold_indices, split, split_indices
+from ._splits import Splits, holdout, holdout_indices, kfold, kfold_indices, split, split_indices
 from ._unlabeled import DEFAULT_HOLDOUT, Unlabeled, load_unlabeled
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Task",
     "Unlabeled",
     "holdout",
+    "holdout_indices",
     "kfold",
     "kfold_indices",
     "list_images",

@@ -137,8 +137,16 @@ def holdout(data: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dat
     Raises:
         DataError: a class has fewer than 2 examples.
     """
+    kept, held = holdout_indices(data, fraction, seed)
+    return data.subset(kept, name=f"{data.name}[train]"), data.subset(
+        held, name=f"{data.name}[held]"
+    )
+
+
+def holdout_indices(data: Dataset, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The row indices of :func:`holdout`: ``(kept, held)``."""
     if not 0.0 < fraction < 1.0:
-        raise InvalidInputError(f"holdout fraction must be in (0, 1), got {fraction}")
+        raise InvalidInputError(f"the held-out fraction must be in (0, 1), got {fraction}")
     if data.task == "classification":
         _check_class_sizes(data, 2, "a stratified holdout")
         y = data.y
@@ -146,11 +154,8 @@ def holdout(data: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dat
         if len(data) < 2:
             raise DataError(f"{data.name} has {len(data)} rows; a holdout needs 2 or more")
         y = np.zeros(len(data), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    kept, held, _ = _stratified_indices(y, fraction, 0.0, rng)
-    return data.subset(kept, name=f"{data.name}[train]"), data.subset(
-        held, name=f"{data.name}[held]"
-    )
+    kept, held, _ = _stratified_indices(y, fraction, 0.0, np.random.default_rng(seed))
+    return kept, held
 
 
 def kfold_indices(

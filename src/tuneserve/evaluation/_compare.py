@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from tuneserve.data import Dataset, load
+from tuneserve.data import Dataset
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.package import Package
 
 from ._cost import Cost, package_cost
-from ._evaluate import Evaluation, _held_out, evaluate
+from ._evaluate import Evaluation, _held_out, as_dataset, evaluate
 from ._metrics import LOWER_IS_BETTER, check_metric, single_metric
 
 ALPHA = 0.05
@@ -117,6 +117,8 @@ def paired_bootstrap(
                 b = single_metric(other.task, metric, other.y[idx], other.output[idx])
             except ValueError:  # e.g. ROC-AUC on a resample that lacks a class
                 continue
+            if not (np.isfinite(a) and np.isfinite(b)):  # newer scikit-learn: NaN instead
+                continue
             diffs.append(_oriented(metric, a) - _oriented(metric, b))
     point = _oriented(metric, best.metrics[metric].value) - _oriented(
         metric, other.metrics[metric].value
@@ -134,8 +136,10 @@ def paired_bootstrap(
     )  # fmt: skip
 
 
-def _same_rows(evaluations: list[Evaluation], packages: list[Package], data: Dataset) -> None:
-    scored = [_held_out(p, data, "auto")[0].fingerprint for p in packages]
+def _same_rows(
+    evaluations: list[Evaluation], packages: list[Package], data: Dataset, rows: str
+) -> None:
+    scored = [_held_out(p, data, rows)[0].fingerprint for p in packages]
     if len(set(scored)) > 1:
         raise InvalidInputError(
             "the packages would be scored on different rows of "
@@ -174,7 +178,7 @@ def compare(
     if len(tasks) > 1:
         raise InvalidInputError(f"the packages do different tasks ({', '.join(sorted(tasks))})")
     (task,) = tasks
-    label_sets = {tuple(p.manifest.label_names or ()) for p in loaded}
+    label_sets = {frozenset(p.manifest.label_names or ()) for p in loaded}  # any order
     if len(label_sets) > 1:
         raise InvalidInputError(
             "the packages have different label sets: "
@@ -185,16 +189,18 @@ def compare(
         )
     default = "accuracy" if task == "classification" else "mse"
     chosen = check_metric(metric or default, task, len(next(iter(label_sets))))
-    dataset = (
-        data
-        if isinstance(data, Dataset)
-        else load(data, label_column=label_column, text_column=text_column)
-    )
+    dataset = as_dataset(data, label_column, text_column)
     evaluations = [
         evaluate(p, dataset, rows=rows, bootstrap=bootstrap, seed=seed, track=False) for p in loaded
     ]
-    if rows == "auto":
-        _same_rows(evaluations, loaded, dataset)
+    _same_rows(evaluations, loaded, dataset, rows)
+    lacking = [e.name for e in evaluations if chosen not in e.metrics]
+    if lacking:
+        raise InvalidInputError(
+            f"{chosen} cannot be computed on the scored rows of {dataset.name} for "
+            f"{', '.join(lacking)} (ROC-AUC needs every class among them). Hint: rank by "
+            "another metric, or score more rows"
+        )
     order = sorted(
         range(len(evaluations)),
         key=lambda i: _oriented(chosen, evaluations[i].metrics[chosen].value),

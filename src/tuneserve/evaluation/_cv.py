@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, holdout, kfold_indices, load
+from tuneserve.data import Dataset, holdout, holdout_indices, kfold_indices
 from tuneserve.exceptions import InvalidInputError, PackageError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.progress import progress_bar
 from tuneserve.runtime import Predictor
 
-from ._evaluate import Evaluation, write_text_atomic
+from ._evaluate import Evaluation, as_dataset, write_text_atomic
 from ._metrics import Estimate, per_class, point_metrics, with_intervals
 
 OOF_FILE, SUMMARY_FILE, REPORT_FILE = "oof.npz", "cv.json", "report.html"
@@ -116,8 +116,30 @@ def summarize(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float
     return out
 
 
-def _fold_config(name: str, strategy: str, fold: int, folds: int, seed: int) -> dict[str, Any]:
-    return {"backbone": name, "strategy": strategy, "fold": fold, "folds": folds, "seed": seed}
+def _remove_cv_folder(folder: Path) -> None:
+    """Delete an earlier cross-validation's folder, and nothing else."""
+    ours = {SUMMARY_FILE, OOF_FILE, REPORT_FILE}
+    entries = list(folder.iterdir()) if folder.is_dir() else [folder]
+    if not all(e.name in ours or e.name.startswith(("fold-", ".")) for e in entries):
+        raise PackageError(
+            f"refusing to replace {folder}: it holds files that are not a cross-validation's "
+            "(fold-N packages, cv.json, oof.npz, report.html). Hint: choose another --out"
+        )
+    shutil.rmtree(folder)
+
+
+def _fold_config(
+    name: str, strategy: str, fold: int, folds: int, seed: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """What a fold package was trained for; ``resume`` reuses a fold only on a match."""
+    return {
+        "backbone": name,
+        "strategy": strategy,
+        "fold": fold,
+        "folds": folds,
+        "seed": seed,
+        "settings": json.loads(json.dumps(settings, default=str, sort_keys=True)),
+    }
 
 
 def _finished(path: Path, expected: dict[str, Any], fingerprint: str) -> Package | None:
@@ -178,19 +200,28 @@ def cross_validate(
         raise InvalidInputError("resume needs the --out folder of the interrupted run")
     if out is not None and not resume:
         check_out(out, overwrite)
-    dataset = (
-        data
-        if isinstance(data, Dataset)
-        else load(data, label_column=label_column, text_column=text_column)
-    )
+    dataset = as_dataset(data, label_column, text_column)
     name, spec, strategy = resolve_backbone(dataset.modality, backbone, strategy, None)
     config = config or default_config(
         name, strategy, modality=dataset.modality, seed=seed, **(settings or {})
     )
     splits = list(kfold_indices(dataset, folds, seed))  # checks class sizes first
-    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="tuneserve-cv-"))
+    for k, (train_idx, _) in enumerate(splits):  # every fold's validation split, up front
+        holdout_indices(dataset.subset(train_idx, name=f"{dataset.name}[fold {k} train]"),
+                        validation, seed=seed + k)  # fmt: skip
+    fold_settings = {
+        "config": config.to_dict() if hasattr(config, "to_dict") else str(config),
+        "validation": validation,
+        "max_length": max_length,
+        "unfreeze": unfreeze,
+    }
+    folder = (
+        Path(out).expanduser()
+        if out is not None
+        else Path(tempfile.mkdtemp(prefix="tuneserve-cv-"))
+    )
     if out is not None and overwrite and not resume and folder.exists():
-        shutil.rmtree(folder)
+        _remove_cv_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
     oof = np.zeros((n, len(dataset.label_names or ())) if dataset.task == "classification" else n)
@@ -202,7 +233,7 @@ def cross_validate(
                 rest = dataset.subset(train_idx, name=f"{dataset.name}[fold {k} train]")
                 held = dataset.subset(held_idx, name=f"{dataset.name}[fold {k} held out]")
                 train, val = holdout(rest, validation, seed=seed + k)
-                expected = _fold_config(name, strategy, k, folds, seed)
+                expected = _fold_config(name, strategy, k, folds, seed, fold_settings)
                 target = folder / f"fold-{k}"
                 package = _finished(target, expected, train.fingerprint) if resume else None
                 if package is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, load, split_indices
+from tuneserve.data import Dataset, holdout_indices, kfold_indices, load, split_indices
 from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.progress import progress_bar
@@ -63,6 +63,15 @@ class Evaluation:
         }
 
 
+def as_dataset(
+    data: str | Path | Dataset, label_column: str | None = None, text_column: str | None = None
+) -> Dataset:
+    """``data`` itself, or the data set it names (built-in name, folder or file)."""
+    if isinstance(data, Dataset):
+        return data
+    return load(data, label_column=label_column, text_column=text_column)
+
+
 def held_out_rows(package: Package, data: Dataset, rows: str) -> tuple[np.ndarray, str]:
     """The indices of the rows to score, and what they are in words: the training run's
     test split when ``data`` is what the package was trained on (so no training row is
@@ -74,6 +83,9 @@ def held_out_rows(package: Package, data: Dataset, rows: str) -> tuple[np.ndarra
     everything = np.arange(len(data))
     if rows == "all":
         return everything, "all rows"
+    known = _recorded_rows(package, data)
+    if known is not None:
+        return known
     if isinstance(settings, dict):
         try:
             train_idx, _, test_idx = split_indices(data, **settings)
@@ -92,6 +104,27 @@ def held_out_rows(package: Package, data: Dataset, rows: str) -> tuple[np.ndarra
             "no held-out test split. Hint: use rows='all' to score every row"
         )
     return everything, "all rows (not the package's training data)"
+
+
+def _recorded_rows(package: Package, data: Dataset) -> tuple[np.ndarray, str] | None:
+    """Rows a package records as held out: those a selection did not fit an ensemble on,
+    or the fold a cross-validation fold model never saw."""
+    config = package.manifest.lineage.training_config
+    held = config.get("held_out")
+    if isinstance(held, dict) and held.get("data_fingerprint") == data.fingerprint:
+        return np.asarray(held["rows"], dtype=np.int64), str(held.get("what", "held-out rows"))
+    cv = config.get("cv")
+    if not isinstance(cv, dict) or "validation" not in cv.get("settings", {}):
+        return None
+    try:
+        train_idx, held_idx = list(kfold_indices(data, cv["folds"], cv["seed"]))[cv["fold"]]
+        rest = data.subset(train_idx)
+        kept, _ = holdout_indices(rest, cv["settings"]["validation"], seed=cv["seed"] + cv["fold"])
+    except (TuneserveError, IndexError, KeyError, TypeError):
+        return None
+    if rest.subset(kept).fingerprint != package.manifest.lineage.data_fingerprint:
+        return None
+    return held_idx, f"fold {cv['fold']} of {cv['folds']}, held out by cross-validation"
 
 
 def _held_out(package: Package, data: Dataset, rows: str) -> tuple[Dataset, str]:
@@ -157,11 +190,7 @@ def evaluate(
             ``TUNESERVE_TRACKING``, on unless set to 0).
     """
     predictor = Predictor(package if isinstance(package, Package) else Package.load(package))
-    dataset = (
-        data
-        if isinstance(data, Dataset)
-        else load(data, label_column=label_column, text_column=text_column)
-    )
+    dataset = as_dataset(data, label_column, text_column)
     scored, described = _held_out(predictor.package, dataset, rows)
     y = _targets(predictor, scored)
     output = predictor.run(scored.X)

@@ -31,13 +31,11 @@ def _check(P: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
 
 def hard_vote(P: np.ndarray) -> np.ndarray:
     """Each member votes for its top class; rows are vote shares (ties go to the class with
-    the larger mean probability)."""
+    the larger mean probability), as the packaged hard vote computes them."""
+    from ._package import Combiner
+
     P = _check(P)
-    votes = np.zeros(P.shape[1:])
-    rows = np.arange(P.shape[1])
-    for member in P:
-        votes[rows, member.argmax(axis=1)] += 1
-    return votes / len(P) + 1e-9 * P.mean(axis=0)
+    return Combiner("vote", np.full(len(P), 1 / len(P))).combine(P)
 
 
 def soft_vote(P: np.ndarray) -> np.ndarray:
@@ -84,7 +82,8 @@ class EnsembleSelection:
     add the member (again, if it helps) whose addition scores best on the selection rows.
     The kept ensemble is the best one seen along the way, so it never scores worse on
     those rows than the best single member. With ``bags`` > 1, selection runs on random
-    halves of the members and the weights are averaged (bagged ensemble selection).
+    halves of the members and the weights are averaged (bagged ensemble selection); if
+    the average scores below the best member, the best member is kept.
     AutoGluon runs 25 rounds.
 
     Attributes (after :meth:`fit`):
@@ -141,7 +140,11 @@ class EnsembleSelection:
             for _ in range(self.bags):
                 bag = np.sort(rng.choice(everyone, size=size, replace=False))
                 weights += self._select(P, y, bag)
-        self.weights_ = weights / weights.sum()
+            weights /= weights.sum()
+            singles = [_score(self.metric, y, p) for p in P]
+            if _score(self.metric, y, weighted(P, weights)) < max(singles):
+                weights = np.eye(len(P))[int(np.argmax(singles))]  # keep the floor
+        self.weights_ = weights
         return self
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
@@ -154,6 +157,12 @@ def fit_stacker(P: np.ndarray, y: np.ndarray, seed: int = 0) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     P = _check(P, y)
+    missing = sorted(set(range(P.shape[2])) - set(np.unique(y).tolist()))
+    if missing:
+        raise InvalidInputError(
+            f"the rows to fit the stacker on lack class(es) {missing}; it needs every class. "
+            "Hint: use more rows (a larger fit share, or --oof)"
+        )
     features = stack_features(P)
     return LogisticRegression(max_iter=1000, random_state=seed).fit(features, y)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.exceptions import InvalidInputError
+from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing.members import INPUT, MembersPreprocessor
 from tuneserve.runtime import Predictor
@@ -22,6 +22,13 @@ OUTPUT = "probabilities"
 #: How members are combined: a weighted mean (soft vote, fitted weights, greedy
 #: selection), a (weighted) hard vote, or a logistic-regression stacker.
 KINDS = ("mean", "vote", "stack")
+
+
+def vote_tiebreak(members: int) -> float:
+    """Weight of the mean probability in a hard vote: it breaks ties between classes with
+    equal votes, and is too small (under one vote of ``1 / members``) to overturn a vote.
+    Large enough to survive float32 in the graph."""
+    return 0.1 / members
 
 
 @dataclass
@@ -57,7 +64,8 @@ class Combiner:
             rows = np.arange(P.shape[1])
             for w, member in zip(self.weights, P, strict=True):
                 votes[rows, member.argmax(axis=1)] += w
-            return votes + 1e-9 * P.mean(axis=0)
+            tie = vote_tiebreak(len(P))
+            return (votes + tie * P.mean(axis=0)) / (1 + tie)
         assert self.coef is not None and self.intercept is not None
         z = np.concatenate(list(P), axis=1) @ self.coef.T + self.intercept
         if self.coef.shape[0] == 1:
@@ -94,7 +102,8 @@ class Combiner:
             inits.append(numpy_helper.from_array(np.array([classes], np.int64), "depth"))
             const("onehot_values", np.array([0.0, 1.0]))
             parts = []
-            for i, w in enumerate(self.weights):
+            tie = vote_tiebreak(members)
+            for i, w in enumerate(self.weights / (1 + tie)):
                 for name, value in (("start", i * classes), ("end", (i + 1) * classes)):
                     inits.append(numpy_helper.from_array(np.array([value], np.int64), f"{name}{i}"))
                 inits.append(numpy_helper.from_array(np.array([1], np.int64), f"axis{i}"))
@@ -109,9 +118,9 @@ class Combiner:
                     helper.make_node("Mul", [f"hot{i}", const(f"w{i}", np.array(w))], [f"vote{i}"]),
                 ]
                 parts.append(f"vote{i}")
-            tie = const("Wtie", block_matrix(np.full(members, 1e-9 / members)))
+            mean = const("Wtie", block_matrix(np.full(members, tie / members / (1 + tie))))
             nodes += [
-                helper.make_node("MatMul", [INPUT, tie], ["tiebreak"]),
+                helper.make_node("MatMul", [INPUT, mean], ["tiebreak"]),
                 helper.make_node("Sum", [*parts, "tiebreak"], [OUTPUT]),
             ]
         else:
@@ -211,6 +220,11 @@ def export_ensemble(
     expected = combiner.combine(member_probabilities(predictors, labels, sample_inputs))
     diff = float(np.max(np.abs(packaged - expected)))
     check_parity(diff, "ensemble")  # raises: the package is not written
+    if not np.array_equal(packaged.argmax(axis=1), expected.argmax(axis=1)):
+        raise ExportError(
+            "the ensemble graph picks other classes than the in-memory ensemble on the "
+            "sample inputs; the package is not written. Hint: report this with the members"
+        )
     return write_package(
         out,
         name=name,

@@ -33,7 +33,9 @@ class Rule:
         return f"{self.name}{self.op}{self.value:g}"
 
     def passes(self, measured: dict[str, float]) -> bool:
-        return _OPS[self.op](measured[self.name], self.value)
+        """False when the value is missing (e.g. ROC-AUC of rows that lack a class)."""
+        value = measured.get(self.name)
+        return value is not None and _OPS[self.op](value, self.value)
 
 
 def parse_rule(text: str, known: Sequence[str]) -> Rule:
@@ -68,7 +70,9 @@ def apply_rules(
     for name, measured in candidates.items():
         failed = [r for r in rules if not r.passes(measured)]
         for rule in failed:
-            removed.setdefault(str(rule), []).append(f"{name} ({measured[rule.name]:.4g})")
+            value = measured.get(rule.name)
+            shown = f"{value:.4g}" if value is not None else "not measured"
+            removed.setdefault(str(rule), []).append(f"{name} ({shown})")
         if not failed:
             survivors.append(name)
     if not survivors:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, holdout, load
+from tuneserve.data import Dataset, holdout_indices
 from tuneserve.evaluation import (
     LOWER_IS_BETTER,
     check_metric,
@@ -20,7 +20,7 @@ from tuneserve.evaluation import (
     metric_names,
     single_metric,
 )
-from tuneserve.evaluation._evaluate import held_out_rows
+from tuneserve.evaluation._evaluate import as_dataset, held_out_rows
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
 from tuneserve.runtime import Predictor
@@ -89,14 +89,16 @@ def _copy_package(source: Package, out: Path, overwrite: bool) -> Package:
         if not (out / "manifest.json").is_file():
             raise PackageError(f"refusing to replace {out}: it is not a tuneserve package")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(source.path, tmp)
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)  # two renames: the old package is never half gone
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return Package.load(out)
 
 
@@ -188,6 +190,8 @@ def select(
         raise InvalidInputError("--oof fits ensembles; filter takes no out-of-fold predictions")
     if method in ("filter", "hybrid") and not rules:
         raise InvalidInputError(f"{method} needs at least one rule, e.g. 'f1_macro>=0.9'")
+    if len(candidates) < 2:
+        raise InvalidInputError(f"select needs two or more candidates; got {len(candidates)}")
     packages = [c if isinstance(c, Package) else Package.load(c) for c in candidates]
     first = packages[0].manifest
     classes = len(first.label_names or [])
@@ -196,11 +200,7 @@ def select(
     )
     known = [*metric_names(first.task, classes), *COST_NAMES]
     parsed = [parse_rule(r, known) for r in rules]
-    dataset = (
-        data
-        if isinstance(data, Dataset)
-        else load(data, label_column=label_column, text_column=text_column)
-    )
+    dataset = as_dataset(data, label_column, text_column)
     kept_oof = _out_of_fold(oof, len(packages), dataset) if oof is not None else []
     comparison = compare(packages, dataset, metric=chosen_metric, rows=rows, bootstrap=0)
     measured = {
@@ -224,6 +224,11 @@ def select(
     predictors = [Predictor(by_name[name]) for name in survivors]
     labels = check_members(predictors)
     names = list(dataset.label_names or [])
+    if set(names) != set(labels):
+        raise InvalidInputError(
+            f"{dataset.name} has classes {', '.join(names)}; the candidates have "
+            f"{', '.join(labels)}. Hint: select on data with the candidates' classes"
+        )
     to_ensemble = np.array([labels.index(n) for n in names])
     scored_idx, _ = held_out_rows(packages[0], dataset, rows)
     if oof is not None:
@@ -238,12 +243,20 @@ def select(
         columns = [names.index(label) for label in labels]  # oof columns: the data's order
         P_fit = np.stack([kept_oof[position[name]][fit_idx][:, columns] for name in survivors])
         y_fit = to_ensemble[dataset.y[fit_idx]]
-        report_part = dataset.subset(scored_idx, name=f"{dataset.name}[scored]")
+        report_idx = scored_idx
     else:
+        if not 0 < fit_fraction < 1:
+            raise InvalidInputError(
+                f"fit_fraction must be in (0, 1): the share of the scored rows the ensemble "
+                f"is fitted on; got {fit_fraction}"
+            )
         scored = dataset.subset(scored_idx, name=f"{dataset.name}[scored]")
-        fit_part, report_part = holdout(scored, 1 - fit_fraction, seed=seed)
+        fit_at, report_at = holdout_indices(scored, 1 - fit_fraction, seed=seed)
+        fit_part = scored.subset(fit_at)
+        report_idx = scored_idx[report_at]
         y_fit = to_ensemble[fit_part.y]
         P_fit = member_probabilities(predictors, labels, fit_part.X)
+    report_part = dataset.subset(report_idx, name=f"{dataset.name}[report]")
     y_report = to_ensemble[report_part.y]
     P_report = member_probabilities(predictors, labels, report_part.X)
     options = {"rounds": rounds, "init": init, "bags": bags, "seed": seed}
@@ -266,7 +279,14 @@ def select(
         sample_inputs=report_part.X,
         name=target.name,
         metrics={f"holdout_{chosen_metric}": scores["result"]},
-        config={"selection": {"method": method, "combine": combiner_name, **options}},
+        config={
+            "selection": {"method": method, "combine": combiner_name, **options},
+            "held_out": {  # evaluate and compare score the ensemble on these rows only
+                "data_fingerprint": dataset.fingerprint,
+                "rows": report_idx.tolist(),
+                "what": "the rows the selection held out (the ensemble was not fitted on them)",
+            },
+        },
         overwrite=overwrite,
     )
     return Selection(

@@ -73,3 +73,12 @@ def test_bootstrap_intervals_are_seeded_and_hold_the_value():
     width = first["accuracy"].high - first["accuracy"].low
     assert 0.05 < width < 0.3  # about 2 * 1.96 * sqrt(p(1-p)/n) for n=200
     assert with_intervals("classification", y, proba, rounds=0)["accuracy"].low is None
+
+
+def test_expected_calibration_error_on_bin_edges_and_rounding_above_one():
+    y = np.array([0, 1, 0, 1, 1])
+    proba = np.array([[0.6, 0.4], [0.2, 0.8], [0.8, 0.2], [0.4, 0.6], [0.0, 1.0 + 1e-7]])
+    value = expected_calibration_error(y, proba, bins=5)  # edges 0.2, 0.4, ... exactly hit
+    # bins: 0.6 -> [0.6, 0.8): rows 0 (right), 3 (right); 0.8 -> [0.8, 1]: rows 1, 2, 4
+    want = 2 / 5 * abs(1.0 - 0.6) + 3 / 5 * abs(1.0 - (0.8 + 0.8 + 1.0) / 3)
+    assert value == pytest.approx(want, abs=1e-6)

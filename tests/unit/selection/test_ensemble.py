@@ -88,3 +88,21 @@ def test_bad_shapes_and_metrics_are_refused():
         weighted(P, np.array([1.0, -1.0]))
     with pytest.raises(InvalidInputError, match="unknown metric 'nope'"):
         EnsembleSelection(metric="nope").fit(P, y)
+
+
+def test_packaged_hard_vote_breaks_ties_like_the_in_memory_one():
+    import onnxruntime as ort
+
+    from tuneserve.selection import Combiner
+
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet([1, 1, 1], size=(2, 500))  # two members: every disagreement is a tie
+    combiner = Combiner("vote", np.array([0.5, 0.5]))
+    session = ort.InferenceSession(combiner.onnx(2, 3).SerializeToString())
+    feed = np.concatenate(list(P), axis=1).astype(np.float32)
+    (graph,) = session.run(None, {"member_probabilities": feed})
+    expected = combiner.combine(P)
+    assert (P[0].argmax(1) != P[1].argmax(1)).sum() > 100
+    np.testing.assert_array_equal(graph.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(graph, expected, atol=1e-6)
+    np.testing.assert_allclose(expected.sum(1), 1.0)
