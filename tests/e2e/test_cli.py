@@ -521,9 +521,20 @@ def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):
     assert server["proc"].returncode == 0
 
 
-def test_evaluate_a_trained_package(tmp_path):
-    tuneserve("train", "breast_cancer", "--out", str(tmp_path / "cancer"), "-b", "logreg")
-    args = ["evaluate", str(tmp_path / "cancer"), "breast_cancer", "--bootstrap", "50"]
+@pytest.fixture(scope="module")
+def cancer_candidates(tmp_path_factory):
+    """Two breast_cancer packages trained in this process (with their split lineage): the
+    commands under test run as subprocesses, their inputs need not."""
+    from tuneserve import train
+
+    folder = tmp_path_factory.mktemp("candidates")
+    for backbone in ("logreg", "random-forest"):
+        train("breast_cancer", out=folder / backbone, backbone=backbone)
+    return folder
+
+
+def test_evaluate_a_trained_package(cancer_candidates, tmp_path):
+    args = ["evaluate", str(cancer_candidates / "logreg"), "breast_cancer", "--bootstrap", "50"]
     result = json.loads(tuneserve(*args, "--json").stdout)
     assert result["n"] == 114 and "held-out test split" in result["rows"]
     accuracy = result["metrics"]["accuracy"]
@@ -535,15 +546,14 @@ def test_evaluate_a_trained_package(tmp_path):
     assert "95% interval" in text and "true \\ predicted" in text
     assert (tmp_path / "r.html").read_text().count("data:image/png;base64") >= 4
 
-    bad = tuneserve("evaluate", str(tmp_path / "cancer"), "iris", check=False)
+    bad = tuneserve("evaluate", str(cancer_candidates / "logreg"), "iris", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "iris has classes the package 'cancer' does not know" in bad.stderr
+    assert "iris has classes the package 'logreg' does not know" in bad.stderr
 
 
-def test_compare_packages(tmp_path):
-    for backbone in ("logreg", "mlp"):
-        tuneserve("train", "breast_cancer", "--out", str(tmp_path / backbone), "-b", backbone)
-    args = ["compare", str(tmp_path / "logreg"), str(tmp_path / "mlp"), "breast_cancer"]
+def test_compare_packages(cancer_candidates):
+    folder = cancer_candidates
+    args = ["compare", str(folder / "logreg"), str(folder / "random-forest"), "breast_cancer"]
     result = json.loads(tuneserve(*args, "--bootstrap", "30", "--json").stdout)
     assert [r["name"] for r in result["ranking"]] != [] and result["metric"] == "accuracy"
     assert result["significance"]["method"] == "McNemar exact"
@@ -557,23 +567,21 @@ def test_compare_packages(tmp_path):
 def test_cross_validation(tmp_path):
     out = tmp_path / "cv"
     args = ["cv", "iris", "-b", "logreg", "-k", "3", "--bootstrap", "20", "--out", str(out)]
-    result = json.loads(tuneserve(*args, "--json").stdout)
+    text = tuneserve(*args).stdout
+    assert "pooled out-of-fold" in text and "wrote" in text
+    result = json.loads((out / "cv.json").read_text())
     assert result["folds"] == 3 and result["n"] == 150 and len(result["fold_metrics"]) == 3
     assert result["summary"]["accuracy"]["mean"] > 0.8
     assert sorted(p.name for p in out.iterdir()) == [
         "cv.json", "fold-0", "fold-1", "fold-2", "oof.npz", "report.html",
     ]  # fmt: skip
-    text = tuneserve(*args, "--resume").stdout
-    assert "pooled out-of-fold" in text and "wrote" in text
     bad = tuneserve(*args, check=False)  # --out exists, without --resume or --force
     assert bad.returncode == 2 and "already exists" in bad.stderr
 
 
-def test_select_an_ensemble_then_predict_and_serve_it(tmp_path, cancer_splits):
-    for backbone in ("logreg", "random-forest"):
-        tuneserve("train", "breast_cancer", "--out", str(tmp_path / backbone), "-b", backbone)
+def test_select_an_ensemble_then_predict_and_serve_it(cancer_candidates, tmp_path, cancer_splits):
     out = tmp_path / "ensemble"
-    args = ["select", str(tmp_path / "logreg"), str(tmp_path / "random-forest")]
+    args = ["select", str(cancer_candidates / "logreg"), str(cancer_candidates / "random-forest")]
     args += ["--data", "breast_cancer", "--method", "stacking", "--out", str(out)]
     result = json.loads(tuneserve(*args, "--json").stdout)
     assert result["method"] == "stacking" and len(result["members"]) == 2

@@ -17,9 +17,9 @@ def candidates(tmp_path_factory):
     from tuneserve import train
 
     folder = tmp_path_factory.mktemp("select")
-    for data in ("wine", "breast_cancer"):
-        for backbone in ("logreg", "random-forest", "mlp"):
-            train(data, out=folder / f"{data}-{backbone}", backbone=backbone)
+    for backbone in ("logreg", "random-forest", "mlp"):
+        train("wine", out=folder / f"wine-{backbone}", backbone=backbone)
+    train("breast_cancer", out=folder / "breast_cancer-logreg", backbone="logreg")
     return folder
 
 
@@ -100,17 +100,18 @@ def test_stacking_on_out_of_fold_predictions(candidates, tmp_path):
     from tuneserve.evaluation import cross_validate
 
     folders = []
-    for backbone in ("logreg", "random-forest", "mlp"):
+    two = _wine(candidates)[:2]  # logreg and random-forest
+    for backbone in ("logreg", "random-forest"):
         cross_validate("wine", backbone=backbone, folds=3, out=tmp_path / backbone, bootstrap=0)
         folders.append(tmp_path / backbone)
-    result = select(_wine(candidates), "wine", tmp_path / "stack", method="stacking", oof=folders)
+    result = select(two, "wine", tmp_path / "stack", method="stacking", oof=folders)
     test_rows = 36
     assert result.rows == {"fit": 178 - test_rows, "report": test_rows}  # all unscored rows
     assert Predictor(result.package.path).predict_proba(load("wine").X.head(3)).shape == (3, 3)
-    with pytest.raises(InvalidInputError, match="2 --oof folders for 3 candidates"):
-        select(_wine(candidates), "wine", tmp_path / "x", method="greedy", oof=folders[:2])
+    with pytest.raises(InvalidInputError, match="1 --oof folders for 2 candidates"):
+        select(two, "wine", tmp_path / "x", method="greedy", oof=folders[:1])
     with pytest.raises(InvalidInputError, match="other data than iris"):
-        select(_wine(candidates), "iris", tmp_path / "y", method="greedy", oof=folders)
+        select(two, "iris", tmp_path / "y", method="greedy", oof=folders)
 
 
 def test_evaluate_scores_an_ensemble_on_the_rows_it_was_not_fitted_on(candidates, tmp_path):

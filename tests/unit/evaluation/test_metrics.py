@@ -63,9 +63,9 @@ def test_expected_calibration_error_by_hand():
 
 def test_bootstrap_intervals_are_seeded_and_hold_the_value():
     y, proba = _fixed(3, rows=200)
-    first = with_intervals("classification", y, proba, rounds=200, seed=7)
-    again = with_intervals("classification", y, proba, rounds=200, seed=7)
-    other = with_intervals("classification", y, proba, rounds=200, seed=8)
+    first = with_intervals("classification", y, proba, rounds=120, seed=7)
+    again = with_intervals("classification", y, proba, rounds=120, seed=7)
+    other = with_intervals("classification", y, proba, rounds=40, seed=8)
     assert first == again and first != other
     for name, e in first.items():
         assert e.low is not None and e.high is not None

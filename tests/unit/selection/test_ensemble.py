@@ -32,7 +32,7 @@ def _members(seed: int, members: int = 6, rows: int = 240, classes: int = 3):
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "log_loss", "f1_macro"])
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 def test_greedy_selection_never_scores_worse_than_the_best_member(metric, seed):
     P, y = _members(seed)
     sign = -1 if metric == "log_loss" else 1
