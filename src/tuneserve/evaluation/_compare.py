@@ -16,7 +16,7 @@ from tuneserve.package import Package
 
 from ._cost import Cost, package_cost
 from ._evaluate import Evaluation, _held_out, as_dataset, evaluate
-from ._metrics import LOWER_IS_BETTER, check_metric, single_metric
+from ._metrics import check_metric, oriented, single_metric
 
 ALPHA = 0.05
 
@@ -80,10 +80,6 @@ class Comparison:
         }
 
 
-def _oriented(metric: str, value: float) -> float:
-    return -value if metric in LOWER_IS_BETTER else value
-
-
 def mcnemar(best: Evaluation, other: Evaluation) -> Significance:
     """McNemar's exact test: under "equally accurate", the rows only one of the two gets
     right split 50/50 between them (a two-sided binomial test, scipy)."""
@@ -119,8 +115,8 @@ def paired_bootstrap(
                 continue
             if not (np.isfinite(a) and np.isfinite(b)):  # newer scikit-learn: NaN instead
                 continue
-            diffs.append(_oriented(metric, a) - _oriented(metric, b))
-    point = _oriented(metric, best.metrics[metric].value) - _oriented(
+            diffs.append(oriented(metric, a) - oriented(metric, b))
+    point = oriented(metric, best.metrics[metric].value) - oriented(
         metric, other.metrics[metric].value
     )
     if len(diffs) < 2:
@@ -203,7 +199,7 @@ def compare(
         )
     order = sorted(
         range(len(evaluations)),
-        key=lambda i: _oriented(chosen, evaluations[i].metrics[chosen].value),
+        key=lambda i: oriented(chosen, evaluations[i].metrics[chosen].value),
         reverse=True,
     )
     ranked = [evaluations[i] for i in order]

@@ -101,6 +101,11 @@ _AVERAGED = {"precision": metrics.precision_score, "recall": metrics.recall_scor
              "f1": metrics.f1_score}  # fmt: skip
 
 
+def oriented(metric: str, value: float) -> float:
+    """``value`` turned so that larger is better (losses and errors change sign)."""
+    return -value if metric in LOWER_IS_BETTER else value
+
+
 def metric_names(task: str, classes: int = 0) -> list[str]:
     """The metric names :func:`point_metrics` gives for ``task`` (and class count)."""
     if task != "classification":

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from tuneserve.evaluation import LOWER_IS_BETTER, check_metric, single_metric
+from tuneserve.evaluation import check_metric, oriented, single_metric
 from tuneserve.exceptions import InvalidInputError
 
 
@@ -70,8 +70,7 @@ def fit_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
-    value = single_metric("classification", metric, y, proba)
-    return -value if metric in LOWER_IS_BETTER else value
+    return oriented(metric, single_metric("classification", metric, y, proba))
 
 
 @dataclass

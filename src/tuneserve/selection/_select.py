@@ -13,7 +13,6 @@ import numpy as np
 
 from tuneserve.data import Dataset, holdout_indices
 from tuneserve.evaluation import (
-    LOWER_IS_BETTER,
     check_metric,
     compare,
     load_oof,
@@ -75,10 +74,6 @@ class Selection:
             "removed": self.removed,
             "measured": self.measured,
         }
-
-
-def _oriented(metric: str, value: float) -> float:
-    return -value if metric in LOWER_IS_BETTER else value
 
 
 def _copy_package(source: Package, out: Path, overwrite: bool) -> Package:
