@@ -372,10 +372,13 @@ def test_registry_from_the_cli(tmp_path, monkeypatch):
 
 
 @contextlib.contextmanager
-def _running(*args: str, ready: str = "/v2/health/ready", seconds: float = 90) -> Iterator[dict]:
+def _running(
+    *args: str, ready: str = "/v2/health/ready", seconds: float = 90, background: bool = False
+) -> Iterator[dict]:
     """Run a ``tuneserve`` server command on a free port until it answers ``ready``;
     stop it with Ctrl-C (SIGINT) afterwards. Yields {"port", "proc"}; "out" (its stdout)
-    is filled in once it has stopped."""
+    is filled in once it has stopped. ``background`` starts it as a shell's background job
+    is started: with SIGINT inherited as ignored."""
     import signal
     import socket
     import time
@@ -390,6 +393,7 @@ def _running(*args: str, ready: str = "/v2/health/ready", seconds: float = 90) -
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ},
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None,
     )
     state: dict = {"port": port, "proc": proc, "out": ""}
     try:
@@ -405,7 +409,12 @@ def _running(*args: str, ready: str = "/v2/health/ready", seconds: float = 90) -
         yield state
     finally:
         proc.send_signal(signal.SIGINT)  # graceful shutdown
-        state["out"], _ = proc.communicate(timeout=60)
+        try:
+            state["out"], _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # fail this test only, without a leaked process or pipe for later ones
+            proc.communicate()
+            raise
 
 
 def _post_json(url: str, body: dict) -> tuple[dict, Any]:
@@ -420,10 +429,14 @@ def test_ui_serves_the_mlflow_ui_on_the_store(tmp_path, monkeypatch):
     import urllib.request
 
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
-    with _running("ui", ready="/") as server:
+    # as a background job (SIGINT ignored), where a KeyboardInterrupt never comes
+    with _running("ui", ready="/", background=True) as server:
         url = f"http://127.0.0.1:{server['port']}/api/2.0/mlflow/experiments/search"
         with urllib.request.urlopen(url + "?max_results=5", timeout=5) as reply:
             assert reply.status == 200
+    assert server["proc"].returncode == 0
+    with pytest.raises(OSError):  # MLflow's server stopped with it
+        urllib.request.urlopen(url, timeout=5)
 
 
 def test_serve_a_registered_champion(tmp_path, monkeypatch):

@@ -30,18 +30,26 @@ def ui(
     # MLflow starts a tree of processes: run it in its own group and stop the whole group
     proc = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
 
-    def stop(*_: object) -> None:
+    def stop(sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, sig)
 
-    signal.signal(signal.SIGTERM, stop)
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a process started in the background inherits SIGINT as ignored,
+    # and Python then never raises KeyboardInterrupt, so Ctrl-C or `kill -INT` did nothing.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        stop()
+        stop(signal.SIGTERM)
         try:
             code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            stop(signal.SIGKILL)
             code = proc.wait()
+    finally:
+        stop(signal.SIGTERM)  # helpers MLflow left behind (its job runner) must not outlive us
     raise typer.Exit(code if code >= 0 else 0)
