@@ -564,7 +564,6 @@ def test_evaluate_a_trained_package(cancer_candidates, tmp_path):
     assert "iris has classes the package 'logreg' does not know" in bad.stderr
 
 
-@pytest.mark.slow  # the API is covered in the default suite (integration)
 def test_compare_packages(cancer_candidates):
     folder = cancer_candidates
     args = ["compare", str(folder / "logreg"), str(folder / "random-forest"), "breast_cancer"]
@@ -578,7 +577,6 @@ def test_compare_packages(cancer_candidates):
     assert bad.returncode == 2 and "two or more packages and then the data" in bad.stderr
 
 
-@pytest.mark.slow  # the API is covered in the default suite (integration)
 def test_cross_validation(tmp_path):
     out = tmp_path / "cv"
     args = ["cv", "iris", "-b", "logreg", "-k", "3", "--bootstrap", "20", "--out", str(out)]
