@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -613,3 +614,7 @@ def test_select_an_ensemble_then_predict_and_serve_it(cancer_candidates, tmp_pat
     ]
     bad = tuneserve(*args, "--require", "f3>=1", "--method", "hybrid", check=False)
     assert bad.returncode == 2 and "unknown metric 'f3'" in bad.stderr
+    text = tuneserve(*args, "--method", "weighted", "--out", str(tmp_path / "w")).stdout
+    assert "survivors: logreg, random-forest" in text and "weighted: accuracy" in text
+    for name in ("logreg", "random-forest"):  # a member with its weight, or left out
+        assert f"member {name} (weight" in text or re.search(f"left out.*{name}", text)

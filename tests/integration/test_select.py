@@ -63,9 +63,9 @@ def test_every_ensemble_is_a_package_with_parity(candidates, tmp_path, method):
     assert result.scores["result"] > 0.8 and result.rows["fit"] + result.rows["report"] == 36
     if result.weights is not None:
         assert sum(result.weights) == pytest.approx(1.0)
-    if method == "greedy":
+    if method in ("greedy", "weighted"):
         assert len(result.members) == len(result.weights or [])
-        assert all(w > 0 for w in result.weights or [])  # never-picked members are dropped
+        assert all(w > 0 for w in result.weights or [])  # unused members are dropped
 
 
 def test_hybrid_filters_then_combines_the_survivors(candidates, tmp_path):

@@ -71,6 +71,9 @@ def select(
     for rule, names in result.removed.items():
         con.print(f"{rule} removed {', '.join(names)}")
     con.print(f"survivors: {', '.join(result.survivors)}")
+    unused = [name for name in result.survivors if name not in result.members]
+    if unused and result.method != "filter":
+        con.print(f"left out (weight 0): {', '.join(unused)}")
     weights: list[float | None] = (
         [*result.weights] if result.weights else [None] * len(result.members)
     )

@@ -257,7 +257,7 @@ def select(
     options = {"rounds": rounds, "init": init, "bags": bags, "seed": seed}
     combiner = _combiner(combiner_name, P_fit, y_fit, chosen_metric, options)
     kept = list(range(len(predictors)))
-    if combiner.kind == "mean" and combiner_name == "greedy":  # members never picked go
+    if combiner.kind == "mean":  # members greedy never picked, or weighted zeroed, go
         kept = [i for i, w in enumerate(combiner.weights) if w > 0]
         combiner = Combiner("mean", combiner.weights[kept] / combiner.weights[kept].sum())
         P_report = P_report[kept]
