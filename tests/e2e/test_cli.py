@@ -474,10 +474,24 @@ def _check_printed_commands(commands: list[str], out: str) -> None:
             assert expected in result.stdout, (line, result.stdout)
 
 
-def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
+@pytest.mark.parametrize("metrics_dir", ["own", "user's, with an earlier run's counts"])
+def test_serve_with_several_worker_processes(
+    cancer_package, cancer_splits, metrics_dir, tmp_path, monkeypatch
+):
     import time
     import urllib.request
 
+    if metrics_dir != "own":  # a stale counter of 1000 requests that /metrics must not add
+        from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+        (tmp_path / "metrics").mkdir()
+        stale = MmapedDict(str(tmp_path / "metrics" / "counter_1.db"))
+        labels = (["model", "api", "code"], ["cancer", "v1", "200"])
+        help_text = "Requests by model, API and HTTP status"
+        key = mmap_key("tuneserve_requests", "tuneserve_requests_total", *labels, help_text)
+        stale.write_value(key, 1000.0, 0.0)
+        stale.close()
     rows = cancer_splits.test.X.iloc[:2].to_dict("records")
     args = ["serve", "-m", f"cancer={cancer_package}", "--workers", "2"]
     with _running(*args) as server:
@@ -499,11 +513,14 @@ def test_serve_with_several_worker_processes(cancer_package, cancer_splits):
                 text = reply.read().decode()
             total = f'tuneserve_requests_total{{api="v1",code="200",model="cancer"}} {sent}.0'
             assert total in text
+            assert f'pid="{server["proc"].pid}"' not in text  # the parent is no worker
             for pid in workers:  # each worker's loaded version, labelled with its pid
                 assert (
                     f'tuneserve_loaded_version{{current="true",model="cancer",pid="{pid}",'
                     'version="1"} 1.0' in text
                 )
+    if metrics_dir != "own":
+        assert "removed 1 metric files of an earlier run" in server["out"]
 
 
 def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):

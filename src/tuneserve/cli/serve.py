@@ -47,9 +47,17 @@ def serve(
     import shutil
     import tempfile
 
+    # Prometheus multiprocess mode, in a folder the user chose: start it empty. prometheus_client
+    # picks its mode when imported, so with workers this process (no worker: it only checks
+    # that the models load) must import it without the variable.
+    user_dir = os.environ.get(MULTIPROCESS_ENV)
+    if user_dir and (stale := _clear_stale_metrics(user_dir)):
+        typer.echo(f"removed {stale} metric files of an earlier run from {MULTIPROCESS_ENV}")
+    if user_dir and workers > 1:
+        del os.environ[MULTIPROCESS_ENV]
+
     import uvicorn
 
-    from tuneserve.serving.app import MULTIPROCESS_ENV
     from tuneserve.serving.config import ENV, ServeConfig, build_app
 
     config = ServeConfig(
@@ -83,9 +91,8 @@ def serve(
         return
     os.environ[ENV] = config.to_json()  # each worker process builds its own app from it
     typer.echo(f"{workers} worker processes (each loads the models and batches on its own)")
-    own_dir = not os.environ.get(MULTIPROCESS_ENV)
-    if own_dir:  # the workers' metrics meet here; /metrics sums them
-        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="tuneserve-metrics-")
+    # the workers' metrics meet here; /metrics sums them
+    os.environ[MULTIPROCESS_ENV] = user_dir or tempfile.mkdtemp(prefix="tuneserve-metrics-")
     try:
         uvicorn.run(
             "tuneserve.serving.config:app_from_env",
@@ -94,5 +101,23 @@ def serve(
             **common,  # type: ignore[arg-type]
         )
     finally:
-        if own_dir:
+        if not user_dir:
             shutil.rmtree(os.environ.pop(MULTIPROCESS_ENV), ignore_errors=True)
+
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as in serving.app, which imports prometheus
+
+
+def _clear_stale_metrics(folder: str) -> int:
+    """Empty a user's ``PROMETHEUS_MULTIPROC_DIR`` of an earlier run's metric files, as
+    prometheus_client requires between runs (else /metrics adds the old counts to the new
+    ones); only its own ``counter_*``, ``gauge_*``, ``histogram_*``, ``summary_*`` files."""
+    from pathlib import Path
+
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    kinds = ("counter_", "gauge_", "histogram_", "summary_")
+    stale = [f for f in path.glob("*.db") if f.name.startswith(kinds)]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return len(stale)
