@@ -478,6 +478,7 @@ def _check_printed_commands(commands: list[str], out: str) -> None:
 def test_serve_with_several_worker_processes(
     cancer_package, cancer_splits, metrics_dir, tmp_path, monkeypatch
 ):
+    import signal
     import time
     import urllib.request
 
@@ -496,6 +497,7 @@ def test_serve_with_several_worker_processes(
     args = ["serve", "-m", f"cancer={cancer_package}", "--workers", "2"]
     with _running(*args) as server:
         url = f"http://127.0.0.1:{server['port']}/v1/models/cancer/predict"
+        metrics_url = f"http://127.0.0.1:{server['port']}/metrics"
         deadline = time.monotonic() + 60
         workers: set[str] = set()
         sent = 0
@@ -508,7 +510,7 @@ def test_serve_with_several_worker_processes(
         answered_by: set[str] = set()
         while answered_by != workers:
             assert time.monotonic() < deadline, f"/metrics came from {answered_by} only"
-            with urllib.request.urlopen(f"http://127.0.0.1:{server['port']}/metrics") as reply:
+            with urllib.request.urlopen(metrics_url) as reply:
                 answered_by.add(reply.headers["X-Tuneserve-Worker"])
                 text = reply.read().decode()
             total = f'tuneserve_requests_total{{api="v1",code="200",model="cancer"}} {sent}.0'
@@ -519,6 +521,14 @@ def test_serve_with_several_worker_processes(
                     f'tuneserve_loaded_version{{current="true",model="cancer",pid="{pid}",'
                     'version="1"} 1.0' in text
                 )
+        if metrics_dir == "own":  # a killed worker's loaded versions leave /metrics
+            killed = workers.pop()
+            os.kill(int(killed), signal.SIGKILL)
+            while f'pid="{killed}"' in text or total not in text:  # counts stay
+                assert time.monotonic() < deadline, f"killed worker {killed} still listed"
+                time.sleep(0.2)
+                with contextlib.suppress(OSError), urllib.request.urlopen(metrics_url) as reply:
+                    text = reply.read().decode()
     if metrics_dir != "own":
         assert "removed 1 metric files of an earlier run" in server["out"]
 

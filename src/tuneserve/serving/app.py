@@ -463,12 +463,30 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
     async def prometheus() -> Response:
         registry = metrics.registry
-        if os.environ.get(MULTIPROCESS_ENV):  # --workers N: the sum over all workers
+        if folder := os.environ.get(MULTIPROCESS_ENV):  # --workers N: the sum over all workers
+            _forget_dead_workers(folder)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _forget_dead_workers(folder: str) -> None:
+    """Drop the live gauges (loaded versions) of workers that died without a shutdown, e.g.
+    killed, and were replaced: a clean exit does this itself."""
+    for file in os.scandir(folder):
+        if not (file.name.startswith("gauge_live") and file.name.endswith(".db")):
+            continue
+        pid = file.name[: -len(".db")].rpartition("_")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(int(pid), folder)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _image_input(value: Any, index: int) -> Any:
