@@ -42,6 +42,19 @@ def test_scores_the_held_out_test_split_through_the_runtime(wine_package):
     assert doc["n"] == len(test) and set(doc["metrics"]["f1_macro"]) == {"value", "low", "high"}
 
 
+def test_a_dataframe_of_the_training_rows_is_the_training_data(wine_package, tmp_path):
+    from tuneserve import train
+    from tuneserve.evaluation import evaluate
+
+    wine = load("wine")
+    frame = wine.X.assign(label=[wine.label_names[code] for code in wine.y])
+    result = evaluate(wine_package, frame, bootstrap=0)  # the rows "wine" holds: test split
+    assert "held-out test split" in result.rows and len(result.y) == len(split(wine).test)
+    trained = train(frame.sample(frac=1, random_state=1), out=tmp_path / "df", backbone="logreg")
+    again = evaluate(trained.package, frame, bootstrap=0)  # other row order: other data
+    assert again.rows.startswith("all rows") and len(again.y) == len(frame)
+
+
 def test_other_data_is_scored_whole_and_test_rows_need_the_training_data(wine_package):
     from tuneserve.evaluation import evaluate
 

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from tuneserve.exceptions import InvalidInputError, NotFoundError
 
 from ._builtin import BUILTIN_DATASETS, load_builtin
 from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
-from ._files import TABLE_SUFFIXES, load_file, read_frame
+from ._files import TABLE_SUFFIXES, clean_columns, load_file, load_frame, read_frame
 from ._images import list_images, load_image_folder
 from ._splits import Splits, holdout, holdout_indices, kfold, kfold_indices, split, split_indices
 from ._unlabeled import DEFAULT_HOLDOUT, Unlabeled, load_unlabeled
+
+#: What the training, evaluation and selection functions take as data: a Dataset, or
+#: anything :func:`load` reads.
+DataLike = Dataset | str | Path | pd.DataFrame
 
 __all__ = [
     "BUILTIN_DATASETS",
     "DEFAULT_HOLDOUT",
     "LABEL_COLUMN_CANDIDATES",
     "TABLE_SUFFIXES",
+    "DataLike",
     "Dataset",
     "Modality",
     "Splits",
@@ -37,7 +44,7 @@ __all__ = [
 
 
 def load(
-    source: str | Path,
+    source: str | Path | pd.DataFrame,
     *,
     label_column: str | None = None,
     text_column: str | None = None,
@@ -47,8 +54,9 @@ def load(
 
     Args:
         source: ``digits``, ``breast_cancer``, ``wine``, ``iris``, ``diabetes``; a folder
-            with one sub-folder of images per class; or a CSV / TSV / Parquet / JSONL / JSON
-            file with a label column.
+            with one sub-folder of images per class; a CSV / TSV / Parquet / JSONL / JSON
+            file with a label column; or a pandas DataFrame with a label column (a table,
+            or text when its only other column holds free text, as for files).
         label_column: The label column of a file (default: one named label, target, class
             or y).
         text_column: Treat the file as text with this column (default: detected when the
@@ -59,6 +67,13 @@ def load(
         NotFoundError: ``source`` is neither a built-in name nor an existing path.
         DataError: the data cannot be used; the message says why and how to fix it.
     """
+    if isinstance(source, pd.DataFrame):
+        return _load_dataframe(source, label_column, text_column, task)
+    if not isinstance(source, str | Path):
+        raise InvalidInputError(
+            f"data must be a built-in name, a path or a pandas DataFrame; got "
+            f"{type(source).__name__}. Hint: for arrays, build a DataFrame with a label column"
+        )
     if str(source).strip() == "":
         raise NotFoundError(
             f"data source is empty; pass a built-in name ({', '.join(BUILTIN_DATASETS)}), "
@@ -86,3 +101,14 @@ def load(
     if path.is_dir():
         return load_image_folder(path)
     return load_file(path, label_column=label_column, text_column=text_column, task=task)
+
+
+def _load_dataframe(
+    frame: pd.DataFrame, label_column: str | None, text_column: str | None, task: Task | None
+) -> Dataset:
+    from tuneserve.exceptions import DataError
+
+    if len(frame) == 0:
+        raise DataError("the DataFrame has no rows")
+    frame = clean_columns(frame.reset_index(drop=True), "the DataFrame")  # a copy: ours
+    return load_frame(frame, "the DataFrame", "dataframe", label_column, text_column, task)

@@ -51,11 +51,22 @@ def read_frame(path: Path) -> pd.DataFrame:
         ) from exc
     if len(frame) == 0:
         raise DataError(f"{path} has a header but no rows")
+    return clean_columns(frame, path)
+
+
+def clean_columns(frame: pd.DataFrame, where: Path | str) -> pd.DataFrame:
+    """Column names as strings, each used once (else which column is meant is a guess)."""
     frame.columns = [str(c) for c in frame.columns]
+    repeated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if repeated:
+        raise DataError(
+            f"{where} has more than one column named {', '.join(map(repr, repeated))}; "
+            "each column needs its own name. Hint: rename or drop the repeats"
+        )
     return frame
 
 
-def _pick_column(frame: pd.DataFrame, wanted: str | None, path: Path, what: str) -> str:
+def _pick_column(frame: pd.DataFrame, wanted: str | None, path: Path | str, what: str) -> str:
     columns = list(frame.columns)
     if wanted is not None:
         if wanted in columns:
@@ -103,7 +114,7 @@ def read_text_lines(path: Path) -> list[str]:
     return lines
 
 
-def refuse_blank(values: pd.Series, path: Path, what: str, fix: str) -> None:
+def refuse_blank(values: pd.Series, path: Path | str, what: str, fix: str) -> None:
     """Raise a DataError naming the rows whose value is missing or blank."""
     blank = values.isna() | values.astype(str).str.strip().eq("")
     if blank.any():
@@ -191,6 +202,19 @@ def load_file(
             or empty texts. The message names the file, the column and the rows.
     """
     frame = read_frame(path)
+    return load_frame(frame, path, path.stem, label_column, text_column, task)
+
+
+def load_frame(
+    frame: pd.DataFrame,
+    path: Path | str,
+    name: str,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    task: Task | None = None,
+) -> Dataset:
+    """A labeled data set from a table read from ``path`` (or described by it, e.g. "the
+    DataFrame"), as :func:`load_file` does."""
     label = _pick_column(frame, label_column, path, "label")
     labels = frame[label]
     refuse_blank(labels, path, f"no value in label column {label!r}", "fill in their labels")
@@ -234,7 +258,7 @@ def load_file(
         texts = frame[text_column]
         refuse_blank(texts, path, f"empty text in column {text_column!r}", "remove them")
         return Dataset(
-            name=path.stem,
+            name=name,
             modality="text",
             task=task,
             X=texts.astype(str).tolist(),
@@ -246,7 +270,7 @@ def load_file(
             meta={"ignored_columns": [c for c in features if c != text_column]},
         )
     return Dataset(
-        name=path.stem,
+        name=name,
         modality="table",
         task=task,
         X=frame[features].reset_index(drop=True),

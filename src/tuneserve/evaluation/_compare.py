@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from tuneserve.data import Dataset
+from tuneserve.data import DataLike, Dataset
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.package import Package
 
@@ -149,7 +149,7 @@ def _same_rows(
 
 def compare(
     packages: Sequence[str | Path | Package],
-    data: str | Path | Dataset,
+    data: DataLike,
     *,
     metric: str | None = None,
     rows: str = "auto",

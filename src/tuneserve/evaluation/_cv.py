@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, holdout, holdout_indices, kfold_indices
+from tuneserve.data import DataLike, Dataset, holdout, holdout_indices, kfold_indices
 from tuneserve.exceptions import InvalidInputError, PackageError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.progress import progress_bar
@@ -163,7 +163,7 @@ def _fold_output(predictor: Predictor, dataset: Dataset, held: Dataset) -> np.nd
 
 
 def cross_validate(
-    data: str | Path | Dataset,
+    data: DataLike,
     *,
     backbone: str | None = None,
     strategy: str | None = None,

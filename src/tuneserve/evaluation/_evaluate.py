@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, holdout_indices, kfold_indices, load, split_indices
+from tuneserve.data import DataLike, Dataset, holdout_indices, kfold_indices, load, split_indices
 from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.progress import progress_bar
@@ -64,7 +64,7 @@ class Evaluation:
 
 
 def as_dataset(
-    data: str | Path | Dataset, label_column: str | None = None, text_column: str | None = None
+    data: DataLike, label_column: str | None = None, text_column: str | None = None
 ) -> Dataset:
     """``data`` itself, or the data set it names (built-in name, folder or file)."""
     if isinstance(data, Dataset):
@@ -165,7 +165,7 @@ def _targets(package: Predictor, data: Dataset) -> np.ndarray:
 
 def evaluate(
     package: str | Path | Package,
-    data: str | Path | Dataset,
+    data: DataLike,
     *,
     rows: str = "auto",
     bootstrap: int = 1000,

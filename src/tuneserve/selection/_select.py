@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, holdout_indices
+from tuneserve.data import DataLike, Dataset, holdout_indices
 from tuneserve.evaluation import (
     check_metric,
     compare,
@@ -139,7 +139,7 @@ def _out_of_fold(folders: Sequence[str | Path], candidates: int, data: Dataset) 
 
 def select(
     candidates: Sequence[str | Path | Package],
-    data: str | Path | Dataset,
+    data: DataLike,
     out: str | Path,
     *,
     method: str = "greedy",

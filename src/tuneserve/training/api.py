@@ -14,7 +14,7 @@ from tuneserve.backbones import (
     get_backbone,
     list_backbones,
 )
-from tuneserve.data import Dataset, Splits, load, split
+from tuneserve.data import DataLike, Dataset, Splits, load, split
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
 
@@ -207,7 +207,7 @@ def fit(
 
 
 def train(
-    data: Dataset | str | Path,
+    data: DataLike,
     out: str | Path,
     *,
     backbone: str | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.data import Dataset, Splits, load, split
+from tuneserve.data import DataLike, Dataset, Splits, load, split
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_estimator
 from tuneserve.package import Package
@@ -105,7 +105,7 @@ def _partial_fit(
 
 
 def update(
-    data: Dataset | str | Path,
+    data: DataLike,
     package: str | Path | Package,
     out: str | Path,
     *,

@@ -282,3 +282,34 @@ def test_semicolon_separated_csv(tmp_path: Path) -> None:
     data = load(path)
     assert list(data.X.columns) == ["a", "b"]
     assert data.label_names == ("x", "y")
+
+
+def test_a_dataframe_loads_like_the_same_rows_in_a_file(tmp_path: Path) -> None:
+    frame = _iris_frame()
+    from_frame = load(frame)
+    assert from_frame.modality == "table" and from_frame.label_names == IRIS_NAMES
+    assert from_frame.fingerprint == load(_write(frame, tmp_path / "iris.parquet")).fingerprint
+    assert "label" in frame.columns and len(frame.columns) == 5  # the user's frame is untouched
+    reviews = pd.DataFrame(REVIEWS, columns=["review", "sentiment"]).set_index(
+        pd.Index(range(100, 108))
+    )
+    text = load(reviews, label_column="sentiment")
+    assert text.modality == "text" and text.X[0] == REVIEWS[0][0]
+    numbered = pd.DataFrame({0: [1.0, 2.0, 3.0, 4.0], 1: [0, 1, 0, 1]})  # int column names
+    assert list(load(numbered, label_column="1").X.columns) == ["0"]
+    assert list(numbered.columns) == [0, 1]
+
+
+def test_bad_dataframes_say_what_to_fix() -> None:
+    from tuneserve.exceptions import DataError, InvalidInputError
+
+    repeated = _iris_frame()
+    repeated.columns = ["a", "a", "b", "c", "label"]
+    with pytest.raises(DataError, match=r"more than one column named 'a'.*rename or drop"):
+        load(repeated)
+    with pytest.raises(DataError, match="the DataFrame has no rows"):
+        load(_iris_frame().iloc[:0])
+    with pytest.raises(DataError, match="no label column in the DataFrame"):
+        load(_iris_frame(label="species"))
+    with pytest.raises(InvalidInputError, match=r"got ndarray\. Hint: for arrays, build a Data"):
+        load(np.zeros((3, 3)))  # type: ignore[arg-type]
