@@ -6,19 +6,24 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
 def progress_bar(
-    description: str, total: int | None, enabled: bool | None = None
+    description: str, total: int | None, enabled: bool | None = None, transient: bool = False
 ) -> Iterator[Callable[..., None]]:
     """Show a bar with count, elapsed time and ETA; yield ``advance(n=1, **fields)``.
 
-    The bar draws only on an interactive terminal (or with ``TUNESERVE_PROGRESS=1``), so
-    logs and CI output stay clean. Extra keyword fields (``loss=0.12``) show beside the bar.
+    The bar draws only on an interactive terminal (or with ``TUNESERVE_PROGRESS=1``; ``0``
+    turns it off), so logs and CI output stay clean. Extra keyword fields (``loss=0.12``)
+    show beside the bar. A ``transient`` bar is erased when done.
     """
     if enabled is None:
-        enabled = os.environ.get("TUNESERVE_PROGRESS", "") == "1" or sys.stderr.isatty()
+        setting = os.environ.get("TUNESERVE_PROGRESS", "")
+        enabled = setting == "1" or (setting != "0" and sys.stderr.isatty())
     if not enabled:
         yield lambda n=1, **fields: None
         return
@@ -41,7 +46,7 @@ def progress_bar(
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as progress:
         task = progress.add_task(description, total=total, info="")
 
         def advance(n: int = 1, **fields: float | str) -> None:
@@ -54,3 +59,10 @@ def progress_bar(
                 progress.update(task, advance=n)
 
         yield advance
+
+
+def with_progress(description: str, total: int, work: Callable[[Callable[..., None]], T]) -> T:
+    """``work(advance)`` under a bar of ``total`` steps that is erased when done, e.g.
+    scoring rows through ``Predictor.run(rows, progress=advance)``."""
+    with progress_bar(description, total=total, transient=True) as advance:
+        return work(advance)

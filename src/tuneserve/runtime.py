@@ -7,7 +7,7 @@ was exported and evaluated is exactly what runs, and start-up stays fast.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,8 +179,11 @@ class Predictor:
         for start in range(0, len(inputs), self.batch_size):
             yield inputs[start : start + self.batch_size]
 
-    def run(self, inputs: Sequence[Any]) -> np.ndarray:
-        """Return the graph output for raw inputs.
+    def run(
+        self, inputs: Sequence[Any], progress: Callable[[int], object] | None = None
+    ) -> np.ndarray:
+        """Return the graph output for raw inputs, ``batch_size`` at a time; ``progress(n)``
+        is called after each batch of ``n`` inputs.
 
         Returns:
             ``(n, classes)`` probabilities for classification, ``(n,)`` values for regression,
@@ -195,6 +198,8 @@ class Predictor:
                 raise exc.shifted(offset) from exc
             offset += len(chunk)
             outputs.append(self._run_feed({k: feed[k] for k in self._inputs}))
+            if progress is not None:
+                progress(len(chunk))
         result = np.concatenate(outputs, axis=0)
         if self.manifest.task == "regression":
             return result.reshape(len(result))
@@ -217,18 +222,22 @@ class Predictor:
         assert result is not None
         return result
 
-    def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
+    def predict_proba(
+        self, inputs: Sequence[Any], progress: Callable[[int], object] | None = None
+    ) -> np.ndarray:
         """Class probabilities ``(n, classes)``; columns follow :attr:`labels`."""
         if self.manifest.task != "classification":
             raise InvalidInputError(
                 f"package {self.manifest.name!r} is not a classifier (its task is "
                 f"{self.manifest.task}); it has no probabilities. Hint: use run() or predict()"
             )
-        return self.run(inputs)
+        return self.run(inputs, progress)
 
-    def predict(self, inputs: Sequence[Any]) -> list[Prediction]:
+    def predict(
+        self, inputs: Sequence[Any], progress: Callable[[int], object] | None = None
+    ) -> list[Prediction]:
         """Predict each input: the top label with all class probabilities, or a value."""
-        return self.decode(self.run(inputs))
+        return self.decode(self.run(inputs, progress))
 
     def decode(self, out: np.ndarray) -> list[Prediction]:
         """Predictions from the output of :meth:`run` (e.g. a slice of a batched run)."""

@@ -42,6 +42,13 @@ def test_scores_the_held_out_test_split_through_the_runtime(wine_package):
     assert doc["n"] == len(test) and set(doc["metrics"]["f1_macro"]) == {"value", "low", "high"}
 
 
+def test_the_runtime_reports_progress_per_batch(wine_package):
+    rows = load("wine").X
+    steps: list[int] = []
+    Predictor(wine_package, batch_size=64).run(rows, progress=steps.append)
+    assert steps == [64, 64, len(rows) - 128]
+
+
 def test_a_dataframe_of_the_training_rows_is_the_training_data(wine_package, tmp_path):
     from tuneserve import train
     from tuneserve.evaluation import evaluate

@@ -118,6 +118,7 @@ def predict(
     text_column: str | None = typer.Option(None, "--text-column", help="Text column of a CSV."),
 ) -> None:
     """Predict with a package (ONNX Runtime; torch is never loaded)."""
+    from tuneserve.progress import with_progress
     from tuneserve.runtime import Predictor
 
     predictor = Predictor(package, batch_size=batch_size)
@@ -128,7 +129,7 @@ def predict(
         raw, names = _table_inputs(inputs)
     else:
         raw, names = _text_inputs(inputs, text_column)
-    predictions = predictor.predict(raw)
+    predictions = with_progress("predicting", len(raw), lambda step: predictor.predict(raw, step))
     if as_json:
         print_json(
             {

@@ -15,7 +15,7 @@ import numpy as np
 from tuneserve.data import DataLike, Dataset, holdout, holdout_indices, kfold_indices
 from tuneserve.exceptions import InvalidInputError, PackageError, TuneserveError
 from tuneserve.package import Package
-from tuneserve.progress import progress_bar
+from tuneserve.progress import progress_bar, with_progress
 from tuneserve.runtime import Predictor
 
 from ._evaluate import Evaluation, as_dataset, write_text_atomic
@@ -155,7 +155,9 @@ def _finished(path: Path, expected: dict[str, Any], fingerprint: str) -> Package
 
 
 def _fold_output(predictor: Predictor, dataset: Dataset, held: Dataset) -> np.ndarray:
-    output = predictor.run(held.X)
+    output = with_progress(
+        f"scoring {predictor.manifest.name}", len(held), lambda step: predictor.run(held.X, step)
+    )
     if dataset.task != "classification":
         return np.asarray(output, dtype=np.float64)
     order = [list(predictor.labels or []).index(n) for n in dataset.label_names or ()]

@@ -13,7 +13,7 @@ import numpy as np
 from tuneserve.data import DataLike, Dataset, holdout_indices, kfold_indices, load, split_indices
 from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.package import Package
-from tuneserve.progress import progress_bar
+from tuneserve.progress import progress_bar, with_progress
 from tuneserve.runtime import Predictor
 
 from ._metrics import Estimate, per_class, with_intervals
@@ -193,7 +193,11 @@ def evaluate(
     dataset = as_dataset(data, label_column, text_column)
     scored, described = _held_out(predictor.package, dataset, rows)
     y = _targets(predictor, scored)
-    output = predictor.run(scored.X)
+    output = with_progress(
+        f"scoring {predictor.manifest.name}",
+        len(scored),
+        lambda step: predictor.run(scored.X, step),
+    )
     task = predictor.manifest.task
     with progress_bar(f"bootstrap {predictor.manifest.name}", total=bootstrap) as advance:
         estimates = with_intervals(

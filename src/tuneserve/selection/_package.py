@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing.members import INPUT, MembersPreprocessor
+from tuneserve.progress import with_progress
 from tuneserve.runtime import Predictor
 
 from ._ensemble import weighted
@@ -156,7 +158,9 @@ def member_probabilities(
     out = []
     for member in members:
         order = [list(member.labels or []).index(n) for n in labels]
-        out.append(np.asarray(member.predict_proba(inputs), dtype=np.float64)[:, order])
+        score = partial(member.predict_proba, inputs)
+        proba = with_progress(f"scoring {member.manifest.name}", len(inputs), score)
+        out.append(np.asarray(proba, dtype=np.float64)[:, order])
     return np.stack(out)
 
 
