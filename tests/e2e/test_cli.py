@@ -531,6 +531,10 @@ def test_serve_with_several_worker_processes(
                     text = reply.read().decode()
     if metrics_dir != "own":
         assert "removed 1 metric files of an earlier run" in server["out"]
+        (tmp_path / "a-file").touch()  # not a folder: one clear line, nothing served
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "a-file"))
+        bad = tuneserve(*args, "--port", "1", check=False)
+        assert_one_line_error(bad, "PROMETHEUS_MULTIPROC_DIR=", "cannot be used for the metrics")
 
 
 def test_ctrl_c_drains_requests_in_flight(cancer_package, cancer_splits):

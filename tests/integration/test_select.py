@@ -122,3 +122,18 @@ def test_evaluate_scores_an_ensemble_on_the_rows_it_was_not_fitted_on(candidates
     assert "the selection held out" in scored.rows
     assert len(scored.y) == result.rows["report"]
     assert scored.metrics["accuracy"].value == pytest.approx(result.scores["result"])
+
+
+def test_a_member_that_adds_nothing_is_left_out_of_the_package(candidates, tmp_path):
+    from tuneserve import train
+
+    wine = load("wine")
+    shuffled = np.random.default_rng(0).permutation(wine.y)  # labels that mean nothing
+    noise = wine.X.assign(label=[wine.label_names[code] for code in shuffled])
+    train(noise, out=tmp_path / "wine-noise", backbone="logreg")
+    packages = [candidates / "wine-logreg", tmp_path / "wine-noise"]
+    result = select(packages, "wine", tmp_path / "w", method="weighted", rows="all")
+    assert result.survivors == ["wine-logreg", "wine-noise"]
+    assert result.members == ["wine-logreg"] and result.weights == [1.0]
+    members = Package.load(result.package.path).manifest.preprocessing["members"]
+    assert len(members) == 1

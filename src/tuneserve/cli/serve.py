@@ -114,10 +114,18 @@ def _clear_stale_metrics(folder: str) -> int:
     ones); only its own ``counter_*``, ``gauge_*``, ``histogram_*``, ``summary_*`` files."""
     from pathlib import Path
 
+    from tuneserve.exceptions import InvalidInputError
+
     path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
     kinds = ("counter_", "gauge_", "histogram_", "summary_")
-    stale = [f for f in path.glob("*.db") if f.name.startswith(kinds)]
-    for file in stale:
-        file.unlink(missing_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        stale = [f for f in path.glob("*.db") if f.name.startswith(kinds)]
+        for file in stale:
+            file.unlink(missing_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{MULTIPROCESS_ENV}={folder!r} cannot be used for the metrics: {exc}. Hint: point "
+            "it at a writable folder that belongs to this server alone, or unset it"
+        ) from exc
     return len(stale)

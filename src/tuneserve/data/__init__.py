@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,7 @@ __all__ = [
 
 
 def load(
-    source: str | Path | pd.DataFrame,
+    source: str | os.PathLike[str] | pd.DataFrame,
     *,
     label_column: str | None = None,
     text_column: str | None = None,
@@ -69,7 +70,7 @@ def load(
     """
     if isinstance(source, pd.DataFrame):
         return _load_dataframe(source, label_column, text_column, task)
-    if not isinstance(source, str | Path):
+    if not isinstance(source, str | os.PathLike):
         raise InvalidInputError(
             f"data must be a built-in name, a path or a pandas DataFrame; got "
             f"{type(source).__name__}. Hint: for arrays, build a DataFrame with a label column"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -474,7 +475,8 @@ def create_app(
 
 def _forget_dead_workers(folder: str) -> None:
     """Drop the live gauges (loaded versions) of workers that died without a shutdown, e.g.
-    killed, and were replaced: a clean exit does this itself."""
+    killed, and were replaced: a clean exit does this itself. Several workers may do this
+    at once, so a file already gone is fine."""
     for file in os.scandir(folder):
         if not (file.name.startswith("gauge_live") and file.name.endswith(".db")):
             continue
@@ -484,7 +486,8 @@ def _forget_dead_workers(folder: str) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(int(pid), folder)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(file.path)
         except PermissionError:
             pass  # alive, another user's
 

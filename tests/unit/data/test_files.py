@@ -295,6 +295,12 @@ def test_a_dataframe_loads_like_the_same_rows_in_a_file(tmp_path: Path) -> None:
     )
     text = load(reviews, label_column="sentiment")
     assert text.modality == "text" and text.X[0] == REVIEWS[0][0]
+
+    class PathLike:  # e.g. pytest's tmpdir: os.PathLike, but no str or Path
+        def __fspath__(self) -> str:
+            return str(tmp_path / "iris.parquet")
+
+    assert load(PathLike()).fingerprint == from_frame.fingerprint
     numbered = pd.DataFrame({0: [1.0, 2.0, 3.0, 4.0], 1: [0, 1, 0, 1]})  # int column names
     assert list(load(numbered, label_column="1").X.columns) == ["0"]
     assert list(numbered.columns) == [0, 1]
