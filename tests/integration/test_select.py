@@ -48,6 +48,21 @@ def test_every_ensemble_is_a_package_with_parity(candidates, tmp_path, method):
     result = select(_wine(candidates), "wine", tmp_path / method, method=method, rounds=10)
     package = Predictor(result.package.path)
     assert package.manifest.preprocessing["kind"] == "ensemble-members"
+    files = list(package.manifest.files)
+    assert not [f for f in files if "/extras/" in f]  # members' extras (mlp weights) stay out
+    if method == "soft-vote":
+        assert (candidates / "wine-mlp" / "extras").is_dir() and "wine-mlp" in result.members
+        assert "assets/members/2/manifest.json" in files
+    if method == "hard-vote":  # members load unchecked: the ensemble's own check covers them
+        import shutil
+
+        from tuneserve.exceptions import ChecksumError
+
+        tampered = shutil.copytree(result.package.path, tmp_path / "tampered")
+        graph = tampered / "assets" / "members" / "0" / "model.onnx"
+        graph.write_bytes(graph.read_bytes() + b"\0")
+        with pytest.raises(ChecksumError, match=r"members/0/model\.onnx"):
+            Predictor(tampered)
     assert package.manifest.graph.parity_max_abs_diff <= 1e-5
     test = split(load("wine"), seed=0).test
     members = [Predictor(candidates / name) for name in result.members]

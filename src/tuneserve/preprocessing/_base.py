@@ -61,8 +61,8 @@ class Preprocessor(ABC):
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """For each graph input, the axes whose size changes between calls."""
 
-    def assets(self) -> dict[str, bytes]:
-        """Files to store under the package's ``assets/`` folder."""
+    def assets(self) -> dict[str, bytes | Path]:
+        """Files to store under the package's ``assets/`` folder: contents, or files to copy."""
         return {}
 
 

@@ -57,11 +57,14 @@ class MembersPreprocessor(Preprocessor):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], assets: Path | None = None) -> Self:
+        from tuneserve.package import Package
         from tuneserve.runtime import Predictor
 
         if assets is None:
             raise PackageFormatError("an ensemble package has no assets folder with its members")
-        members = [Predictor(assets / relative) for relative in spec["members"]]
+        # the ensemble's own manifest lists (and loading checked) every file of its members,
+        # so each member is not checked twice; their extras/ are left out (see assets())
+        members = [Predictor(Package.load(assets / rel, verify=False)) for rel in spec["members"]]
         built = cls(members, list(spec["labels"]))
         if built.modality != spec["modality"]:
             raise PackageFormatError(
@@ -76,13 +79,16 @@ class MembersPreprocessor(Preprocessor):
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {INPUT: {0: "batch"}}
 
-    def assets(self) -> dict[str, bytes]:
-        files: dict[str, bytes] = {}
+    def assets(self) -> dict[str, bytes | Path]:
+        """Each member's manifest, graph and assets, copied from its folder. Not its
+        ``extras/`` (weights for other runtimes and for ``--from``): the ensemble never runs
+        them, and a fine-tuned encoder's weights are as large as its graph."""
+        from tuneserve.package import MANIFEST_FILE
+
+        files: dict[str, bytes | Path] = {}
         for i, member in enumerate(self.members):
-            root = Path(member.package.path)
-            for path in sorted(root.rglob("*")):
-                if path.is_file():
-                    files[f"{MEMBERS_DIR}/{i}/{path.relative_to(root).as_posix()}"] = (
-                        path.read_bytes()
-                    )
+            package = member.package
+            kept = [n for n in package.manifest.files if not n.startswith("extras/")]
+            for name in [MANIFEST_FILE, *kept]:
+                files[f"{MEMBERS_DIR}/{i}/{name}"] = Path(package.path) / name
         return files

@@ -130,7 +130,7 @@ class TextPreprocessor(Preprocessor):
             "model_inputs": list(self.model_inputs),
         }
 
-    def assets(self) -> dict[str, bytes]:
+    def assets(self) -> dict[str, bytes | Path]:
         return {TOKENIZER_FILE: self.tokenizer.to_str().encode()}
 
     @classmethod
