@@ -228,8 +228,21 @@ class TablePreprocessor(Preprocessor):
             missing = [c["name"] for c in plan.columns if c["name"] not in inputs.columns]
             if missing:
                 self._missing_error(missing, [str(c) for c in inputs.columns], None)
+            needed = {c["name"] for c in plan.columns}
+            repeated = sorted({c for c in inputs.columns[inputs.columns.duplicated()]} & needed)
+            if repeated:
+                raise InvalidInputError(
+                    f"input has more than one column named {', '.join(map(repr, repeated))}; "
+                    "the model cannot tell which to use. Hint: drop or rename the repeats"
+                )
             n = len(inputs)
             numeric_frame = inputs[plan.numeric_names]
+            for name, dtype in numeric_frame.dtypes.items():
+                if dtype.kind in "mM" or isinstance(dtype, pd.PeriodDtype):  # dates, durations
+                    raise InvalidInputError(
+                        f"column {name!r} holds {dtype} values; the model takes numbers there. "
+                        "Hint: convert it to the number the model was trained on"
+                    )
             try:  # nullable dtypes (Int64, boolean) turn pd.NA into NaN here
                 numeric_raw: Any = numeric_frame.to_numpy(dtype=np.float64, na_value=np.nan)
             except (ValueError, TypeError):

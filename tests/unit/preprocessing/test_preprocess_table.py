@@ -170,6 +170,24 @@ def test_missing_column_without_close_match(fitted: TablePreprocessor) -> None:
     assert "Did you mean" not in str(info.value)
 
 
+def test_repeated_columns_and_dates_in_a_frame_are_refused(
+    fitted: TablePreprocessor, train: pd.DataFrame
+) -> None:
+    repeated = pd.concat([train, train[["age"]]], axis=1)
+    with pytest.raises(InvalidInputError, match="more than one column named 'age'"):
+        fitted.transform(repeated)
+    note = train[["age"]].set_axis(["note"], axis=1)
+    unused = pd.concat([train, note, note], axis=1)
+    assert fitted.transform(unused)["input"].shape[0] == 5  # a repeated column it does not use
+    for value in (
+        pd.Timestamp("2020-01-01"),
+        pd.Timestamp("2020-01-01", tz="UTC"),
+        pd.Timedelta("1D"),
+    ):
+        with pytest.raises(InvalidInputError, match=r"column 'rooms' holds (datetime|timedelta)"):
+            fitted.transform(train.assign(rooms=value))  # a number of ns would come out
+
+
 def test_non_numeric_value_names_column_and_row(fitted: TablePreprocessor) -> None:
     rows = [
         {"age": 30, "color": "red", "rooms": 1},
