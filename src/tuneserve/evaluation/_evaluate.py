@@ -200,9 +200,7 @@ def evaluate(
     )
     task = predictor.manifest.task
     with progress_bar(f"bootstrap {predictor.manifest.name}", total=bootstrap) as advance:
-        estimates = with_intervals(
-            task, y, output, rounds=bootstrap, seed=seed, progress=lambda _: advance()
-        )
+        estimates = with_intervals(task, y, output, rounds=bootstrap, seed=seed, progress=advance)
     labels = list(predictor.labels) if predictor.labels else None
     details = per_class(y, output, labels) if task == "classification" and labels else {}
     evaluation = Evaluation(

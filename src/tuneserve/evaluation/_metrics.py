@@ -8,6 +8,8 @@ replacement ``bootstrap`` times (seeded) and the metric is recomputed on each re
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -162,24 +164,62 @@ def point_metrics(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, flo
     return _classification(y, output) if task == "classification" else _regression(y, output)
 
 
+#: Resamples run in worker processes when one by one they would take longer than this.
+PARALLEL_AFTER_S = 2.0
+
+
 def bootstrap(
     score: Callable[[np.ndarray], dict[str, float]],
     rows: int,
     rounds: int,
     seed: int,
     progress: Callable[[int], Any] | None = None,
+    n_jobs: int | None = None,
 ) -> dict[str, list[float]]:
-    """``score(indices)`` on ``rounds`` resamples of ``rows`` rows; values per metric."""
-    rng = np.random.default_rng(seed)
+    """``score(indices)`` on ``rounds`` resamples of ``rows`` rows; values per metric.
+
+    Resample ``i`` is drawn from its own seeded stream, so the values do not depend on how
+    the resamples are spread over processes. ``n_jobs``: worker processes (None: every
+    core when the resamples would take over :data:`PARALLEL_AFTER_S` seconds one by one,
+    else this process). ``progress(n)`` is called as each ``n`` resamples finish.
+    """
+    step = progress or (lambda n: None)
+    started = time.perf_counter()
+    results = _score_range(score, rows, seed, 0, min(1, rounds))
+    step(len(results))
+    if n_jobs is None:
+        slow = (time.perf_counter() - started) * (rounds - 1) > PARALLEL_AFTER_S
+        n_jobs = (os.cpu_count() or 1) if slow else 1
+    n_jobs = max(1, min(n_jobs, rounds - 1))
+    if n_jobs == 1:
+        for i in range(1, rounds):
+            results += _score_range(score, rows, seed, i, i + 1)
+            step(1)
+    else:
+        from joblib import Parallel, delayed
+
+        size = max(1, -(-(rounds - 1) // (4 * n_jobs)))  # 4 pieces per worker: a live bar
+        pieces = [(a, min(a + size, rounds)) for a in range(1, rounds, size)]
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        for part in parallel(delayed(_score_range)(score, rows, seed, a, b) for a, b in pieces):
+            results += part
+            step(len(part))
     values: dict[str, list[float]] = {}
+    for result in results:
+        for name, value in result.items():
+            values.setdefault(name, []).append(value)
+    return values
+
+
+def _score_range(
+    score: Callable[[np.ndarray], dict[str, float]], rows: int, seed: int, start: int, stop: int
+) -> list[dict[str, float]]:
     # the inputs were checked once already; skip scikit-learn's per-call validation
     with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
-        for done in range(rounds):
-            for name, value in score(rng.integers(0, rows, rows)).items():
-                values.setdefault(name, []).append(value)
-            if progress:
-                progress(done + 1)
-    return values
+        return [
+            score(np.random.default_rng([seed, i]).integers(0, rows, rows))
+            for i in range(start, stop)
+        ]
 
 
 def with_intervals(
@@ -189,6 +229,7 @@ def with_intervals(
     rounds: int = 1000,
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    n_jobs: int | None = None,
 ) -> dict[str, Estimate]:
     """Headline metrics with percentile bootstrap 95% intervals (``rounds=0``: none).
 
@@ -198,7 +239,7 @@ def with_intervals(
     if rounds <= 0 or len(y) < 2:
         return {name: Estimate(value) for name, value in point.items()}
     samples = bootstrap(
-        lambda idx: point_metrics(task, y[idx], output[idx]), len(y), rounds, seed, progress
+        lambda idx: point_metrics(task, y[idx], output[idx]), len(y), rounds, seed, progress, n_jobs
     )
     out = {}
     for name, value in point.items():

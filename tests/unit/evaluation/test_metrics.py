@@ -75,6 +75,20 @@ def test_bootstrap_intervals_are_seeded_and_hold_the_value():
     assert with_intervals("classification", y, proba, rounds=0)["accuracy"].low is None
 
 
+def test_resamples_in_worker_processes_give_the_same_intervals():
+    y, proba = _fixed(4, rows=150)
+    counted: dict[int, list[int]] = {1: [], 2: []}
+    alone, spread = (
+        with_intervals(
+            "classification", y, proba, rounds=30, seed=3, n_jobs=n, progress=counted[n].append
+        )
+        for n in (1, 2)
+    )
+    assert alone == spread and alone["roc_auc"].low is not None
+    assert sum(counted[1]) == sum(counted[2]) == 30
+    assert len(counted[2]) < len(counted[1])  # the workers report pieces of resamples
+
+
 def test_expected_calibration_error_on_bin_edges_and_rounding_above_one():
     y = np.array([0, 1, 0, 1, 1])
     proba = np.array([[0.6, 0.4], [0.2, 0.8], [0.8, 0.2], [0.4, 0.6], [0.0, 1.0 + 1e-7]])
