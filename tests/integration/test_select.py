@@ -152,3 +152,19 @@ def test_a_member_that_adds_nothing_is_left_out_of_the_package(candidates, tmp_p
     assert result.members == ["wine-logreg"] and result.weights == [1.0]
     members = Package.load(result.package.path).manifest.preprocessing["members"]
     assert len(members) == 1
+
+
+def test_member_file_names_are_checked_even_when_loaded_unverified(candidates, tmp_path):
+    import json
+    import shutil
+
+    forged = shutil.copytree(candidates / "wine-logreg", tmp_path / "forged")
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["files"]["/etc/hostname"] = "sha256:" + "0" * 64
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    member = Predictor(Package.load(forged, verify=False))  # a caller's choice
+    test = split(load("wine"), seed=0).test
+    with pytest.raises(InvalidInputError, match="'/etc/hostname' is not allowed"):
+        export_ensemble([member, candidates / "wine-mlp"], Combiner("mean", [0.5, 0.5]),
+                        tmp_path / "e", sample_inputs=test.X)  # fmt: skip
+    assert not (tmp_path / "e").exists()

@@ -8,7 +8,6 @@ replacement ``bootstrap`` times (seeded) and the metric is recomputed on each re
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,8 +163,11 @@ def point_metrics(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, flo
     return _classification(y, output) if task == "classification" else _regression(y, output)
 
 
-#: Resamples run in worker processes when one by one they would take longer than this.
+#: Resamples run in worker processes when one by one they would take longer than this
+#: (a worker takes about a second to start).
 PARALLEL_AFTER_S = 2.0
+#: Fewest resamples worth a worker process.
+RESAMPLES_PER_WORKER = 50
 
 
 def bootstrap(
@@ -179,29 +181,36 @@ def bootstrap(
     """``score(indices)`` on ``rounds`` resamples of ``rows`` rows; values per metric.
 
     Resample ``i`` is drawn from its own seeded stream, so the values do not depend on how
-    the resamples are spread over processes. ``n_jobs``: worker processes (None: every
-    core when the resamples would take over :data:`PARALLEL_AFTER_S` seconds one by one,
-    else this process). ``progress(n)`` is called as each ``n`` resamples finish.
+    the resamples are spread over processes. ``n_jobs``: worker processes, as joblib counts
+    them (-1: every core); None: the cores this process may use (container limits and
+    affinity counted), at most one per :data:`RESAMPLES_PER_WORKER` resamples, when the
+    resamples would take over :data:`PARALLEL_AFTER_S` seconds one by one (timed on the
+    second, the first being a warm-up), else this process. ``progress(n)`` is called as
+    each ``n`` resamples finish.
     """
+    import joblib
+
     step = progress or (lambda n: None)
+    results = _score_range(score, rows, seed, 0, min(1, rounds))  # warm-up
     started = time.perf_counter()
-    results = _score_range(score, rows, seed, 0, min(1, rounds))
+    results += _score_range(score, rows, seed, len(results), min(2, rounds))
     step(len(results))
+    done = len(results)
     if n_jobs is None:
-        slow = (time.perf_counter() - started) * (rounds - 1) > PARALLEL_AFTER_S
-        n_jobs = (os.cpu_count() or 1) if slow else 1
-    n_jobs = max(1, min(n_jobs, rounds - 1))
+        slow = (time.perf_counter() - started) * (rounds - done) > PARALLEL_AFTER_S
+        useful = (rounds - done) // RESAMPLES_PER_WORKER
+        n_jobs = max(1, min(joblib.cpu_count(), useful)) if slow else 1
+    n_jobs = max(1, min(joblib.effective_n_jobs(n_jobs), rounds - done))
     if n_jobs == 1:
-        for i in range(1, rounds):
+        for i in range(done, rounds):
             results += _score_range(score, rows, seed, i, i + 1)
             step(1)
     else:
-        from joblib import Parallel, delayed
-
-        size = max(1, -(-(rounds - 1) // (4 * n_jobs)))  # 4 pieces per worker: a live bar
-        pieces = [(a, min(a + size, rounds)) for a in range(1, rounds, size)]
-        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-        for part in parallel(delayed(_score_range)(score, rows, seed, a, b) for a, b in pieces):
+        size = max(1, -(-(rounds - done) // (4 * n_jobs)))  # 4 pieces per worker: a live bar
+        pieces = [(a, min(a + size, rounds)) for a in range(done, rounds, size)]
+        parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator")
+        work = (joblib.delayed(_score_range)(score, rows, seed, a, b) for a, b in pieces)
+        for part in parallel(work):
             results += part
             step(len(part))
     values: dict[str, list[float]] = {}

@@ -83,12 +83,14 @@ class MembersPreprocessor(Preprocessor):
         """Each member's manifest, graph and assets, copied from its folder. Not its
         ``extras/`` (weights for other runtimes and for ``--from``): the ensemble never runs
         them, and a fine-tuned encoder's weights are as large as its graph."""
-        from tuneserve.package import MANIFEST_FILE
+        from tuneserve.package import MANIFEST_FILE, _safe_relpath
 
         files: dict[str, bytes | Path] = {}
         for i, member in enumerate(self.members):
             package = member.package
             kept = [n for n in package.manifest.files if not n.startswith("extras/")]
+            for name in kept:  # checked here too: a member may have been loaded unverified
+                _safe_relpath(name)
             for name in [MANIFEST_FILE, *kept]:
                 files[f"{MEMBERS_DIR}/{i}/{name}"] = Path(package.path) / name
         return files

@@ -238,7 +238,8 @@ class TablePreprocessor(Preprocessor):
             n = len(inputs)
             numeric_frame = inputs[plan.numeric_names]
             for name, dtype in numeric_frame.dtypes.items():
-                if dtype.kind in "mM" or isinstance(dtype, pd.PeriodDtype):  # dates, durations
+                inner = dtype.categories.dtype if isinstance(dtype, pd.CategoricalDtype) else dtype
+                if inner.kind in "mM" or isinstance(inner, pd.PeriodDtype):  # dates, durations
                     raise InvalidInputError(
                         f"column {name!r} holds {dtype} values; the model takes numbers there. "
                         "Hint: convert it to the number the model was trained on"

@@ -77,15 +77,15 @@ def test_bootstrap_intervals_are_seeded_and_hold_the_value():
 
 def test_resamples_in_worker_processes_give_the_same_intervals():
     y, proba = _fixed(4, rows=150)
-    counted: dict[int, list[int]] = {1: [], 2: []}
-    alone, spread = (
+    counted: dict[int, list[int]] = {1: [], 2: [], -1: []}
+    alone, spread, every_core = (
         with_intervals(
             "classification", y, proba, rounds=30, seed=3, n_jobs=n, progress=counted[n].append
         )
-        for n in (1, 2)
+        for n in (1, 2, -1)
     )
-    assert alone == spread and alone["roc_auc"].low is not None
-    assert sum(counted[1]) == sum(counted[2]) == 30
+    assert alone == spread == every_core and alone["roc_auc"].low is not None
+    assert sum(counted[1]) == sum(counted[2]) == sum(counted[-1]) == 30
     assert len(counted[2]) < len(counted[1])  # the workers report pieces of resamples
 
 

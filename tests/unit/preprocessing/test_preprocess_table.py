@@ -186,6 +186,9 @@ def test_repeated_columns_and_dates_in_a_frame_are_refused(
     ):
         with pytest.raises(InvalidInputError, match=r"column 'rooms' holds (datetime|timedelta)"):
             fitted.transform(train.assign(rooms=value))  # a number of ns would come out
+    dates = pd.Series(pd.to_datetime(["2020-01-01"] * 5), dtype="category")
+    with pytest.raises(InvalidInputError, match="column 'rooms' holds category"):
+        fitted.transform(train.assign(rooms=dates))
 
 
 def test_non_numeric_value_names_column_and_row(fitted: TablePreprocessor) -> None:
