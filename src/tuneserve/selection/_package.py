@@ -157,11 +157,17 @@ def member_probabilities(
     """``(members, rows, classes)``: each member's probabilities, columns in ``labels``."""
     out = []
     for member in members:
-        order = [list(member.labels or []).index(n) for n in labels]
         score = partial(member.predict_proba, inputs)
         proba = with_progress(f"scoring {member.manifest.name}", len(inputs), score)
-        out.append(np.asarray(proba, dtype=np.float64)[:, order])
+        out.append(in_label_order(proba, member.labels or [], labels))
     return np.stack(out)
+
+
+def in_label_order(proba: Any, columns: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Probabilities whose columns are the classes ``columns``, as float64 with the columns
+    in ``labels`` order."""
+    order = [list(columns).index(n) for n in labels]
+    return np.asarray(proba, dtype=np.float64)[:, order]
 
 
 def check_members(members: Sequence[Predictor]) -> list[str]:
@@ -204,9 +210,12 @@ def export_ensemble(
     metrics: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
     overwrite: bool = False,
+    probabilities: np.ndarray | None = None,
 ) -> Package:
     """Write the ensemble of ``members`` as one package. The combiner graph is checked
-    against :meth:`Combiner.combine` on ``sample_inputs`` before anything is written."""
+    against :meth:`Combiner.combine` on ``sample_inputs`` before anything is written.
+    ``probabilities``: the members' probabilities of ``sample_inputs`` if the caller has
+    them already (:func:`member_probabilities` with the first member's label order)."""
     import onnxruntime as ort
 
     from tuneserve.exporters._common import check_parity, write_package
@@ -221,7 +230,9 @@ def export_ensemble(
     session = ort.InferenceSession(graph_bytes, providers=["CPUExecutionProvider"])
     feed = pre.transform(sample_inputs)
     (packaged,) = session.run([OUTPUT], feed)
-    expected = combiner.combine(member_probabilities(predictors, labels, sample_inputs))
+    if probabilities is None:
+        probabilities = member_probabilities(predictors, labels, sample_inputs)
+    expected = combiner.combine(probabilities)
     diff = float(np.max(np.abs(packaged - expected)))
     check_parity(diff, "ensemble")  # raises: the package is not written
     if not np.array_equal(packaged.argmax(axis=1), expected.argmax(axis=1)):

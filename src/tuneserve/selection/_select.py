@@ -25,7 +25,7 @@ from tuneserve.package import Package
 from tuneserve.runtime import Predictor
 
 from ._ensemble import EnsembleSelection, fit_stacker, fit_weights
-from ._package import Combiner, check_members, export_ensemble, member_probabilities
+from ._package import Combiner, check_members, export_ensemble, in_label_order
 from ._rules import COST_NAMES, apply_rules, parse_rule
 
 #: ``filter`` keeps the best candidate that meets the rules; the others combine members
@@ -226,6 +226,11 @@ def select(
         )
     to_ensemble = np.array([labels.index(n) for n in names])
     scored_idx, _ = held_out_rows(packages[0], dataset, rows)
+    # the comparison ran every candidate on these rows already: reuse its probabilities
+    scored_by = {e.name: e for e in comparison.evaluations}
+    P_scored = np.stack(
+        [in_label_order(scored_by[n].output, scored_by[n].labels or [], labels) for n in survivors]
+    )
     if oof is not None:
         fit_idx = np.setdiff1d(np.arange(len(dataset)), scored_idx)
         if len(fit_idx) == 0:
@@ -238,7 +243,7 @@ def select(
         columns = [names.index(label) for label in labels]  # oof columns: the data's order
         P_fit = np.stack([kept_oof[position[name]][fit_idx][:, columns] for name in survivors])
         y_fit = to_ensemble[dataset.y[fit_idx]]
-        report_idx = scored_idx
+        report_at = np.arange(len(scored_idx))
     else:
         if not 0 < fit_fraction < 1:
             raise InvalidInputError(
@@ -247,13 +252,12 @@ def select(
             )
         scored = dataset.subset(scored_idx, name=f"{dataset.name}[scored]")
         fit_at, report_at = holdout_indices(scored, 1 - fit_fraction, seed=seed)
-        fit_part = scored.subset(fit_at)
-        report_idx = scored_idx[report_at]
-        y_fit = to_ensemble[fit_part.y]
-        P_fit = member_probabilities(predictors, labels, fit_part.X)
+        y_fit = to_ensemble[scored.y[fit_at]]
+        P_fit = P_scored[:, fit_at]
+    report_idx = scored_idx[report_at]
     report_part = dataset.subset(report_idx, name=f"{dataset.name}[report]")
     y_report = to_ensemble[report_part.y]
-    P_report = member_probabilities(predictors, labels, report_part.X)
+    P_report = P_scored[:, report_at]
     options = {"rounds": rounds, "init": init, "bags": bags, "seed": seed}
     combiner = _combiner(combiner_name, P_fit, y_fit, chosen_metric, options)
     kept = list(range(len(predictors)))
@@ -267,11 +271,13 @@ def select(
         scores[survivors[i]] = single_metric(
             "classification", chosen_metric, y_report, P_report[kept.index(i)]
         )
+    members = [predictors[i] for i in kept]
     package = export_ensemble(
-        [predictors[i] for i in kept],
+        members,
         combiner,
         target,
         sample_inputs=report_part.X,
+        probabilities=P_report[:, :, [labels.index(n) for n in members[0].labels or []]],
         name=target.name,
         metrics={f"holdout_{chosen_metric}": scores["result"]},
         config={
