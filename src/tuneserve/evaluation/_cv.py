@@ -15,10 +15,10 @@ import numpy as np
 from tuneserve.data import DataLike, Dataset, holdout, holdout_indices, kfold_indices
 from tuneserve.exceptions import InvalidInputError, PackageError, TuneserveError
 from tuneserve.package import Package
-from tuneserve.progress import progress_bar, with_progress
+from tuneserve.progress import progress_bar
 from tuneserve.runtime import Predictor
 
-from ._evaluate import Evaluation, as_dataset, write_text_atomic
+from ._evaluate import Evaluation, as_dataset, in_label_order, scored_output, write_text_atomic
 from ._metrics import Estimate, per_class, point_metrics, with_intervals
 
 OOF_FILE, SUMMARY_FILE, REPORT_FILE = "oof.npz", "cv.json", "report.html"
@@ -155,13 +155,10 @@ def _finished(path: Path, expected: dict[str, Any], fingerprint: str) -> Package
 
 
 def _fold_output(predictor: Predictor, dataset: Dataset, held: Dataset) -> np.ndarray:
-    output = with_progress(
-        f"scoring {predictor.manifest.name}", len(held), lambda step: predictor.run(held.X, step)
-    )
+    output = scored_output(predictor, held.X)
     if dataset.task != "classification":
         return np.asarray(output, dtype=np.float64)
-    order = [list(predictor.labels or []).index(n) for n in dataset.label_names or ()]
-    return np.asarray(output)[:, order]  # columns in the data's label order
+    return in_label_order(output, predictor.labels or [], dataset.label_names or ())
 
 
 def cross_validate(

@@ -4,7 +4,9 @@ measured."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,20 @@ def as_dataset(
     if isinstance(data, Dataset):
         return data
     return load(data, label_column=label_column, text_column=text_column)
+
+
+def scored_output(predictor: Predictor, inputs: Any) -> np.ndarray:
+    """:meth:`Predictor.run` on ``inputs`` under a progress bar."""
+    return with_progress(
+        f"scoring {predictor.manifest.name}", len(inputs), partial(predictor.run, inputs)
+    )
+
+
+def in_label_order(proba: Any, columns: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Probabilities whose columns are the classes ``columns``, as float64 with the columns
+    in ``labels`` order."""
+    order = [list(columns).index(n) for n in labels]
+    return np.asarray(proba, dtype=np.float64)[:, order]
 
 
 def held_out_rows(package: Package, data: Dataset, rows: str) -> tuple[np.ndarray, str]:
@@ -193,11 +209,7 @@ def evaluate(
     dataset = as_dataset(data, label_column, text_column)
     scored, described = _held_out(predictor.package, dataset, rows)
     y = _targets(predictor, scored)
-    output = with_progress(
-        f"scoring {predictor.manifest.name}",
-        len(scored),
-        lambda step: predictor.run(scored.X, step),
-    )
+    output = scored_output(predictor, scored.X)
     task = predictor.manifest.task
     with progress_bar(f"bootstrap {predictor.manifest.name}", total=bootstrap) as advance:
         estimates = with_intervals(task, y, output, rounds=bootstrap, seed=seed, progress=advance)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tuneserve.evaluation._evaluate import in_label_order, scored_output
 from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing.members import INPUT, MembersPreprocessor
-from tuneserve.progress import with_progress
 from tuneserve.runtime import Predictor
 
 from ._ensemble import weighted
@@ -155,19 +154,9 @@ def member_probabilities(
     members: Sequence[Predictor], labels: list[str], inputs: Any
 ) -> np.ndarray:
     """``(members, rows, classes)``: each member's probabilities, columns in ``labels``."""
-    out = []
-    for member in members:
-        score = partial(member.predict_proba, inputs)
-        proba = with_progress(f"scoring {member.manifest.name}", len(inputs), score)
-        out.append(in_label_order(proba, member.labels or [], labels))
-    return np.stack(out)
-
-
-def in_label_order(proba: Any, columns: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-    """Probabilities whose columns are the classes ``columns``, as float64 with the columns
-    in ``labels`` order."""
-    order = [list(columns).index(n) for n in labels]
-    return np.asarray(proba, dtype=np.float64)[:, order]
+    return np.stack(
+        [in_label_order(scored_output(m, inputs), m.labels or [], labels) for m in members]
+    )
 
 
 def check_members(members: Sequence[Predictor]) -> list[str]:

@@ -19,13 +19,13 @@ from tuneserve.evaluation import (
     metric_names,
     single_metric,
 )
-from tuneserve.evaluation._evaluate import as_dataset, held_out_rows
+from tuneserve.evaluation._evaluate import as_dataset, held_out_rows, in_label_order
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
 from tuneserve.runtime import Predictor
 
 from ._ensemble import EnsembleSelection, fit_stacker, fit_weights
-from ._package import Combiner, check_members, export_ensemble, in_label_order
+from ._package import Combiner, check_members, export_ensemble
 from ._rules import COST_NAMES, apply_rules, parse_rule
 
 #: ``filter`` keeps the best candidate that meets the rules; the others combine members
