@@ -48,8 +48,12 @@ def _save_samples(images: list[np.ndarray], labels: list[str], folder: Path) -> 
     return paths
 
 
-def run_demo(out: Path = Path(".tuneserve/demo"), epochs: int = 30, seed: int = 0) -> DemoResult:
-    """Run the demo, writing packages under ``out``; print what happens on stdout."""
+def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoResult:
+    """Run the demo, writing packages under ``out`` (default: ``$TUNESERVE_HOME/demo``);
+    print what happens on stdout."""
+    from tuneserve.home import tuneserve_home
+
+    out = Path(out).expanduser().resolve() if out is not None else tuneserve_home() / "demo"
     from rich.console import Console
     from rich.table import Table
 

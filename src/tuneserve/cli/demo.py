@@ -8,7 +8,9 @@ import typer
 
 
 def demo(
-    out: Path = typer.Option(Path(".tuneserve/demo"), "--out", help="Where packages go."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where packages go (default: $TUNESERVE_HOME/demo, ./.tuneserve/demo)."
+    ),
     epochs: int = typer.Option(30, "--epochs", min=1, help="CNN training epochs (max)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split and training."),
 ) -> None:

@@ -44,7 +44,7 @@ def current_store() -> Store:
     """The store in force: ``MLFLOW_TRACKING_URI``, else the embedded SQLite one."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     local = tuneserve_home() / "mlflow"
-    local_artifacts = os.environ.get("TUNESERVE_ARTIFACT_ROOT") or (local / "artifacts").as_uri()
+    local_artifacts = _artifact_root(local)
     if not uri:
         local.mkdir(parents=True, exist_ok=True)
         return Store(f"sqlite:///{(local / 'mlflow.db').resolve()}", local_artifacts)
@@ -56,6 +56,15 @@ def current_store() -> Store:
     folder = Path(uri).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return Store(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri())
+
+
+def _artifact_root(local: Path) -> str:
+    """``TUNESERVE_ARTIFACT_ROOT`` as a URI (a bare path, even a relative one, becomes an
+    absolute ``file:`` URI), else ``local/artifacts``."""
+    given = os.environ.get("TUNESERVE_ARTIFACT_ROOT", "").strip()
+    if given and "://" in given:
+        return given
+    return (Path(given).expanduser().resolve() if given else local / "artifacts").as_uri()
 
 
 @contextmanager
