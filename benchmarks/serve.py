@@ -1,13 +1,16 @@
 """Closed-loop load on ``tuneserve serve`` versus raw ONNX Runtime, LitServe and BentoML.
 
-For each model (the digits CNN; MiniLM with a 2-class head, FP32, 64 tokens), in one run:
+For each workload, in one run: the digits CNN and MiniLM (a 2-class head, FP32, 64 tokens)
+over simple JSON, and a breast_cancer logistic regression (30 number columns) over the Open
+Inference Protocol, as one tensor per column or as one ``[1, 30]`` tensor:
   * each server runs in its own process tree, pinned to the *server cores* (half the
     machine, at least one core); the load generator runs in another process pinned to the
     other cores, so the client never takes CPU from the server;
   * C client threads each send one-input requests back to back over keep-alive HTTP
     (``{"inputs": [one input]}``) for a fixed time: requests/s, p50 and p99 latency;
   * every (server, concurrency) point is repeated; tables give the median and the
-    min-max spread of the repeats;
+    min-max spread of the repeats. The servers of a workload run side by side and take
+    turns, repeat by repeat, so a slow spell of the machine hits them all alike;
   * raw ONNX Runtime runs the same graph on preprocessed tensors at batch sizes 1..256,
     pinned to the same server cores with as many threads: its best items/s is the
     physical limit of those cores. ratio = our best req/s (one item each) / that;
@@ -15,10 +18,15 @@ For each model (the digits CNN; MiniLM with a 2-class head, FP32, 64 tokens), in
     (preprocessing + ONNX Runtime) with their batching on (32 items; LitServe waits at
     most 2 ms like ours, BentoML's adaptive batching learns its own wait), so only the
     serving layer differs. They live in ``.venv-peers`` (``make bench-peers``), never in
-    tuneserve's environment; without it they are skipped and the table says so.
+    tuneserve's environment; without it they are skipped and the table says so. They
+    speak simple JSON only, so the OIP workloads are tuneserve's alone;
+  * ``--baseline-src DIR`` adds a second tuneserve, run from another checkout's ``src``
+    (e.g. ``git archive`` of the commit before a change), and a before/after table: the
+    way to show a change to the server costs no throughput.
 
 Rerun: ``make bench-peers && .venv/bin/python benchmarks/serve.py [--seconds 4]
-[--concurrency 1 4 16] [--repeats 3]``. Writes ``benchmarks/results/serve.md``.
+[--concurrency 1 4 16] [--repeats 3] [--workloads ...] [--baseline-src DIR]
+[--out FILE]``. Writes ``benchmarks/results/serve.md`` unless told otherwise.
 """
 
 from __future__ import annotations
@@ -38,12 +46,31 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / ".venv-peers" / "bin"
 MAX_BATCH, MAX_DELAY_MS = 32, 2.0
+OURS, BASELINE = "tuneserve", "tuneserve (baseline)"
+PATHS = {"v1": "/v1/models/m/predict", "v2": "/v2/models/m/infer"}
+
+
+@dataclass
+class Workload:
+    """One model and the request bodies that call it (``api``: v1 simple JSON, v2 OIP)."""
+
+    name: str
+    package: Path
+    inputs: list[Any]  # raw inputs, for raw ONNX Runtime
+    bodies: list[bytes]
+    api: str = "v1"
+
+
+class Unsupported(Exception):
+    """The server answers, but not 200, to the workload's request (e.g. a baseline that
+    predates an input form)."""
 
 
 def _free_port() -> int:
@@ -56,24 +83,27 @@ def _pinned(cpus: set[int]) -> Callable[[], None]:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-def _post(port: int, path: str, body: bytes) -> int:
+def _post(port: int, path: str, body: bytes) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("POST", path, body, {"Content-Type": "application/json"})
-        return conn.getresponse().status
+        reply = conn.getresponse()
+        return reply.status, reply.read()
     finally:
         conn.close()
 
 
-def _commands(server: str, package: Path, port: int, threads: int) -> tuple[list[str], str]:
+def _commands(
+    server: str, package: Path, port: int, threads: int, api: str
+) -> tuple[list[str], str]:
     """The command line of ``server`` and the path it predicts on."""
-    if server == "tuneserve":
+    if server in (OURS, BASELINE):
         cli = str(Path(sys.executable).parent / "tuneserve")
         return [
             cli, "serve", "-m", f"m={package}", "--port", str(port), "--watch", "0",
             "--threads", str(threads), "--max-batch-size", str(MAX_BATCH),
             "--max-queue-delay-ms", str(MAX_DELAY_MS),
-        ], "/v1/models/m/predict"  # fmt: skip
+        ], PATHS[api]  # fmt: skip
     if server == "LitServe":
         script = str(ROOT / "benchmarks" / "peers" / "litserve_server.py")
         return [str(PEERS / "python"), script, str(port)], "/predict"
@@ -84,17 +114,18 @@ def _commands(server: str, package: Path, port: int, threads: int) -> tuple[list
 
 
 def _start(
-    server: str, package: Path, cpus: set[int], body: bytes
+    server: str, work: Workload, cpus: set[int], baseline_src: Path | None
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     port = _free_port()
-    command, path = _commands(server, package, port, len(cpus))
+    command, path = _commands(server, work.package, port, len(cpus), work.api)
+    src = baseline_src if server == BASELINE and baseline_src else ROOT / "src"
     env = dict(
         os.environ,
-        PEER_PACKAGE=str(package),
+        PEER_PACKAGE=str(work.package),
         PEER_THREADS=str(len(cpus)),
         PEER_MAX_BATCH_SIZE=str(MAX_BATCH),
         PEER_MAX_DELAY_MS=str(MAX_DELAY_MS),
-        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks" / "peers")]),
+        PYTHONPATH=os.pathsep.join([str(src), str(ROOT / "benchmarks" / "peers")]),
         BENTOML_HOME=tempfile.mkdtemp(prefix="bentoml-"),
         BENTOML_DO_NOT_TRACK="True",
     )
@@ -111,10 +142,14 @@ def _start(
     deadline = time.monotonic() + 180
     while True:
         try:
-            if _post(port, path, body) == 200:
-                return proc, port, path
+            status, reply = _post(port, path, work.bodies[0])
         except OSError:
             pass
+        else:
+            if status == 200:
+                return proc, port, path
+            _stop(proc)
+            raise Unsupported(f"{status}: {reply.decode(errors='replace')[:300]}")
         if proc.poll() is not None or time.monotonic() > deadline:
             _stop(proc)
             log.seek(0)
@@ -215,47 +250,91 @@ def _in_process(cpus: set[int], *args: str) -> dict:
     return dict(json.loads(proc.stdout.splitlines()[-1]))
 
 
-def _packages(folder: Path) -> dict[str, tuple[Path, list[Any], list[bytes]]]:
+WORKLOADS = ("digits", "minilm", "cancer-oip", "cancer-oip-matrix")
+
+
+def _workloads(folder: Path, wanted: list[str]) -> list[Workload]:
     import numpy as np
 
-    from tuneserve.backbones import TextClassifier, load_encoder, resolve_text_model
     from tuneserve.data import load, split
-    from tuneserve.exporters import export_torch
-    from tuneserve.preprocessing import TextPreprocessor
-    from tuneserve.training import CNNConfig, train_cnn
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from train_strategies import docstring_dataset
+    out: list[Workload] = []
+    if "digits" in wanted:
+        from tuneserve.training import CNNConfig, train_cnn
 
-    parts = split(load("digits"), seed=0)
-    images = [np.asarray(x[:, :, 0]) for x in parts.test.X[:64]]
-    texts = list(docstring_dataset(40).X)[:64]
-    if not (folder / "digits").exists():
-        cnn = train_cnn(parts.train, parts.validation, CNNConfig(epochs=5))
-        cnn.export(folder / "digits", parts.test.X)
-    if not (folder / "minilm").exists():
-        pre = TextPreprocessor(resolve_text_model("minilm"), max_length=64)
-        export_torch(
-            TextClassifier(load_encoder("minilm"), 2),
-            pre,
-            folder / "minilm",
-            task="classification",
-            sample_inputs=texts[:8],
-            label_names=["a", "b"],
-            weights=False,
-        )
-    return {
-        "digits CNN": (
-            folder / "digits",
-            images,
-            [json.dumps({"inputs": [x.tolist()]}).encode() for x in images],
-        ),
-        "MiniLM FP32": (
-            folder / "minilm",
-            texts,
-            [json.dumps({"inputs": [t]}).encode() for t in texts],
-        ),
-    }
+        parts = split(load("digits"), seed=0)
+        images = [np.asarray(x[:, :, 0]) for x in parts.test.X[:64]]
+        if not (folder / "digits").exists():
+            cnn = train_cnn(parts.train, parts.validation, CNNConfig(epochs=5))
+            cnn.export(folder / "digits", parts.test.X)
+        bodies = [json.dumps({"inputs": [x.tolist()]}).encode() for x in images]
+        out.append(Workload("digits CNN", folder / "digits", images, bodies))
+    if "minilm" in wanted:
+        from tuneserve.backbones import TextClassifier, load_encoder, resolve_text_model
+        from tuneserve.exporters import export_torch
+        from tuneserve.preprocessing import TextPreprocessor
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from train_strategies import docstring_dataset
+
+        texts = list(docstring_dataset(40).X)[:64]
+        if not (folder / "minilm").exists():
+            pre = TextPreprocessor(resolve_text_model("minilm"), max_length=64)
+            export_torch(
+                TextClassifier(load_encoder("minilm"), 2),
+                pre,
+                folder / "minilm",
+                task="classification",
+                sample_inputs=texts[:8],
+                label_names=["a", "b"],
+                weights=False,
+            )
+        bodies = [json.dumps({"inputs": [t]}).encode() for t in texts]
+        out.append(Workload("MiniLM FP32", folder / "minilm", texts, bodies))
+    if {"cancer-oip", "cancer-oip-matrix"} & set(wanted):
+        from tuneserve.training import train_logistic_regression
+
+        parts = split(load("breast_cancer"), seed=0)
+        if not (folder / "cancer").exists():
+            model = train_logistic_regression(parts.train, parts.validation)
+            model.export(folder / "cancer", parts.test.X, name="breast-cancer")
+        frame = parts.test.X.iloc[:64]
+        rows = frame.to_dict("records")
+        if "cancer-oip" in wanted:  # one FP64 tensor of shape [1] per column
+            bodies = [
+                json.dumps(
+                    {
+                        "inputs": [
+                            {"name": c, "shape": [1], "datatype": "FP64", "data": [float(v)]}
+                            for c, v in row.items()
+                        ]
+                    }
+                ).encode()
+                for row in rows
+            ]
+            out.append(
+                Workload("breast_cancer logreg, OIP columns", folder / "cancer", rows, bodies, "v2")
+            )
+        if "cancer-oip-matrix" in wanted:  # one FP64 tensor [1, 30], KServe sklearn style
+            bodies = [
+                json.dumps(
+                    {
+                        "inputs": [
+                            {
+                                "name": "input-0",
+                                "shape": [1, len(row)],
+                                "datatype": "FP64",
+                                "data": [float(v) for v in row.values()],
+                            }
+                        ]
+                    }
+                ).encode()
+                for row in rows
+            ]
+            out.append(
+                Workload("breast_cancer logreg, OIP [1, 30]", folder / "cancer", rows, bodies, "v2")
+            )
+    return out
 
 
 def _spread(values: list[float], digits: int = 0) -> str:
@@ -265,13 +344,59 @@ def _spread(values: list[float], digits: int = 0) -> str:
     return f"{med:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def _measure(
+    work: Workload,
+    servers: list[str],
+    args: argparse.Namespace,
+    server_cpus: set[int],
+    client_cpus: set[int],
+    bodies_file: Path,
+) -> tuple[dict[tuple[str, int], list[dict]], dict[str, str]]:
+    """Every (server, clients) point of one workload, the servers running side by side and
+    taking turns repeat by repeat; and the servers that cannot run it, with why."""
+    started: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
+    unsupported: dict[str, str] = {}
+    results: dict[tuple[str, int], list[dict]] = {}
+    try:
+        for server in servers:
+            if work.api != "v1" and server not in (OURS, BASELINE):
+                unsupported[server] = "speaks simple JSON only"
+                continue
+            try:
+                started[server] = _start(server, work, server_cpus, args.baseline_src)
+            except Unsupported as exc:
+                unsupported[server] = f"refuses the request ({str(exc)[:120]}...)"
+        for clients in args.concurrency:
+            for _, port, path in started.values():
+                client_args = [str(port), path, str(bodies_file), str(clients)]
+                _in_process(client_cpus, "--client", *client_args, "1")  # warm-up
+            for _ in range(args.repeats):
+                for server, (_, port, path) in started.items():
+                    client_args = [str(port), path, str(bodies_file), str(clients)]
+                    results.setdefault((server, clients), []).append(
+                        _in_process(client_cpus, "--client", *client_args, str(args.seconds))
+                    )
+    finally:
+        for proc, _, _ in started.values():
+            _stop(proc)
+    return results, unsupported
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="keep the packages here between runs")
-    parser.add_argument("--servers", nargs="+", default=["tuneserve", "LitServe", "BentoML"])
+    parser.add_argument("--servers", nargs="+", default=[OURS, "LitServe", "BentoML"])
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also serve with tuneserve from this src/ folder (the code before a change) "
+        "and compare",
+    )
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.md")
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--raw", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -290,33 +415,32 @@ def main() -> None:
         raise SystemExit("needs at least 2 CPU cores: one for the servers, one for the client")
     server_cpus = set(cpus[: max(1, len(cpus) // 2)])
     client_cpus = set(cpus) - server_cpus
-    servers = [s for s in args.servers if s == "tuneserve" or (PEERS / "python").exists()]
+    servers = [s for s in args.servers if s == OURS or (PEERS / "python").exists()]
     skipped = sorted(set(args.servers) - set(servers))
+    if args.baseline_src:
+        servers.insert(servers.index(OURS), BASELINE)
     folder = args.work or Path(tempfile.mkdtemp())
     folder.mkdir(parents=True, exist_ok=True)
 
     rows: list[str] = []
     summary: list[str] = []
-    for name, (package, inputs, bodies) in _packages(folder).items():
+    changes: list[str] = []
+    notes: list[str] = []
+    for work in _workloads(folder, args.workloads):
+        name = work.name
         bodies_file, inputs_file = folder / "bodies.pkl", folder / "inputs.pkl"
-        bodies_file.write_bytes(pickle.dumps(bodies))
-        inputs_file.write_bytes(pickle.dumps(inputs))
-        raw = _in_process(server_cpus, "--raw", str(package), str(inputs_file), str(args.seconds))
+        bodies_file.write_bytes(pickle.dumps(work.bodies))
+        inputs_file.write_bytes(pickle.dumps(work.inputs))
+        raw = _in_process(
+            server_cpus, "--raw", str(work.package), str(inputs_file), str(args.seconds)
+        )
+        results, unsupported = _measure(work, servers, args, server_cpus, client_cpus, bodies_file)
+        notes += [f"{name}: {s} not run, it {why}." for s, why in unsupported.items()]
         best: dict[str, tuple[float, float, int]] = {}
-        results: dict[tuple[str, int], list[dict]] = {}
         for server in servers:
-            proc, port, path = _start(server, package, server_cpus, bodies[0])
-            try:
-                for clients in args.concurrency:
-                    client_args = [str(port), path, str(bodies_file), str(clients)]
-                    _in_process(client_cpus, "--client", *client_args, "1")  # warm-up
-                    results[server, clients] = [
-                        _in_process(client_cpus, "--client", *client_args, str(args.seconds))
-                        for _ in range(args.repeats)
-                    ]
-            finally:
-                _stop(proc)
             for clients in args.concurrency:
+                if (server, clients) not in results:
+                    continue
                 runs = results[server, clients]
                 rps = statistics.median(r["rps"] for r in runs)
                 p99 = statistics.median(r["p99"] for r in runs)
@@ -328,7 +452,9 @@ def main() -> None:
                     f"{_spread([r['p99'] for r in runs], 1)} | "
                     f"{sum(r['errors'] for r in runs)} |"
                 )
-        ours, ours_p99, ours_c = best["tuneserve"]
+        if OURS not in best:
+            continue
+        ours, ours_p99, ours_c = best[OURS]
         cells = [
             f"{name}",
             f"{ours:.0f} (p99 {ours_p99:.0f} ms, {ours_c} clients)",
@@ -345,7 +471,7 @@ def main() -> None:
         for peer in ("LitServe", "BentoML"):
             for clients in args.concurrency:
                 if (peer, clients) in results:
-                    mine = results["tuneserve", clients]
+                    mine = results[OURS, clients]
                     theirs = results[peer, clients]
                     summary_ratio = statistics.median(r["rps"] for r in mine) / statistics.median(
                         r["rps"] for r in theirs
@@ -355,7 +481,40 @@ def main() -> None:
                         f"{statistics.median(r['p99'] for r in mine):.1f} vs "
                         f"{statistics.median(r['p99'] for r in theirs):.1f} | |"
                     )
+        for clients in args.concurrency:
+            if (BASELINE, clients) in results:
+                before, after = results[BASELINE, clients], results[OURS, clients]
+                ratio = statistics.median(r["rps"] for r in after) / statistics.median(
+                    r["rps"] for r in before
+                )
+                changes.append(
+                    f"| {name} | {clients} | {_spread([r['rps'] for r in before])} | "
+                    f"{_spread([r['rps'] for r in after])} | **{ratio:.2f}x** | "
+                    f"{_spread([r['p99'] for r in before], 1)} | "
+                    f"{_spread([r['p99'] for r in after], 1)} |"
+                )
 
+    rerun = (
+        f"Rerun: `make bench-peers && .venv/bin/python benchmarks/serve.py --seconds "
+        f"{args.seconds:g} --concurrency {' '.join(map(str, args.concurrency))} --repeats "
+        f"{args.repeats} --workloads {' '.join(args.workloads)}"
+        + (" --baseline-src BEFORE/src" if args.baseline_src else "")
+        + "`"
+    )
+    comparison = [
+        "",
+        "## Before and after",
+        "",
+        f"`{BASELINE}` serves from `{args.baseline_src}` (the code before the change), "
+        f"`{OURS}` from this checkout; both run side by side on the same cores and take "
+        "turns, repeat by repeat. req/s and p99: median (min-max) over the repeats; "
+        "after / before is the ratio of the medians.",
+        "",
+        "| workload | clients | before: req/s | after: req/s | after / before | "
+        "before: p99 ms | after: p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *changes,
+    ]
     lines = [
         "# Serving: closed-loop load on tuneserve serve vs raw ONNX Runtime, LitServe, BentoML",
         "",
@@ -366,9 +525,10 @@ def main() -> None:
         f"{MAX_DELAY_MS:g} ms for tuneserve and LitServe, {MAX_BATCH} items and BentoML's "
         "adaptive wait for BentoML. All three run the same package through the same "
         "Predictor.",
-        f"Rerun: `make bench-peers && .venv/bin/python benchmarks/serve.py --seconds "
-        f"{args.seconds:g} --concurrency {' '.join(map(str, args.concurrency))} --repeats "
-        f"{args.repeats}`",
+        rerun,
+        *(comparison if changes else []),
+        "",
+        "## Against raw ONNX Runtime and the peers",
         "",
         "| model | ours: best req/s | raw ONNX Runtime: best items/s (batch) | ours / raw | "
         "LitServe: best req/s, ours / it | BentoML: best req/s, ours / it |",
@@ -378,6 +538,7 @@ def main() -> None:
         "Targets in the issue: ours / raw >= 0.9 for MiniLM; ours / peer >= 1.5x on the small "
         "model (digits CNN) at equal p99.",
         *([f"Not run: {', '.join(skipped)} (no .venv-peers: `make bench-peers`)."] * bool(skipped)),
+        *notes,
         "",
         "| model | server | clients | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -392,8 +553,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    out = Path(__file__).parent / "results" / "serve.md"
-    out.write_text(text)
+    args.out.write_text(text)
     print(text)
 
 
