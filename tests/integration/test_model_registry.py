@@ -1,19 +1,107 @@
-"""The model registry on a real MLflow store (embedded SQLite): versions, lineage, aliases,
-promote / rollback with an audit trail, resolve, export / import, concurrency."""
+"""The model registry on real MLflow stores: versions, lineage, aliases, promote / rollback
+with an audit trail, resolve, export / import, concurrency.
+
+One suite, every backend (as Optuna's ``testing/pytest_storages.py`` runs one storage suite
+on each storage): each registry test runs once on the embedded SQLite store and once on the
+real PostgreSQL server on this machine, each time on a fresh, empty store. A PostgreSQL store
+is a new database (created and dropped here, so other data is never touched) with its
+artifacts in the local folder, as for a team that points ``MLFLOW_TRACKING_URI`` at its
+database. If PostgreSQL is down the PostgreSQL runs fail and say so: they never skip.
+"""
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
 from tuneserve.exceptions import ChecksumError, DataError, NotFoundError, TuneserveError
 from tuneserve.package import Package
-from tuneserve.registry import CHAMPION, Registry, RegistryError, export_bundle, import_bundle
+from tuneserve.registry import (
+    CHAMPION,
+    Registry,
+    RegistryError,
+    Store,
+    current_store,
+    export_bundle,
+    import_bundle,
+)
 from tuneserve.training import train, update
+
+#: The MLflow backends every registry test runs on.
+STORES = ["sqlite", "postgresql"]
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, uniquely named database on the local PostgreSQL server, dropped afterwards."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(dbname="postgres", connect_timeout=5, autocommit=True, **PG)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG['host']}:{PG['port']} as {PG['user']} ({exc}). "
+            "The registry suite runs on PostgreSQL too: start the server (trust auth) and rerun"
+        )
+    name = f"tuneserve_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+        finally:
+            # FORCE: MLflow's connection pools in this process still hold connections to it
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def new_store(monkeypatch) -> Iterator[Callable[[str, Path], Store]]:
+    """``new_store(kind, home)`` points tuneserve at a fresh, empty store of that kind with
+    ``home`` as TUNESERVE_HOME, and returns it; a second call switches to a second store."""
+    with ExitStack() as cleanup:
+
+        def use(kind: str, home: Path) -> Store:
+            monkeypatch.setenv("TUNESERVE_HOME", str(home))
+            if kind == "sqlite":  # the embedded store under home
+                monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+            elif kind == "postgresql":
+                uri = cleanup.enter_context(fresh_postgres_database())
+                monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+            else:
+                raise ValueError(f"unknown store kind {kind!r}; known: {STORES}")
+            store = current_store()
+            assert store.embedded == (kind == "sqlite")
+            assert store.artifact_root == (home / "mlflow" / "artifacts").resolve().as_uri()
+            return store
+
+        yield use
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store(store_kind, new_store, tmp_path) -> Store:
+    """A fresh store of each backend in turn, in force for the whole test."""
+    return new_store(store_kind, tmp_path / "home")
+
+
+@pytest.fixture
+def registry(store) -> Registry:
+    return Registry()
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +114,18 @@ def packages(tmp_path_factory):
     return {"logreg": logreg.path, "sgd": sgd.path, "child": child.path}
 
 
-@pytest.fixture
-def registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return Registry()
+@pytest.fixture(scope="module")
+def iris_packages(tmp_path_factory) -> list[Path]:
+    """Six distinct iris packages (one per seed) for the registration race."""
+    root = tmp_path_factory.mktemp("iris")
+    return [train("iris", root / f"p{i}", backbone="logreg", seed=i).package.path for i in range(6)]
 
 
 def test_register_list_show_and_lineage(registry, packages):
     first = registry.register(packages["sgd"], "wine", description="first sgd")
     assert first.created and first.version.version == "1"
+    # the package went to this store's artifact folder, whatever the backend
+    assert first.version.source.startswith(registry.store.artifact_root + "/")
     child = registry.register(packages["child"], "wine").version
     assert child.version == "2"
     assert child.tags["tuneserve.parent_version"] == "wine/1"
@@ -145,7 +235,7 @@ def test_promote_refuses_a_package_that_does_not_load(registry, packages):
 
 
 def test_export_and_import_keep_versions_metrics_lineage_and_aliases(
-    registry, packages, tmp_path, monkeypatch
+    registry, packages, new_store, store_kind, tmp_path
 ):
     for key in ("logreg", "sgd", "child"):
         registry.register(packages[key], "wine")
@@ -155,8 +245,9 @@ def test_export_and_import_keep_versions_metrics_lineage_and_aliases(
     bundle = export_bundle(registry, "wine", tmp_path / "wine.tar")
     before = {v.version: v for v in registry.versions("wine")}
 
-    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "other-home"))
+    new_store(store_kind, tmp_path / "other-home")
     other = Registry()
+    assert other.store != registry.store
     assert import_bundle(other, bundle) == ["wine/1", "wine/2", "wine/3"]
     for v in other.versions("wine"):
         old = before[v.version]
@@ -179,10 +270,25 @@ def test_export_and_import_keep_versions_metrics_lineage_and_aliases(
     assert other.version("w3@champion").version == "1"
 
 
-def test_import_refuses_paths_outside_the_bundle(registry, tmp_path):
-    import io
-    import tarfile
+@pytest.mark.parametrize(("source", "target"), [("postgresql", "sqlite"), ("sqlite", "postgresql")])
+def test_a_bundle_moves_a_model_between_backends(source, target, new_store, packages, tmp_path):
+    """A team's PostgreSQL store to a laptop's embedded one, and back."""
+    new_store(source, tmp_path / "source")
+    exporter = Registry()
+    exporter.register(packages["sgd"], "wine")
+    exporter.register(packages["child"], "wine")
+    exporter.promote("wine", 1)
+    bundle = export_bundle(exporter, "wine", tmp_path / "wine.tar")
 
+    new_store(target, tmp_path / "target")
+    importer = Registry()
+    assert import_bundle(importer, bundle) == ["wine/1", "wine/2"]
+    assert importer.version("wine@champion").version == "1"
+    assert importer.version("wine/2").tags["tuneserve.parent_version"] == "wine/1"
+    assert Package.load(importer.resolve("wine/2")).id == Package.load(packages["child"]).id
+
+
+def test_import_refuses_paths_outside_the_bundle(registry, tmp_path):
     evil = tmp_path / "evil.tar"
     with tarfile.open(evil, "w") as tar:
         data = b"{}"
@@ -195,7 +301,71 @@ def test_import_refuses_paths_outside_the_bundle(registry, tmp_path):
     assert registry.models() == []
 
 
+REGISTER = """
+import sys
+from tuneserve.registry import Registry
+registry = Registry()
+print(" ".join(registry.register(p, "race").version.version for p in sys.argv[1:]))
+"""
+
+
+def test_concurrent_registrations_get_distinct_versions(registry, iris_packages):
+    # the processes inherit the environment, so they open the same store as this test
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER, *map(str, part)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        for part in (iris_packages[:3], iris_packages[3:])
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    numbers = sorted(int(v) for out, _ in outputs for v in out.split())
+    assert numbers == [1, 2, 3, 4, 5, 6]
+    ids = {registry.version(f"race/{n}").package_id for n in numbers}
+    assert ids == {Package.load(p).id for p in iris_packages}
+    for n in numbers:
+        assert registry.resolve(f"race/{n}").is_dir()
+
+
+def test_tracked_training_run_is_reused_by_register(registry, tmp_path):
+    from mlflow import MlflowClient
+
+    result = train("wine", tmp_path / "mlp", backbone="mlp", tracked=True)
+    assert result.run_id
+    mlflow = MlflowClient(registry.store.uri)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["tuneserve.package_id"] == result.package.id
+    assert run.data.params["backbone"] == "mlp"
+    assert "test_accuracy" in run.data.metrics
+    curve = mlflow.get_metric_history(result.run_id, "epoch/val_loss")
+    assert len(curve) == len(result.trained.history) and curve[0].step == 1
+    artifacts = {a.path for a in mlflow.list_artifacts(result.run_id)}
+    assert {"package", "report.html"} <= artifacts
+    registered = registry.register(result.package.path, "wine-mlp")
+    assert registered.run_id == result.run_id  # no second copy of the package
+
+
+# ---- not about a backend: run once ---------------------------------------------------------
+
+
+def test_a_postgresql_server_that_is_down_fails_loudly(monkeypatch):
+    with socket.socket() as unused:  # bound, never listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        monkeypatch.setitem(PG, "port", unused.getsockname()[1])
+        refused = pytest.raises(
+            pytest.fail.Exception, match=r"(?s)PostgreSQL is not reachable.*start the server"
+        )
+        with refused, fresh_postgres_database():
+            raise AssertionError("a database on a server that is down")
+
+
 def test_tracking_failure_keeps_the_package(tmp_path, monkeypatch, caplog):
+    # an SQLite store that cannot be opened fails at once (MLflow retries a database server
+    # it cannot reach for over a minute, so the same failure is not staged on PostgreSQL)
     (tmp_path / "blocker").write_text("a file where the store's folder should be")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/blocker/mlflow.db")
     result = train("iris", tmp_path / "p", backbone="logreg", tracked=True)
@@ -212,60 +382,7 @@ def test_report_of_a_regression_update(tmp_path):
     assert "<img" in page and "test_mse" in page
 
 
-REGISTER = """
-import sys
-from tuneserve.registry import Registry
-registry = Registry()
-print(" ".join(registry.register(p, "race").version.version for p in sys.argv[1:]))
-"""
-
-
-def test_concurrent_registrations_get_distinct_versions(registry, tmp_path, monkeypatch):
-    paths = [
-        train("iris", tmp_path / f"p{i}", backbone="logreg", seed=i).package.path for i in range(6)
-    ]
-    env = {**__import__("os").environ}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", REGISTER, *map(str, part)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for part in (paths[:3], paths[3:])
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
-    numbers = sorted(int(v) for out, _ in outputs for v in out.split())
-    assert numbers == [1, 2, 3, 4, 5, 6]
-    ids = {registry.version(f"race/{n}").package_id for n in numbers}
-    assert ids == {Package.load(p).id for p in paths}
-    for n in numbers:
-        assert registry.resolve(f"race/{n}").is_dir()
-
-
-def test_tracked_training_run_is_reused_by_register(registry, tmp_path):
-    from mlflow import MlflowClient
-
-    result = train("wine", tmp_path / "mlp", backbone="mlp", tracked=True)
-    assert result.run_id
-    store = registry.store
-    run = MlflowClient(store.uri).get_run(result.run_id)
-    assert run.data.tags["tuneserve.package_id"] == result.package.id
-    assert run.data.params["backbone"] == "mlp"
-    assert "test_accuracy" in run.data.metrics
-    curve = MlflowClient(store.uri).get_metric_history(result.run_id, "epoch/val_loss")
-    assert len(curve) == len(result.trained.history) and curve[0].step == 1
-    artifacts = {a.path for a in MlflowClient(store.uri).list_artifacts(result.run_id)}
-    assert {"package", "report.html"} <= artifacts
-    registered = registry.register(result.package.path, "wine-mlp")
-    assert registered.run_id == result.run_id  # no second copy of the package
-
-
 def test_store_follows_mlflow_tracking_uri(tmp_path, monkeypatch):
-    from tuneserve.registry import current_store
-
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert current_store().uri == f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
