@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tuneserve.backbones import SmallCNN
     from tuneserve.data import Dataset, Splits, kfold, load_unlabeled, split
     from tuneserve.data import load as load_dataset
-    from tuneserve.evaluation import Evaluation, evaluate
+    from tuneserve.evaluation import Evaluation
     from tuneserve.exceptions import (
         ChecksumError,
         DataError,
@@ -27,18 +27,20 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TuneserveError,
     )
     from tuneserve.exporters import export_sklearn, export_torch, export_torchscript
+    from tuneserve.lineage import Lineage
     from tuneserve.package import Manifest, Package
     from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor
     from tuneserve.runtime import Prediction, Predictor
+    from tuneserve.stages import cross_validate, evaluate, pretrain, train, update
     from tuneserve.training import (
         CNNConfig,
+        Plan,
         TrainConfig,
         TrainedModel,
-        pretrain,
-        train,
+        build,
+        plan,
         train_cnn,
         train_logistic_regression,
-        update,
     )
 
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -50,7 +52,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Package": ("tuneserve.package", "Package"),
     "Manifest": ("tuneserve.package", "Manifest"),
     "Predictor": ("tuneserve.runtime", "Predictor"),
-    "evaluate": ("tuneserve.evaluation", "evaluate"),
+    "evaluate": ("tuneserve.stages", "evaluate"),
+    "cross_validate": ("tuneserve.stages", "cross_validate"),
+    "build": ("tuneserve.training", "build"),
+    "plan": ("tuneserve.training", "plan"),
+    "Plan": ("tuneserve.training", "Plan"),
+    "Lineage": ("tuneserve.lineage", "Lineage"),
     "Evaluation": ("tuneserve.evaluation", "Evaluation"),
     "Prediction": ("tuneserve.runtime", "Prediction"),
     "ImagePreprocessor": ("tuneserve.preprocessing", "ImagePreprocessor"),
@@ -63,9 +70,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "CNNConfig": ("tuneserve.training", "CNNConfig"),
     "TrainedModel": ("tuneserve.training", "TrainedModel"),
     "train_cnn": ("tuneserve.training", "train_cnn"),
-    "train": ("tuneserve.training", "train"),
-    "update": ("tuneserve.training", "update"),
-    "pretrain": ("tuneserve.training", "pretrain"),
+    "train": ("tuneserve.stages", "train"),
+    "update": ("tuneserve.stages", "update"),
+    "pretrain": ("tuneserve.stages", "pretrain"),
     "load_unlabeled": ("tuneserve.data", "load_unlabeled"),
     "TrainConfig": ("tuneserve.training", "TrainConfig"),
     "train_logistic_regression": ("tuneserve.training", "train_logistic_regression"),
@@ -93,11 +100,13 @@ __all__ = [
     "ExportError",
     "ImagePreprocessor",
     "InvalidInputError",
+    "Lineage",
     "Manifest",
     "NotFoundError",
     "Package",
     "PackageError",
     "PackageFormatError",
+    "Plan",
     "Prediction",
     "Predictor",
     "SmallCNN",
@@ -108,6 +117,8 @@ __all__ = [
     "TrainedModel",
     "TuneserveError",
     "__version__",
+    "build",
+    "cross_validate",
     "evaluate",
     "export_sklearn",
     "export_torch",
@@ -115,6 +126,7 @@ __all__ = [
     "kfold",
     "load_dataset",
     "load_unlabeled",
+    "plan",
     "pretrain",
     "split",
     "train",

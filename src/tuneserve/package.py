@@ -16,7 +16,6 @@ checksum and refuses a package from a newer format version.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tuneserve._version import __version__, git_revision
+from tuneserve._version import __version__
 from tuneserve.exceptions import (
     ChecksumError,
     InvalidInputError,
@@ -36,13 +35,16 @@ from tuneserve.exceptions import (
     PackageError,
     PackageFormatError,
 )
+from tuneserve.lineage import Lineage, from_training_config
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "Graph", "Lineage", "Manifest", "Package"]
 
 #: Bump when a change to the layout or manifest would mislead an older reader.
 #: 1: classification and regression packages. 2: adds embedding packages (feature
-#: extractors from ``tuneserve pretrain``). Every version up to this one is read.
-FORMAT_VERSION = 2
+#: extractors from ``tuneserve pretrain``). 3: typed lineage fields (split, held-out rows,
+#: fold, update, history, backbone) instead of one ``training_config`` dict. Every version
+#: up to this one is read.
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 GRAPH_FILE = "model.onnx"
 
@@ -51,19 +53,6 @@ class _Model(BaseModel):
     # Ignore unknown keys so that an older reader of the same format version can still
     # load a package that a newer tuneserve annotated with extra information.
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
-
-
-class Lineage(_Model):
-    """Where a package came from: data, parent package, configuration and code."""
-
-    data_fingerprint: str | None = None
-    parent: str | None = Field(default=None, description="package_id of the parent package")
-    training_config: dict[str, Any] = Field(default_factory=dict)
-    tuneserve_version: str = __version__
-    git_revision: str | None = Field(default_factory=git_revision)
-    created_at: str = Field(
-        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    )
 
 
 class Graph(_Model):
@@ -95,6 +84,16 @@ class Manifest(_Model):
     lineage: Lineage = Field(default_factory=Lineage)
     files: dict[str, str] = Field(default_factory=dict, description="path -> sha256:hex")
     package_id: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_lineage(cls, data: Any) -> Any:
+        """Read a format-1/2 ``lineage.training_config`` into the typed lineage fields."""
+        if isinstance(data, dict) and isinstance(data.get("lineage"), dict):
+            lineage = data["lineage"]
+            if "training_config" in lineage:
+                data = {**data, "lineage": from_training_config(lineage)}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -322,7 +321,8 @@ class Package:
                 else:
                     shutil.copyfile(content, dest)
                 checksums[name] = sha256_file(dest)
-            body = manifest.model_copy(update={"files": checksums}).model_dump(mode="json")
+            current = {"files": checksums, "format_version": FORMAT_VERSION}
+            body = manifest.model_copy(update=current).model_dump(mode="json")
             body["package_id"] = _package_id(body)
             text = json.dumps(body, indent=2, sort_keys=False)
             (tmp / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")

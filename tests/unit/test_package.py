@@ -67,7 +67,7 @@ def _manifest(**overrides: Any) -> Manifest:
         "lineage": Lineage(
             data_fingerprint="sha256:" + "ab" * 32,
             parent="pkg-0123456789abcdef",
-            training_config={"epochs": 3, "lr": 0.01},
+            config={"epochs": 3, "lr": 0.01},
         ),
     }
     fields.update(overrides)
@@ -112,7 +112,7 @@ def test_write_then_load_preserves_manifest(package: Package, tmp_path: Path) ->
     assert m.metrics == {"accuracy": 0.96, "macro_f1": 0.95}
     assert m.lineage.data_fingerprint == "sha256:" + "ab" * 32
     assert m.lineage.parent == "pkg-0123456789abcdef"
-    assert m.lineage.training_config == {"epochs": 3, "lr": 0.01}
+    assert m.lineage.config == {"epochs": 3, "lr": 0.01}
     assert m.model_dump() == package.manifest.model_dump()
     assert loaded.id == package.id
     assert loaded.id.startswith("pkg-") and len(loaded.id) == len("pkg-") + 16

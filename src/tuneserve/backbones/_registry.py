@@ -19,8 +19,9 @@ class BackboneSpec:
     Attributes:
         name: Registry name (``--backbone``).
         modality: ``image``, ``table`` or ``text``.
-        family: ``torch`` (trained with the loop, exported with torch.onnx) or ``sklearn``.
-        strategies: Strategies it supports; the first is the default.
+        family: Which registered strategies train it (``tuneserve.training.register_strategy``):
+            ``sklearn`` (one fit), ``mlp``, ``cnn``, ``text`` or ``vision`` (torch models
+            trained with the loop and exported with torch.onnx).
         description: One line for ``tuneserve train --help`` and error messages.
         factory: Builds the model; its arguments depend on the family.
     """
@@ -28,13 +29,13 @@ class BackboneSpec:
     name: str
     modality: str
     family: str
-    strategies: tuple[str, ...]
     description: str
     factory: Callable[..., Any]
 
     @property
-    def default_strategy(self) -> str:
-        return self.strategies[0]
+    def framework(self) -> str:
+        """``sklearn`` or ``torch``."""
+        return "sklearn" if self.family == "sklearn" else "torch"
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -44,8 +45,8 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     """Add a backbone; a second one with the same name is refused."""
     if spec.name in _REGISTRY:
         raise ValueError(f"a backbone named {spec.name!r} is already registered; pick another name")
-    if not spec.strategies:
-        raise ValueError(f"backbone {spec.name!r} lists no strategies")
+    if not spec.family:
+        raise ValueError(f"backbone {spec.name!r} names no family")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -83,15 +84,3 @@ def get_backbone(name: str, modality: str | None = None) -> BackboneSpec:
             f"use one of: {known}"
         )
     return spec
-
-
-def check_strategy(spec: BackboneSpec, strategy: str | None) -> str:
-    """The strategy to use: the given one if the backbone supports it, else its default."""
-    if strategy is None:
-        return spec.default_strategy
-    if strategy not in spec.strategies:
-        raise InvalidInputError(
-            f"strategy {strategy!r} is not valid for backbone {spec.name!r}; it supports "
-            f"{', '.join(spec.strategies)}"
-        )
-    return strategy

@@ -70,8 +70,7 @@ register_backbone(
     BackboneSpec(
         name="cnn",
         modality="image",
-        family="torch",
-        strategies=("full",),
+        family="cnn",
         description="built-in small CNN for MNIST-like images, trained from scratch",
         factory=SmallCNN,
     )

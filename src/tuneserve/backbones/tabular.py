@@ -83,7 +83,6 @@ for _name, _text in _DESCRIPTIONS.items():
             name=_name,
             modality="table",
             family="sklearn",
-            strategies=("fit",),
             description=_text,
             factory=lambda classification, seed, _n=_name: _estimator(_n, classification, seed),
         )
@@ -92,8 +91,7 @@ register_backbone(
     BackboneSpec(
         name="mlp",
         modality="table",
-        family="torch",
-        strategies=("full",),
+        family="mlp",
         description="torch multi-layer perceptron (128-64)",
         factory=TableMLP,
     )

@@ -70,8 +70,7 @@ register_backbone(
     BackboneSpec(
         name=MINILM,
         modality="text",
-        family="torch",
-        strategies=("probe", "partial", "full", "lora"),
+        family="text",
         description="all-MiniLM-L6-v2 sentence encoder (bundled, offline), mean pooling",
         factory=TextClassifier,
     )

@@ -137,8 +137,7 @@ register_backbone(
     BackboneSpec(
         name=HF_VISION,
         modality="image",
-        family="torch",
-        strategies=("probe", "partial", "full", "lora"),
+        family="vision",
         description="any Hugging Face vision model: pass its id or local path as --backbone",
         factory=VisionClassifier,
     )

@@ -35,7 +35,7 @@ def cv(
     out-of-fold predictions kept for model selection."""
     from rich.table import Table
 
-    from tuneserve.evaluation import cross_validate
+    from tuneserve.stages import cross_validate
 
     result = cross_validate(
         data,

@@ -42,7 +42,7 @@ def evaluate(
     MSE/MAE/R² for regression; each with a bootstrap 95% interval."""
     from rich.table import Table
 
-    from tuneserve.evaluation import evaluate as run
+    from tuneserve.stages import evaluate as run
 
     result = run(
         package,

@@ -46,16 +46,15 @@ def pretrain(
 ) -> None:
     """Pretrain on unlabeled data; then `tuneserve train DATA --from OUT` fine-tunes it."""
     from tuneserve.data import load_unlabeled
-    from tuneserve.training.api import backbone_family, resolve_backbone
-    from tuneserve.training.pretrain import pretrain as run_pretrain
-    from tuneserve.training.pretrain import pretrain_defaults
+    from tuneserve.stages import pretrain as run_pretrain
+    from tuneserve.training import pretrain_defaults, resolve_backbone
 
     unlabeled = load_unlabeled(data, text_column=text_column)
     config = None
     if unlabeled.modality in ("image", "text"):
-        name, _, _ = resolve_backbone(unlabeled.modality, backbone, None)
+        _, spec = resolve_backbone(unlabeled.modality, backbone)
         config = pretrain_defaults(
-            backbone_family(name, unlabeled.modality),
+            spec.family,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -74,19 +73,19 @@ def pretrain(
             checkpoint_dir=ckpt,
             resume=resume,
             overwrite=force,
-            tracked=track,
+            track=track,
         )
     m = result.package.manifest
     summary = {
         "package": str(result.package.path),
         "package_id": result.package.id,
-        "backbone": m.lineage.training_config["backbone"],
+        "backbone": m.lineage.backbone.name if m.lineage.backbone else None,
         "objective": result.objective,
         "items": len(unlabeled),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "validation": m.metrics,
-        "embedding_size": m.lineage.training_config.get("embedding_size"),
+        "embedding_size": m.lineage.details.get("embedding_size"),
         "parity_max_abs_diff": m.graph.parity_max_abs_diff,
         "mlflow_run_id": result.run_id,
     }

@@ -67,8 +67,7 @@ def train(
 ) -> None:
     """Train on DATA and write a package (parity-checked, scored on a held-out test split)."""
     from tuneserve.data import load
-    from tuneserve.training import default_config
-    from tuneserve.training import train as run_train
+    from tuneserve.stages import train as run_train
 
     loop = {
         "epochs": epochs,
@@ -106,39 +105,33 @@ def train(
         )
         return
     dataset = load(data, label_column=label_column, text_column=text_column)
-    from tuneserve.training.api import _source, resolve_backbone
-
-    source = _source(init, dataset.modality) if init is not None else None
-    name, spec, chosen = resolve_backbone(dataset.modality, backbone, strategy, source)
-    config = None
-    if spec.family == "torch":
-        config = default_config(name, chosen, modality=dataset.modality, seed=seed, **loop)
     with run_checkpoints(out, checkpoint_dir) as ckpt:
         result = run_train(
             dataset,
             out,
-            backbone=name,
-            strategy=chosen,
-            config=config,
+            backbone=backbone,
+            strategy=strategy,
+            settings=loop,
             seed=seed,
             max_length=max_length,
             unfreeze=unfreeze,
-            checkpoint_dir=ckpt if spec.family == "torch" else None,
+            checkpoint_dir=ckpt,
             resume=resume,
             overwrite=force,
-            init=source,
-            tracked=track,
+            init=init,
+            track=track,
         )
     m = result.package.manifest
+    trained = m.lineage.backbone
     summary = {
         "package": str(result.package.path),
         "package_id": result.package.id,
-        "backbone": name,
-        "strategy": chosen,
-        "validation": result.trained.metrics,
+        "backbone": trained.name if trained else None,
+        "strategy": trained.strategy if trained else None,
+        "validation": result.validation_metrics,
         "test": result.test_metrics,
-        "best_epoch": m.lineage.training_config.get("best_epoch"),
-        "epochs_run": len(result.trained.history),
+        "best_epoch": m.lineage.best_epoch,
+        "epochs_run": len(m.lineage.history),
         "parity_max_abs_diff": m.graph.parity_max_abs_diff,
         "mlflow_run_id": result.run_id,
     }
@@ -146,11 +139,14 @@ def train(
         print_json(summary)
         return
     con = console()
-    con.print(f"[bold]{dataset.name}[/bold]: {name} / {chosen}, {len(dataset)} rows")
+    con.print(
+        f"[bold]{dataset.name}[/bold]: {summary['backbone']} / {summary['strategy']}, "
+        f"{len(dataset)} rows"
+    )
     if summary["epochs_run"]:
         con.print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}")
     for split_name, values in (
-        ("validation", result.trained.metrics),
+        ("validation", result.validation_metrics),
         ("test", result.test_metrics),
     ):
         con.print(f"{split_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
@@ -177,9 +173,8 @@ def _update(
     from tuneserve.data import load
     from tuneserve.exceptions import InvalidInputError
     from tuneserve.package import Package
-    from tuneserve.training import default_config
-    from tuneserve.training import update as run_update
-    from tuneserve.training.update import DEFAULT_PASSES, MLP_UPDATE
+    from tuneserve.stages import update as run_update
+    from tuneserve.training import DEFAULT_PASSES, MLP_UPDATE, TrainConfig
 
     source = Package.load(package)
     # the new rows are read as the package reads them (a regression target with few
@@ -188,10 +183,11 @@ def _update(
     as_task = task if task != "embedding" and Path(data).expanduser().is_file() else None
     dataset = load(data, label_column=label_column, task=as_task)
     config = None
-    mlp = source.manifest.lineage.training_config.get("backbone") == "mlp"
+    recorded = source.manifest.lineage.backbone
+    mlp = recorded is not None and recorded.name == "mlp"
     if mlp:
         given = {k: v for k, v in loop.items() if v is not None}
-        config = default_config("mlp", "full", seed=seed, **{**MLP_UPDATE, **given})
+        config = TrainConfig(**{"seed": seed, **MLP_UPDATE, **given})
     else:
         ignored = [k for k, v in loop.items() if v is not None and k != "epochs"]
         if ignored or checkpoint_dir or resume:
@@ -210,18 +206,19 @@ def _update(
             overwrite=force,
             checkpoint_dir=ckpt if mlp else None,
             resume=resume,
-            tracked=track,
+            track=track,
         )
-    before = result.trained.config["update"]["before"]
+    before = result.before
+    m = result.package.manifest
     summary = {
         "package": str(result.package.path),
         "package_id": result.package.id,
         "parent": source.id,
-        "backbone": result.trained.config.get("backbone"),
+        "backbone": recorded.name if recorded else None,
         "before": before,
         "test": result.test_metrics,
-        "validation": result.trained.metrics,
-        "best_epoch": result.trained.config.get("best_epoch"),
+        "validation": {k: v for k, v in m.metrics.items() if k.startswith("val_")},
+        "best_epoch": m.lineage.best_epoch,
         "mlflow_run_id": result.run_id,
     }
     if as_json:

@@ -5,7 +5,7 @@ tests, package cost, HTML reports."""
 from ._compare import Comparison, Significance, compare
 from ._cost import Cost, package_cost
 from ._cv import CrossValidation, cross_validate, load_oof
-from ._evaluate import Evaluation, evaluate
+from ._evaluate import evaluate, held_out_part, held_out_rows, report_page
 from ._metrics import (
     LOWER_IS_BETTER,
     Estimate,
@@ -17,6 +17,8 @@ from ._metrics import (
     single_metric,
     with_intervals,
 )
+from ._report import cv_report, evaluation_report
+from ._scored import Evaluation, as_dataset, in_label_order, scored_output, write_text_atomic
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -26,16 +28,25 @@ __all__ = [
     "Estimate",
     "Evaluation",
     "Significance",
+    "as_dataset",
     "check_metric",
     "compare",
     "cross_validate",
+    "cv_report",
     "evaluate",
+    "evaluation_report",
     "expected_calibration_error",
+    "held_out_part",
+    "held_out_rows",
+    "in_label_order",
     "load_oof",
     "metric_names",
     "oriented",
     "package_cost",
     "point_metrics",
+    "report_page",
+    "scored_output",
     "single_metric",
     "with_intervals",
+    "write_text_atomic",
 ]

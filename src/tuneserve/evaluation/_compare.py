@@ -15,8 +15,9 @@ from tuneserve.exceptions import InvalidInputError
 from tuneserve.package import Package
 
 from ._cost import Cost, package_cost
-from ._evaluate import Evaluation, _held_out, as_dataset, evaluate
+from ._evaluate import evaluate, held_out_part
 from ._metrics import check_metric, oriented, single_metric
+from ._scored import Evaluation, as_dataset
 
 ALPHA = 0.05
 
@@ -135,7 +136,7 @@ def paired_bootstrap(
 def _same_rows(
     evaluations: list[Evaluation], packages: list[Package], data: Dataset, rows: str
 ) -> None:
-    scored = [_held_out(p, data, rows)[0].fingerprint for p in packages]
+    scored = [held_out_part(p, data, rows)[0].fingerprint for p in packages]
     if len(set(scored)) > 1:
         raise InvalidInputError(
             "the packages would be scored on different rows of "
@@ -186,9 +187,7 @@ def compare(
     default = "accuracy" if task == "classification" else "mse"
     chosen = check_metric(metric or default, task, len(next(iter(label_sets))))
     dataset = as_dataset(data, label_column, text_column)
-    evaluations = [
-        evaluate(p, dataset, rows=rows, bootstrap=bootstrap, seed=seed, track=False) for p in loaded
-    ]
+    evaluations = [evaluate(p, dataset, rows=rows, bootstrap=bootstrap, seed=seed) for p in loaded]
     _same_rows(evaluations, loaded, dataset, rows)
     lacking = [e.name for e in evaluations if chosen not in e.metrics]
     if lacking:
@@ -205,7 +204,7 @@ def compare(
     ranked = [evaluations[i] for i in order]
     costs: list[Cost | None] = [None] * len(ranked)
     if cost:
-        scored = _held_out(loaded[order[0]], dataset, rows)[0]
+        scored = held_out_part(loaded[order[0]], dataset, rows)[0]
         inputs = scored.X.iloc[:64] if hasattr(scored.X, "iloc") else list(scored.X[:64])
         costs = [package_cost(loaded[i], inputs) for i in order]
     best, runner = ranked[0], ranked[1]

@@ -6,20 +6,24 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tuneserve.data import DataLike, Dataset, holdout, holdout_indices, kfold_indices
+from tuneserve.data import DataLike, Dataset, holdout_indices, kfold_indices
 from tuneserve.exceptions import InvalidInputError, PackageError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.progress import progress_bar
 from tuneserve.runtime import Predictor
 
-from ._evaluate import Evaluation, as_dataset, in_label_order, scored_output, write_text_atomic
 from ._metrics import Estimate, per_class, point_metrics, with_intervals
+from ._report import cv_report
+from ._scored import Evaluation, as_dataset, in_label_order, scored_output, write_text_atomic
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuneserve.training import Plan
 
 OOF_FILE, SUMMARY_FILE, REPORT_FILE = "oof.npz", "cv.json", "report.html"
 UNBOUNDED_BELOW = frozenset({"r2"})
@@ -128,30 +132,32 @@ def _remove_cv_folder(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-def _fold_config(
-    name: str, strategy: str, fold: int, folds: int, seed: int, settings: dict[str, Any]
-) -> dict[str, Any]:
-    """What a fold package was trained for; ``resume`` reuses a fold only on a match."""
-    return {
-        "backbone": name,
-        "strategy": strategy,
-        "fold": fold,
-        "folds": folds,
-        "seed": seed,
-        "settings": json.loads(json.dumps(settings, default=str, sort_keys=True)),
-    }
-
-
-def _finished(path: Path, expected: dict[str, Any], fingerprint: str) -> Package | None:
-    """The fold package at ``path`` when it is complete and was trained for this fold."""
+def _finished(path: Path, fold_plan: Plan, dataset: Dataset) -> Package | None:
+    """The fold package at ``path`` when it is complete and was trained for this fold with
+    these settings (a resume reuses only those)."""
     try:
         package = Package.load(path)
     except TuneserveError:
         return None
     lineage = package.manifest.lineage
-    if lineage.training_config.get("cv") != expected or lineage.data_fingerprint != fingerprint:
-        return None
-    return package
+    rows = fold_plan.split.rows
+    assert rows is not None and fold_plan.fold is not None
+    settings = json.loads(json.dumps(fold_plan.settings(), default=str))
+    backbone = lineage.backbone
+    same = (
+        lineage.fold is not None
+        and (lineage.fold.fold, lineage.fold.folds) == fold_plan.fold
+        and lineage.fold.seed == fold_plan.seed
+        and lineage.fold.validation == fold_plan.split.validation
+        and backbone is not None
+        and (backbone.name, backbone.strategy) == (fold_plan.backbone, fold_plan.strategy.name)
+        and all(lineage.config.get(k) == v for k, v in settings.items())
+        and lineage.held_out is not None
+        and lineage.held_out.data_fingerprint == dataset.fingerprint
+        and lineage.held_out.rows == rows[2].tolist()
+        and lineage.data_fingerprint == dataset.subset(rows[0]).fingerprint
+    )
+    return package if same else None
 
 
 def _fold_output(predictor: Predictor, dataset: Dataset, held: Dataset) -> np.ndarray:
@@ -177,7 +183,6 @@ def cross_validate(
     bootstrap: int = 1000,
     max_length: int = 128,
     unfreeze: int = 2,
-    track: bool | None = None,
     label_column: str | None = None,
     text_column: str | None = None,
 ) -> CrossValidation:
@@ -191,7 +196,8 @@ def cross_validate(
     ``TrainConfig``) or ``settings`` (overrides of the default one, e.g. ``{"epochs": 5}``)
     set the training loop.
     """
-    from tuneserve.training.api import check_out, default_config, fit, resolve_backbone
+    # training loads torch: only when a cross-validation runs, not on `import evaluation`
+    from tuneserve.training import Options, SplitPlan, build, check_out, plan
 
     if folds < 2:
         raise InvalidInputError(f"cross-validation needs folds >= 2, got {folds}")
@@ -200,20 +206,26 @@ def cross_validate(
     if out is not None and not resume:
         check_out(out, overwrite)
     dataset = as_dataset(data, label_column, text_column)
-    name, spec, strategy = resolve_backbone(dataset.modality, backbone, strategy, None)
-    config = config or default_config(
-        name, strategy, modality=dataset.modality, seed=seed, **(settings or {})
+    chosen = plan(
+        dataset.modality,
+        backbone=backbone,
+        strategy=strategy,
+        config=config,
+        settings=settings,
+        seed=seed,
+        validation=validation,
+        options=Options(max_length=max_length, unfreeze=unfreeze),
     )
-    splits = list(kfold_indices(dataset, folds, seed))  # checks class sizes first
-    for k, (train_idx, _) in enumerate(splits):  # every fold's validation split, up front
-        holdout_indices(dataset.subset(train_idx, name=f"{dataset.name}[fold {k} train]"),
-                        validation, seed=seed + k)  # fmt: skip
-    fold_settings = {
-        "config": config.to_dict() if hasattr(config, "to_dict") else str(config),
-        "validation": validation,
-        "max_length": max_length,
-        "unfreeze": unfreeze,
-    }
+    name = chosen.backbone
+    fold_plans = []
+    for k, (train_idx, held_idx) in enumerate(kfold_indices(dataset, folds, seed)):
+        # every fold's validation split is checked before any fold trains
+        rest = dataset.subset(train_idx, name=f"{dataset.name}[fold {k} train]")
+        kept, val = holdout_indices(rest, validation, seed=seed + k)
+        rows = (train_idx[kept], train_idx[val], held_idx)
+        what = f"fold {k} of {folds}, held out by cross-validation"
+        split = SplitPlan(seed=seed, validation=validation, rows=rows, what=what)
+        fold_plans.append(replace(chosen, split=split, fold=(k, folds)))
     folder = (
         Path(out).expanduser()
         if out is not None
@@ -228,24 +240,16 @@ def cross_validate(
     fold_metrics: list[dict[str, float]] = []
     try:
         with progress_bar(f"{folds}-fold cross-validation", total=folds) as advance:
-            for k, (train_idx, held_idx) in enumerate(splits):
-                rest = dataset.subset(train_idx, name=f"{dataset.name}[fold {k} train]")
+            for k, fold_plan in enumerate(fold_plans):
+                assert fold_plan.split.rows is not None
+                held_idx = fold_plan.split.rows[2]
                 held = dataset.subset(held_idx, name=f"{dataset.name}[fold {k} held out]")
-                train, val = holdout(rest, validation, seed=seed + k)
-                expected = _fold_config(name, strategy, k, folds, seed, fold_settings)
                 target = folder / f"fold-{k}"
-                package = _finished(target, expected, train.fingerprint) if resume else None
+                package = _finished(target, fold_plan, dataset) if resume else None
                 if package is None:
                     if target.exists():  # a fold cut short, or from other settings: ours
                         shutil.rmtree(target)
-                    trained = fit(
-                        train, val, name, spec, strategy, config, seed=seed,
-                        max_length=max_length, unfreeze=unfreeze,
-                    )  # fmt: skip
-                    trained.config.setdefault("backbone", name)
-                    trained.config.setdefault("strategy", strategy)
-                    trained.config["cv"] = expected
-                    package = trained.export(target, held.X, name=f"{name}-fold{k}", overwrite=True)
+                    package = build(dataset, fold_plan, target, name=f"{name}-fold{k}")
                 output = _fold_output(Predictor(package), dataset, held)
                 oof[held_idx], fold_of[held_idx] = output, k
                 fold_metrics.append(point_metrics(dataset.task, held.y, output))
@@ -256,7 +260,7 @@ def cross_validate(
         result = CrossValidation(
             data=dataset.name,
             backbone=name,
-            strategy=strategy,
+            strategy=chosen.strategy.name,
             folds=folds,
             seed=seed,
             task=dataset.task,
@@ -274,13 +278,10 @@ def cross_validate(
             shutil.rmtree(folder, ignore_errors=True)
     if out is not None:
         _write(result, folder)
-    _track(result, track)
     return result
 
 
 def _write(result: CrossValidation, folder: Path) -> None:
-    from ._report import cv_report
-
     tmp = folder / f".{OOF_FILE}.tmp.npz"
     np.savez(
         tmp,
@@ -301,24 +302,3 @@ def load_oof(folder: str | Path) -> dict[str, np.ndarray]:
         raise PackageError(f"{path} not found: run tuneserve cv ... --out {folder} first")
     with np.load(path) as saved:
         return {k: saved[k] for k in saved.files}
-
-
-def _track(result: CrossValidation, track: bool | None) -> None:
-    from tuneserve.registry.tracking import track_evaluation, tracking_enabled, warn_untracked
-
-    if not tracking_enabled(track):
-        return
-    from ._report import cv_report
-
-    metrics: dict[str, float] = {}
-    for metric, values in result.summary.items():
-        for key, value in values.items():
-            metrics[f"cv_{metric}_{key}"] = value
-    steps = [(f"fold/{m}", v, k) for k, fm in enumerate(result.fold_metrics) for m, v in fm.items()]
-    try:
-        track_evaluation(
-            None, metrics, cv_report(result), data=result.data, kind="cv", steps=steps,
-            name=f"cv {result.backbone} on {result.data}",
-        )  # fmt: skip
-    except Exception as exc:  # the store is down or refuses: the results still stand
-        warn_untracked(exc, "the cross-validation")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._evaluate import Evaluation
+from ._scored import Evaluation
 
 if TYPE_CHECKING:
     from ._cv import CrossValidation

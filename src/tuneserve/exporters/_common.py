@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneserve.exceptions import ExportError, InvalidInputError
-from tuneserve.package import Graph, Lineage, Manifest, Package
+from tuneserve.lineage import Backbone, Lineage
+from tuneserve.package import Graph, Manifest, Package
 from tuneserve.preprocessing import Preprocessor
 
 #: Largest |original - exported| difference an export may show; the parity promise.
@@ -47,6 +48,31 @@ def check_parity(max_diff: float, what: str) -> None:
         )
 
 
+def lineage_of(
+    lineage: Lineage | None,
+    data_fingerprint: str | None,
+    parent: str | None,
+    model_class: str,
+    model_config: Mapping[str, Any],
+) -> Lineage:
+    """``lineage`` (or an empty one) with the exported model's class and configuration, and
+    the data fingerprint and parent where given."""
+    lineage = lineage or Lineage()
+    backbone = lineage.backbone or Backbone()
+    backbone = backbone.model_copy(
+        update={
+            "model_class": model_class,
+            "model_arguments": dict(backbone.model_arguments or model_config),
+        }
+    )
+    update: dict[str, Any] = {"backbone": backbone}
+    if data_fingerprint is not None:
+        update["data_fingerprint"] = data_fingerprint
+    if parent is not None:
+        update["parent"] = parent
+    return lineage.model_copy(update=update)
+
+
 def write_package(
     out: str | Path,
     *,
@@ -57,9 +83,7 @@ def write_package(
     graph_bytes: bytes,
     graph: Graph,
     metrics: Mapping[str, float] | None,
-    data_fingerprint: str | None,
-    training_config: Mapping[str, Any] | None,
-    parent: str | None,
+    lineage: Lineage,
     extras: Mapping[str, bytes | Path] | None,
     overwrite: bool,
 ) -> Package:
@@ -72,11 +96,7 @@ def write_package(
         preprocessing=preprocessor.spec(),
         graph=graph,
         metrics={k: float(v) for k, v in (metrics or {}).items()},
-        lineage=Lineage(
-            data_fingerprint=data_fingerprint,
-            parent=parent,
-            training_config=dict(training_config or {}),
-        ),
+        lineage=lineage,
     )
     files: dict[str, bytes | Path] = {graph.file: graph_bytes}
     files.update({f"assets/{k}": v for k, v in preprocessor.assets().items()})

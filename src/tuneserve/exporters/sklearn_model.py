@@ -16,10 +16,11 @@ from tuneserve.exceptions import (
     NotFoundError,
     PackageFormatError,
 )
+from tuneserve.lineage import Lineage
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
 
-from ._common import check_parity, check_task, graph_opset, write_package
+from ._common import check_parity, check_task, graph_opset, lineage_of, write_package
 
 
 @contextmanager
@@ -133,7 +134,7 @@ def export_sklearn(
     name: str | None = None,
     metrics: Mapping[str, float] | None = None,
     data_fingerprint: str | None = None,
-    training_config: Mapping[str, Any] | None = None,
+    lineage: Lineage | None = None,
     parent: str | None = None,
     overwrite: bool = False,
 ) -> Package:
@@ -149,7 +150,7 @@ def export_sklearn(
         task: ``classification`` or ``regression``.
         sample_inputs: Raw inputs whose predictions must match within 1e-4 (pass the test
             split to check parity on it).
-        label_names, name, metrics, data_fingerprint, training_config, parent, overwrite:
+        label_names, name, metrics, data_fingerprint, lineage, parent, overwrite:
             as for :func:`tuneserve.exporters.export_torch`.
 
     Raises:
@@ -198,12 +199,12 @@ def export_sklearn(
         opset=graph_opset(onnx_model),
         parity_max_abs_diff=diff,
     )
-    config = {"estimator": type(estimator).__qualname__, **dict(training_config or {})}
-    if hasattr(estimator, "get_params"):
-        config.setdefault(
-            "estimator_params",
-            {k: repr(v) for k, v in estimator.get_params(deep=False).items()},
-        )
+    model_class = type(estimator).__qualname__
+    model_config = (
+        {k: repr(v) for k, v in estimator.get_params(deep=False).items()}
+        if hasattr(estimator, "get_params")
+        else {}
+    )
     return write_package(
         out,
         name=name,
@@ -213,9 +214,7 @@ def export_sklearn(
         graph_bytes=onnx_model.SerializeToString(),
         graph=graph,
         metrics=metrics,
-        data_fingerprint=data_fingerprint,
-        training_config=config,
-        parent=parent,
+        lineage=lineage_of(lineage, data_fingerprint, parent, model_class, model_config),
         extras=_estimator_extras(estimator),
         overwrite=overwrite,
     )

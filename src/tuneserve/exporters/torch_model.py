@@ -19,10 +19,18 @@ from torch import nn
 
 from tuneserve.backbones._hf import config_json
 from tuneserve.exceptions import ExportError, InvalidInputError
+from tuneserve.lineage import Lineage
 from tuneserve.package import Graph, Package
 from tuneserve.preprocessing import Preprocessor
 
-from ._common import OUTPUT_KINDS, check_parity, check_task, graph_opset, write_package
+from ._common import (
+    OUTPUT_KINDS,
+    check_parity,
+    check_task,
+    graph_opset,
+    lineage_of,
+    write_package,
+)
 
 WEIGHTS_FILE = "weights.pt"
 #: The Hugging Face config of a model's ``encoder``, stored beside its weights so that
@@ -147,7 +155,7 @@ def export_torch(
     name: str | None = None,
     metrics: Mapping[str, float] | None = None,
     data_fingerprint: str | None = None,
-    training_config: Mapping[str, Any] | None = None,
+    lineage: Lineage | None = None,
     parent: str | None = None,
     torchscript: bool = False,
     weights: bool = True,
@@ -168,7 +176,9 @@ def export_torch(
         sample_inputs: Raw inputs (at least 2) used to trace and to check parity; every one
             is checked, so pass a held-out split to check parity on it.
         label_names: Class names in logit order (classification).
-        name, metrics, data_fingerprint, training_config, parent: recorded in the manifest.
+        name, metrics: recorded in the manifest.
+        data_fingerprint, parent, lineage: where the model came from (``lineage`` holds
+            what the trainer knows; the model class and configuration are filled in here).
         torchscript: Also store a TorchScript trace under ``extras/model.torchscript.pt``.
         weights: Store the trained ``state_dict`` under ``extras/weights.pt``, so that
             ``train --from`` can fine-tune this model further (read back with
@@ -210,9 +220,9 @@ def export_torch(
         opset=graph_opset(onnx_model),
         parity_max_abs_diff=diff,
     )
-    config = {"model_class": type(model).__qualname__, **dict(training_config or {})}
-    if hasattr(model, "config") and isinstance(model.config, dict):
-        config.setdefault("model_config", model.config)
+    model_class = type(model).__qualname__
+    model_config = getattr(model, "config", None)
+    model_config = model_config if isinstance(model_config, dict) else {}
     return write_package(
         out,
         name=name,
@@ -222,9 +232,7 @@ def export_torch(
         graph_bytes=onnx_model.SerializeToString(),
         graph=graph,
         metrics=metrics,
-        data_fingerprint=data_fingerprint,
-        training_config=config,
-        parent=parent,
+        lineage=lineage_of(lineage, data_fingerprint, parent, model_class, model_config),
         extras=extras,
         overwrite=overwrite,
     )

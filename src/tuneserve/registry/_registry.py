@@ -20,10 +20,11 @@ from typing import Any
 
 from tuneserve.exceptions import NotFoundError, PackageError, TuneserveError
 from tuneserve.home import tuneserve_home
+from tuneserve.lineage import Lineage
 from tuneserve.package import Package
 
 from ._store import RegistryError, Store, client, current_store, experiment_id, quiet_mlflow
-from .tracking import EPOCH_PREFIX, PACKAGE_TAG, find_run, track_package
+from .tracking import EPOCH_PREFIX, PACKAGE_TAG, find_run, track_package, training_params
 
 CHAMPION = "champion"
 AUDIT_PREFIX = "tuneserve.audit."
@@ -165,9 +166,10 @@ def _mlflow_errors(store: Store) -> Iterator[None]:
         raise
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """A short hash of the training settings (history and timings left out)."""
-    kept = {k: v for k, v in config.items() if k not in ("history",)}
+def config_hash(lineage: Lineage) -> str:
+    """A short hash of what a package was trained with (backbone, settings, split; not
+    the history)."""
+    kept = training_params(lineage)
     text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -397,8 +399,9 @@ class Registry:
                 "tuneserve.task": m.task,
                 "tuneserve.modality": m.modality,
                 "tuneserve.data_fingerprint": m.lineage.data_fingerprint or "",
-                "tuneserve.config_hash": config_hash(m.lineage.training_config),
-                "tuneserve.backbone": str(m.lineage.training_config.get("backbone", "")),
+                "tuneserve.config_hash": config_hash(m.lineage),
+                "tuneserve.backbone": (m.lineage.backbone.name if m.lineage.backbone else None)
+                or "",
             }
             notes = []
             if m.lineage.parent:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tuneserve.lineage import Backbone, Lineage
 from tuneserve.package import Package
 
 from ._store import Store, client, current_store, experiment_id, quiet_mlflow
@@ -34,6 +35,30 @@ def tracking_enabled(track: bool | None = None) -> bool:
     if track is not None:
         return track
     return os.environ.get("TUNESERVE_TRACKING", "1").strip().lower() not in ("0", "false", "no")
+
+
+def training_params(lineage: Lineage) -> dict[str, Any]:
+    """What a run is logged with as parameters: the backbone, strategy, settings, split,
+    fold and update of ``lineage`` (not the history, logged as metrics, nor the held-out
+    row indices)."""
+    backbone = lineage.backbone or Backbone()
+    out: dict[str, Any] = {
+        "trainer": lineage.trainer,
+        "backbone": backbone.name,
+        "strategy": backbone.strategy,
+        "model_class": backbone.model_class,
+        **lineage.config,
+        "best_epoch": lineage.best_epoch,
+        "parent_version": lineage.parent_version,
+    }
+    for key in ("split", "fold", "update"):
+        record = getattr(lineage, key)
+        if record is not None:
+            out[key] = record.model_dump()
+    if lineage.ensemble is not None:
+        out["ensemble"] = lineage.ensemble.combiner
+        out["members"] = [m.name for m in lineage.ensemble.members]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -68,6 +93,24 @@ def warn_untracked(exc: Exception, what: str, hint: str = "") -> None:
     )
 
 
+def log_package(package: Package, track: bool | None, kind: str) -> str | None:
+    """Log ``package`` as an MLflow run when tracking is on; the run id, else None.
+
+    The package is already written: when the MLflow store fails, a warning says so and
+    names the command that logs it later, instead of failing the stage."""
+    if not tracking_enabled(track):
+        return None
+    try:
+        return track_package(package, kind=kind)
+    except Exception as exc:  # the store is down, locked, or refuses: keep the package
+        warn_untracked(
+            exc,
+            f"the package {package.path}",
+            f"log it later with tuneserve registry register {package.path} --name NAME",
+        )
+        return None
+
+
 def find_run(mlflow_client: Any, exp_id: str, package_id: str) -> str | None:
     """The id of a run that logged the package ``package_id``, if any."""
     with quiet_mlflow():
@@ -100,20 +143,20 @@ def track_package(
     mlflow_client = client(store)
     exp = experiment_id(mlflow_client, store)
     m = package.manifest
-    config = m.lineage.training_config
+    backbone = m.lineage.backbone or Backbone()
     tags = {
         "tuneserve.kind": kind,
         "tuneserve.task": m.task,
         "tuneserve.modality": m.modality,
         "tuneserve.data_fingerprint": m.lineage.data_fingerprint or "",
         "tuneserve.parent_package": m.lineage.parent or "",
-        "tuneserve.backbone": str(config.get("backbone", "")),
+        "tuneserve.backbone": backbone.name or "",
         "mlflow.runName": run_name or m.name,
     }
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, s) for k, v, s in _metric_rows(config.get("history", []))]
+    metrics = [Metric(k, v, now, s) for k, v, s in _metric_rows(m.lineage.history)]
     metrics += [Metric(k, float(v), now, 0) for k, v in m.metrics.items()]
-    params = [Param(k, v) for k, v in flatten(config).items()]
+    params = [Param(k, v) for k, v in flatten(training_params(m.lineage)).items()]
     with quiet_mlflow():
         run = mlflow_client.create_run(exp, run_name=run_name or m.name)
         run_id = run.info.run_id
@@ -146,7 +189,7 @@ def training_report(package: Package) -> str:
     import io
 
     m = package.manifest
-    history = m.lineage.training_config.get("history", [])
+    history = m.lineage.history
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in m.metrics.items()
     )

@@ -1,5 +1,19 @@
-"""Training: the loop (schedules, precision, early stopping, resume), backbones' trainers."""
+"""Training: one seam, ``build(data, plan, out) -> Package``, that every stage which trains
+a model goes through; strategies registered per backbone family; the loop (schedules,
+precision, early stopping, resume) and the backbones' trainers."""
 
+from ._build import Parts, Run, build, check_out
+from ._plan import (
+    Options,
+    Plan,
+    SplitPlan,
+    Strategy,
+    get_strategy,
+    list_strategies,
+    plan,
+    register_strategy,
+    resolve_backbone,
+)
 from ._result import TrainedModel
 from .api import TrainResult, default_config, train
 from .augment import ImageAugment
@@ -10,22 +24,39 @@ from .feature_cache import FeatureCache
 from .loop import LoopResult, fit
 from .pretrain import PretrainResult, pretrain, pretrain_defaults
 from .text import train_text
-from .update import update
+from .update import DEFAULT_PASSES, MLP_UPDATE, UPDATABLE, Updated, update
 from .vision import train_vision
 
 __all__ = [
+    "DEFAULT_PASSES",
+    "MLP_UPDATE",
+    "UPDATABLE",
     "CNNConfig",
     "FeatureCache",
     "ImageAugment",
     "LoopResult",
+    "Options",
+    "Parts",
+    "Plan",
     "PretrainResult",
+    "Run",
+    "SplitPlan",
+    "Strategy",
     "TrainConfig",
     "TrainResult",
     "TrainedModel",
+    "Updated",
+    "build",
+    "check_out",
     "default_config",
     "fit",
+    "get_strategy",
+    "list_strategies",
+    "plan",
     "pretrain",
     "pretrain_defaults",
+    "register_strategy",
+    "resolve_backbone",
     "train",
     "train_cnn",
     "train_logistic_regression",

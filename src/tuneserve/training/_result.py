@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tuneserve.exceptions import InvalidInputError
+from tuneserve.lineage import Lineage
 from tuneserve.package import Package
 from tuneserve.preprocessing import Preprocessor, preprocessor_from_spec
 
@@ -37,16 +38,16 @@ def metrics_of(pred: np.ndarray, y: np.ndarray, task: str, prefix: str) -> dict[
 
 @dataclass
 class TrainedModel:
-    """What a trainer returns; :meth:`export` turns it into a package.
+    """What a strategy returns; :meth:`export` turns it into a package.
 
     Attributes:
         model: A torch ``nn.Module`` or a fitted scikit-learn estimator.
         preprocessor: The fitted preprocessor the model was trained behind.
-        task: ``classification`` or ``regression``.
+        task: ``classification``, ``regression`` or ``embedding``.
         label_names: Class names in output order (classification).
         data_fingerprint: Fingerprint of the training data, for lineage.
-        config: The full training configuration.
-        history: One dict of metrics per epoch (empty for one-shot estimators).
+        lineage: What the trainer knows of how it trained: trainer, settings, history,
+            best epoch, parent (the package's lineage starts from it).
         metrics: Validation metrics of the kept model.
     """
 
@@ -55,10 +56,17 @@ class TrainedModel:
     task: str
     label_names: tuple[str, ...] | None
     data_fingerprint: str
-    config: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
+    lineage: Lineage = field(default_factory=Lineage)
     metrics: dict[str, float] = field(default_factory=dict)
-    parent: str | None = None
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One dict of metrics per epoch (empty for one-shot estimators)."""
+        return self.lineage.history
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.lineage.best_epoch
 
     @property
     def is_torch(self) -> bool:
@@ -92,11 +100,13 @@ class TrainedModel:
         *,
         name: str | None = None,
         metrics: dict[str, float] | None = None,
-        parent: str | None = None,
+        lineage: Lineage | None = None,
         torchscript: bool = False,
         overwrite: bool = False,
     ) -> Package:
-        """Write the model as a package; parity is checked on ``sample_inputs``."""
+        """Write the model as a package; parity is checked on ``sample_inputs``.
+
+        ``lineage`` (default: :attr:`lineage`) is recorded in the manifest."""
         common: dict[str, Any] = {
             "task": self.task,
             "sample_inputs": sample_inputs,
@@ -104,8 +114,7 @@ class TrainedModel:
             "name": name,
             "metrics": {**self.metrics, **(metrics or {})},
             "data_fingerprint": self.data_fingerprint,
-            "training_config": {**self.config, "history": self.history},
-            "parent": parent or self.parent,
+            "lineage": lineage or self.lineage,
             "overwrite": overwrite,
         }
         if self.is_torch:

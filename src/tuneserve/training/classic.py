@@ -16,9 +16,12 @@ from tuneserve.backbones.tabular import ScaledOutput
 from tuneserve.data import Dataset
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_weights
+from tuneserve.lineage import Backbone, Lineage
 from tuneserve.package import Package
 from tuneserve.preprocessing import TablePreprocessor
 
+from ._build import Parts, Run
+from ._plan import Plan, Strategy, register_strategy
 from ._result import TrainedModel, package_preprocessor
 from .config import TrainConfig
 from .loop import fit
@@ -62,7 +65,11 @@ def train_sklearn(
         task=train.task,
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config={"trainer": "train_sklearn", "backbone": backbone, "seed": seed, **(params or {})},
+        lineage=Lineage(
+            trainer="train_sklearn",
+            backbone=Backbone(name=backbone, strategy="fit"),
+            config={"seed": seed, **(params or {})},
+        ),
     )
     if validation is not None:
         trained.metrics = trained.score(validation, "val")
@@ -151,15 +158,15 @@ def train_mlp(
         task=train.task,
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config={
-            "trainer": "train_mlp",
-            "backbone": "mlp",
-            **config.to_dict(),
-            "best_epoch": result.best_epoch,
-        },
-        history=result.history,
+        lineage=Lineage(
+            trainer="train_mlp",
+            backbone=Backbone(name="mlp", strategy="full"),
+            config=config.to_dict(),
+            history=result.history,
+            best_epoch=result.best_epoch,
+            parent=init.id if init is not None else None,
+        ),
         metrics=metrics,
-        parent=init.id if init is not None else None,
     )
 
 
@@ -174,21 +181,50 @@ class _MLPStart:
 def _mlp_from_package(source: Package) -> _MLPStart:
     """The MLP of ``source`` with its trained weights, its preprocessing, and (regression)
     the target scale its output layer predicts in."""
-    cfg = source.manifest.lineage.training_config
-    model_config = dict(cfg.get("model_config") or {})
-    if cfg.get("model_class") not in ("TableMLP", "ScaledOutput") or cfg.get("backbone") != "mlp":
+    backbone = source.manifest.lineage.backbone or Backbone()
+    model_config = dict(backbone.model_arguments)
+    if backbone.model_class not in ("TableMLP", "ScaledOutput") or backbone.name != "mlp":
         raise InvalidInputError(
-            f"package {source.path} is not an MLP package (backbone {cfg.get('backbone')!r}); "
+            f"package {source.path} is not an MLP package (backbone {backbone.name!r}); "
             "the mlp backbone can only continue from one"
         )
     mean = float(model_config.pop("target_mean", 0.0))
     std = float(model_config.pop("target_std", 1.0))
     model = TableMLP(**{**model_config, "hidden": tuple(model_config["hidden"])})
     weights = load_weights(source)
-    if cfg["model_class"] == "ScaledOutput":  # regression: the MLP is wrapped as .model
+    if backbone.model_class == "ScaledOutput":  # regression: the MLP is wrapped as .model
         weights = {
             k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")
         }
     model.load_state_dict(weights)
     pre = package_preprocessor(source, TablePreprocessor)
     return _MLPStart(model=model, preprocessor=pre, mean=mean, std=std)
+
+
+def _fit_sklearn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    return train_sklearn(parts.train, parts.validation, backbone=plan.backbone, seed=plan.seed)
+
+
+def _fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    return train_mlp(
+        parts.train,
+        parts.validation,
+        plan.config,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        init=plan.init,
+    )
+
+
+register_strategy(
+    Strategy("sklearn", "fit", _fit_sklearn, config_class=None, description="one fit")
+)
+register_strategy(
+    Strategy(
+        "mlp",
+        "full",
+        _fit_mlp,
+        defaults={"learning_rate": 1e-3, "epochs": 100, "patience": 15},
+        description="every weight trained with the loop",
+    )
+)

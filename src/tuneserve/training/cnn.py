@@ -12,9 +12,12 @@ from tuneserve.backbones.cnn import SmallCNN
 from tuneserve.data import Dataset
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_weights
+from tuneserve.lineage import Backbone, Lineage
 from tuneserve.package import Package
 from tuneserve.preprocessing import ImagePreprocessor
 
+from ._build import Parts, Run
+from ._plan import Plan, Strategy, register_strategy
 from ._result import TrainedModel, package_preprocessor
 from .augment import ImageAugment
 from .config import TrainConfig
@@ -81,18 +84,21 @@ def train_cnn(
         data_fingerprint=train.fingerprint,
         description="training cnn",
     )
-    cfg: dict[str, Any] = {"trainer": "train_cnn", **config.to_dict()}
-    cfg["best_epoch"] = result.best_epoch
     return TrainedModel(
         model=model,
         preprocessor=preprocessor,
         task="classification",
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config=cfg,
-        history=result.history,
+        lineage=Lineage(
+            trainer="train_cnn",
+            backbone=Backbone(name="cnn", strategy="full"),
+            config=config.to_dict(),
+            history=result.history,
+            best_epoch=result.best_epoch,
+            parent=init.id if init is not None else None,
+        ),
         metrics=result.val_metrics,
-        parent=init.id if init is not None else None,
     )
 
 
@@ -122,8 +128,9 @@ def new_cnn(preprocessor: ImagePreprocessor, outputs: int, config: CNNConfig) ->
 def _from_package(source: Package, num_classes: int) -> tuple[SmallCNN, ImagePreprocessor]:
     """The CNN of ``source`` with a fresh output layer of ``num_classes``, and its
     preprocessing (the features were learned on exactly that input)."""
-    cfg = source.manifest.lineage.training_config.get("model_config")
-    if source.manifest.lineage.training_config.get("model_class") != "SmallCNN" or not cfg:
+    backbone = source.manifest.lineage.backbone or Backbone()
+    cfg = backbone.model_arguments
+    if backbone.model_class != "SmallCNN" or not cfg:
         raise InvalidInputError(
             f"--from package {source.path} is not a built-in CNN package; the cnn backbone can "
             "only continue from one"
@@ -133,3 +140,26 @@ def _from_package(source: Package, num_classes: int) -> tuple[SmallCNN, ImagePre
     model.head[-1] = torch.nn.Linear(int(cfg["hidden"]), num_classes)
     model.config["num_classes"] = num_classes
     return model, package_preprocessor(source, ImagePreprocessor)
+
+
+def _fit_cnn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    config = plan.config if isinstance(plan.config, CNNConfig) else None
+    return train_cnn(
+        parts.train,
+        parts.validation,
+        config or CNNConfig(**(plan.config.to_dict() if plan.config else {})),
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        init=plan.init,
+    )
+
+
+register_strategy(
+    Strategy(
+        "cnn",
+        "full",
+        _fit_cnn,
+        config_class=CNNConfig,
+        description="every weight trained with the loop (from scratch, or --from a package)",
+    )
+)

@@ -17,10 +17,13 @@ from tuneserve.backbones._hf import model_from_config
 from tuneserve.data import Dataset
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.exporters import ENCODER_CONFIG_FILE, load_weights
+from tuneserve.lineage import Backbone, Lineage
 from tuneserve.package import Package
 from tuneserve.preprocessing import Preprocessor
 from tuneserve.progress import progress_bar
 
+from ._build import Parts, Run
+from ._plan import Plan, Strategy, register_strategy
 from ._result import TrainedModel
 from .config import TrainConfig
 from .feature_cache import FeatureCache
@@ -120,7 +123,8 @@ def fine_tune(
     train_feed = run.preprocessor.transform(train.X)
     val_feed = run.preprocessor.transform(validation.X)
     y_train, y_val = _targets(train), _targets(validation)
-    extra = {**(extra or {}), "strategy": strategy}
+    extra = dict(extra or {})
+    details: dict[str, Any] = {}
     common: dict[str, Any] = {
         "task": train.task,
         "checkpoint_dir": checkpoint_dir,
@@ -146,7 +150,7 @@ def fine_tune(
             description="training probe head",
             **common,
         )
-        extra["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
+        details["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
     else:
         if strategy == "partial":
             blocks = model.blocks()
@@ -174,16 +178,23 @@ def fine_tune(
             model.encoder = model.encoder.merge_and_unload()
         model.requires_grad_(True)
     model.eval()
+    backbone = extra.pop("backbone", None)
     return TrainedModel(
         model=model,
         preprocessor=run.preprocessor,
         task=train.task,
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config={"trainer": trainer, **extra, **config.to_dict(), "best_epoch": result.best_epoch},
-        history=result.history,
+        lineage=Lineage(
+            trainer=trainer,
+            backbone=Backbone(name=backbone, strategy=strategy),
+            config={**extra, **config.to_dict()},
+            history=result.history,
+            best_epoch=result.best_epoch,
+            parent=run.parent,
+            details=details,
+        ),
         metrics=result.val_metrics,
-        parent=run.parent,
     )
 
 
@@ -226,19 +237,19 @@ def encoder_from_package(
     """The model of ``source`` (a ``model_class`` package) with its trained weights, and its
     backbone name. The encoder is rebuilt from the config the package stored (so the
     original model need not be at hand), else loaded with ``load(backbone)``."""
-    cfg = source.manifest.lineage.training_config
-    if cfg.get("model_class") != model_class.__qualname__ or "backbone" not in cfg:
+    recorded = source.manifest.lineage.backbone or Backbone()
+    if recorded.model_class != model_class.__qualname__ or not recorded.name:
         raise InvalidInputError(
             f"--from package {source.path} is not a {what} package; {what} backbones can "
             "only continue from one"
         )
-    backbone = str(cfg["backbone"])
+    backbone = recorded.name
     stored = source.path / "extras" / ENCODER_CONFIG_FILE
     if f"extras/{ENCODER_CONFIG_FILE}" in source.manifest.files and stored.is_file():
         encoder = model_from_config(stored.read_text())
     else:
         encoder = load(backbone)
-    model = model_class(encoder, int(cfg["model_config"]["outputs"]))
+    model = model_class(encoder, int(recorded.model_arguments["outputs"]))
     model.load_state_dict(load_weights(source))
     return model, backbone
 
@@ -249,6 +260,36 @@ def new_head(model: Any, outputs: int) -> None:
     model.config["outputs"] = outputs
 
 
+#: Settings that suit a linear head on frozen features.
+PROBE_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-2,
+    "epochs": 60,
+    "batch_size": 64,
+    "patience": 15,
+}
+
+_DESCRIPTIONS = {
+    "probe": "frozen encoder, cached features, a linear head",
+    "partial": "the last --unfreeze blocks and the head",
+    "full": "every weight",
+    "lora": "low-rank adapters, merged into the weights before export",
+}
+
+
 def probe_defaults(config: TrainConfig) -> TrainConfig:
     """Settings that suit a linear head on frozen features."""
-    return replace(config, learning_rate=1e-2, epochs=60, batch_size=64, patience=15)
+    return replace(config, **PROBE_DEFAULTS)
+
+
+def register_encoder_strategies(
+    family: str,
+    fit: Callable[[Parts, Plan, Run], TrainedModel],
+    defaults: dict[str, dict[str, Any]],
+) -> None:
+    """Register ``probe``, ``partial``, ``full`` and ``lora`` for an encoder family, each
+    with the family's ``defaults`` (probe: :data:`PROBE_DEFAULTS`)."""
+    for name in STRATEGIES:
+        settings = PROBE_DEFAULTS if name == "probe" else defaults[name]
+        register_strategy(
+            Strategy(family, name, fit, defaults=settings, description=_DESCRIPTIONS[name])
+        )

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from tuneserve.backbones import (
-    HF_VISION,
     TextClassifier,
     VisionClassifier,
     load_encoder,
@@ -26,10 +25,14 @@ from tuneserve.backbones import (
 )
 from tuneserve.data import DEFAULT_HOLDOUT, Unlabeled, load_unlabeled
 from tuneserve.exceptions import InvalidInputError
-from tuneserve.exporters import export_torch
+from tuneserve.lineage import Lineage
 from tuneserve.package import Package
 from tuneserve.preprocessing import Preprocessor, TextPreprocessor
 
+from ._build import Parts, Run, build, check_out
+from ._plan import Options, Plan, Strategy, list_strategies, register_strategy
+from ._plan import plan as make_plan
+from ._result import TrainedModel
 from .cnn import CNNConfig, cnn_preprocessor, new_cnn
 from .config import TrainConfig
 from .loop import fit
@@ -64,10 +67,103 @@ class PretrainResult:
 
 def pretrain_defaults(family: str, **overrides: Any) -> TrainConfig:
     """The settings ``pretrain`` uses for a backbone family: ``cnn``, ``vision`` or ``text``
-    (see :func:`tuneserve.training.api.backbone_family`)."""
-    base = CNNConfig(augment=False) if family == "cnn" else TrainConfig()
-    base = replace(base, monitor="val_loss", **_DEFAULTS[family])
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    (``BackboneSpec.family``)."""
+    strategies = list_strategies(family, "pretrain")
+    if not strategies:
+        raise InvalidInputError(
+            f"no pretraining objective for backbone family {family!r}; families with one: "
+            f"{', '.join(sorted({s.family for s in list_strategies(stage='pretrain')}))}"
+        )
+    config = strategies[0].default_config(**overrides)
+    assert config is not None  # pretraining always runs the loop
+    return config
+
+
+def _pretrain(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    """Learn features of ``parts.train`` with the plan's objective (its strategy)."""
+    train, val = parts.train, parts.validation
+    config, name, objective = plan.config, plan.backbone, plan.strategy.name
+    assert config is not None
+    torch.manual_seed(config.seed)
+    model: Any
+    preprocessor: Preprocessor
+    if plan.spec.family == "cnn":
+        cnn_config = config if isinstance(config, CNNConfig) else CNNConfig()
+        preprocessor = cnn_preprocessor(train.X)
+        (h, w), channels = preprocessor.size or (8, 8), preprocessor.channels or 1
+        outputs = PROJECTION if objective == "contrastive" else channels * h * w
+        model = new_cnn(preprocessor, outputs, cnn_config)
+        task: Any = (
+            Contrastive(model, model, image_views(), temperature=0.2)
+            if objective == "contrastive"
+            else Denoising(model)
+        )
+    elif plan.spec.family == "vision":
+        encoder = load_vision_model(name)
+        model = VisionClassifier(encoder, outputs=1)
+        preprocessor = vision_preprocessor(name, encoder)
+        task = Contrastive(model, model.embed, image_views(), temperature=0.2)
+    else:
+        model = TextClassifier(load_encoder(name), outputs=1)
+        preprocessor = TextPreprocessor(
+            resolve_text_model(name), max_length=plan.options.max_length
+        )
+        task = Contrastive(model, model.embed, text_views(), temperature=0.05)
+
+    def tensors(part: Unlabeled) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        feed = preprocessor.transform(part.X)
+        return tuple(torch.from_numpy(v) for v in feed.values()), torch.zeros(len(part))
+
+    s = plan.split
+    result = fit(
+        task,
+        tensors(train),
+        tensors(val),
+        config,
+        task="self-supervised",
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        # a resume must continue the same run: same data, backbone, objective and holdout
+        data_fingerprint=f"{s.data_fingerprint}|{name}|{objective}|{plan.options.max_length}|"
+        f"{s.seed}|{s.validation}",
+        description=f"pretraining ({objective})",
+    )
+    model.eval()
+    size = int(model.config.get("hidden_size") or model.config["hidden"])
+    return TrainedModel(
+        model=model,
+        preprocessor=preprocessor,
+        task="embedding",
+        label_names=None,
+        data_fingerprint=s.data_fingerprint or "",
+        lineage=Lineage(
+            trainer="pretrain",
+            config=config.to_dict(),
+            history=result.history,
+            best_epoch=result.best_epoch,
+            details={"embedding_size": size},
+        ),
+        metrics=result.val_metrics,
+    )
+
+
+for _family, _objectives in OBJECTIVES.items():
+    for _objective in _objectives:
+        register_strategy(
+            Strategy(
+                _family,
+                _objective,
+                _pretrain,
+                stage="pretrain",
+                config_class=CNNConfig if _family == "cnn" else TrainConfig,
+                defaults={
+                    "monitor": "val_loss",
+                    **({"augment": False} if _family == "cnn" else {}),
+                    **_DEFAULTS[_family],
+                },
+                description=f"{_objective} learning on unlabeled data",
+            )
+        )
 
 
 def pretrain(
@@ -84,7 +180,6 @@ def pretrain(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    tracked: bool | None = None,
 ) -> PretrainResult:
     """Pretrain a backbone on unlabeled images or texts and write an embedding package.
 
@@ -102,13 +197,10 @@ def pretrain(
         max_length: Text: tokens kept.
         checkpoint_dir, resume: Per-epoch checkpoints and continuing an interrupted run.
         overwrite: Replace an existing package at ``out``.
-        tracked: Log the run to MLflow (default: on unless ``TUNESERVE_TRACKING=0``).
 
     Raises:
         InvalidInputError: table data, an unknown objective, or a backbone of another kind.
     """
-    from .api import backbone_family, check_out, resolve_backbone, track
-
     check_out(out, overwrite)
     unlabeled = (
         data if isinstance(data, Unlabeled) else load_unlabeled(data, text_column=text_column)
@@ -118,88 +210,24 @@ def pretrain(
             f"pretrain learns from images or text; {unlabeled.name} is {unlabeled.modality} "
             "data. Hint: for tables, train directly, or use --update to add new rows later"
         )
-    name, spec, _ = resolve_backbone(unlabeled.modality, backbone, None)
-    family = backbone_family(name, unlabeled.modality)
-    allowed = OBJECTIVES[family]
-    objective = objective or allowed[0]
-    if objective not in allowed:
-        raise InvalidInputError(
-            f"objective {objective!r} is not available for backbone {name!r}; it has "
-            f"{', '.join(allowed)}"
-        )
-    config = config or pretrain_defaults(family, seed=seed)
-    torch.manual_seed(config.seed)
-    train, val = unlabeled.holdout(validation, seed)
-
-    model: Any
-    preprocessor: Preprocessor
-    if family == "cnn":
-        cnn_config = config if isinstance(config, CNNConfig) else CNNConfig()
-        preprocessor = cnn_preprocessor(train.X)
-        (h, w), channels = preprocessor.size or (8, 8), preprocessor.channels or 1
-        outputs = PROJECTION if objective == "contrastive" else channels * h * w
-        model = new_cnn(preprocessor, outputs, cnn_config)
-        task: Any = (
-            Contrastive(model, model, image_views(), temperature=0.2)
-            if objective == "contrastive"
-            else Denoising(model)
-        )
-    elif spec.name == HF_VISION:
-        encoder = load_vision_model(name)
-        model = VisionClassifier(encoder, outputs=1)
-        preprocessor = vision_preprocessor(name, encoder)
-        task = Contrastive(model, model.embed, image_views(), temperature=0.2)
-    else:
-        model = TextClassifier(load_encoder(name), outputs=1)
-        preprocessor = TextPreprocessor(resolve_text_model(name), max_length=max_length)
-        task = Contrastive(model, model.embed, text_views(), temperature=0.05)
-
-    def tensors(part: Unlabeled) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        feed = preprocessor.transform(part.X)
-        return tuple(torch.from_numpy(v) for v in feed.values()), torch.zeros(len(part))
-
-    result = fit(
-        task,
-        tensors(train),
-        tensors(val),
-        config,
-        task="self-supervised",
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        # a resume must continue the same run: same data, backbone, objective and holdout
-        data_fingerprint=f"{unlabeled.fingerprint}|{name}|{objective}|{max_length}|"
-        f"{seed}|{validation}",
-        description=f"pretraining ({objective})",
+    plan = make_plan(
+        unlabeled.modality,
+        backbone=backbone,
+        strategy=objective,
+        config=config,
+        stage="pretrain",
+        seed=seed,
+        validation=validation,
+        options=Options(max_length=max_length),
     )
-    model.eval()
-    samples = list(val.X) + list(train.X[: max(0, 4 - len(val))])
-    size = int(model.config.get("hidden_size") or model.config["hidden"])
-    package = export_torch(
-        model,
-        preprocessor,
-        out,
-        task="embedding",
-        sample_inputs=samples,
-        name=Path(out).name,
-        metrics=result.val_metrics,
-        data_fingerprint=unlabeled.fingerprint,
-        training_config={
-            "trainer": "pretrain",
-            "backbone": name,
-            "objective": objective,
-            **({"max_length": max_length} if unlabeled.modality == "text" else {}),
-            **config.to_dict(),
-            "best_epoch": result.best_epoch,
-            "embedding_size": size,
-            "history": result.history,
-            "data": {"source": unlabeled.source, "items": len(unlabeled)},
-        },
-        overwrite=overwrite,
+    plan = replace(plan, split=replace(plan.split, data_fingerprint=unlabeled.fingerprint))
+    package = build(
+        unlabeled, plan, out, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite
     )
+    lineage = package.manifest.lineage
     return PretrainResult(
         package=package,
-        history=result.history,
-        best_epoch=result.best_epoch,
-        objective=objective,
-        run_id=track(package, tracked, "pretrain"),
+        history=lineage.history,
+        best_epoch=lineage.best_epoch or 0,
+        objective=plan.strategy.name,
     )

@@ -9,19 +9,24 @@ and after the update.
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tuneserve.data import DataLike, Dataset, Splits, load, split
+from tuneserve.data import DataLike, Dataset, Splits, load, split_indices
 from tuneserve.exceptions import DataError, InvalidInputError
 from tuneserve.exporters import load_estimator
+from tuneserve.lineage import Lineage
+from tuneserve.lineage import Update as UpdateRecord
 from tuneserve.package import Package
 from tuneserve.preprocessing import TablePreprocessor
 from tuneserve.progress import progress_bar
 
+from ._build import Parts, Run, build, check_out
+from ._plan import Options, Plan, Strategy, register_strategy, source_backbone
+from ._plan import plan as make_plan
 from ._result import TrainedModel, metrics_of, package_preprocessor
 from .config import TrainConfig
 
@@ -57,7 +62,7 @@ def _check_fits(dataset: Dataset, source: Package) -> None:
                 f"(its labels: {', '.join(m.label_names or ())}). An update keeps the classes; "
                 "Hint: train a new model with --from to learn new classes"
             )
-    backbone = m.lineage.training_config.get("backbone")
+    backbone = source_backbone(source)
     if backbone not in UPDATABLE:
         raise InvalidInputError(
             f"--update continues {' and '.join(UPDATABLE)} packages; {source.path} is "
@@ -66,9 +71,11 @@ def _check_fits(dataset: Dataset, source: Package) -> None:
         )
 
 
-def _partial_fit(
-    source: Package, train: Dataset, validation: Dataset, passes: int, seed: int
-) -> TrainedModel:
+def _partial_fit(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    """``partial_fit`` passes over the new rows, the best on validation kept."""
+    source, train, validation = plan.init, parts.train, parts.validation
+    assert source is not None  # an update plan starts from its package
+    passes, seed = plan.options.passes, plan.seed
     estimator = load_estimator(source)
     pre = package_preprocessor(source, TablePreprocessor)
     x = pre.transform(train.X)["input"]
@@ -81,7 +88,6 @@ def _partial_fit(
         task=train.task,
         label_names=train.label_names,
         data_fingerprint=train.fingerprint,
-        config=dict(source.manifest.lineage.training_config),
     )
     key = "val_accuracy" if classification else "val_mse"
     best: tuple[float, int, Any] | None = None
@@ -98,10 +104,62 @@ def _partial_fit(
             advance(1)
     assert best is not None  # passes >= 1
     trained.model = best[2]
-    trained.history = history
     trained.metrics = trained.score(validation, "val")
-    trained.config.update({"passes": passes, "best_epoch": best[1]})
+    trained.lineage = Lineage(
+        trainer="partial_fit",
+        config={"passes": passes, "seed": seed},
+        history=history,
+        best_epoch=best[1],
+    )
     return trained
+
+
+def _continue_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    """The MLP's loop on the new rows, from the package's weights and output layer."""
+    from .classic import train_mlp
+
+    return train_mlp(
+        parts.train,
+        parts.validation,
+        plan.config,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        init=plan.init,
+        keep_head=True,
+    )
+
+
+register_strategy(
+    Strategy(
+        "sklearn",
+        "partial_fit",
+        _partial_fit,
+        stage="update",
+        config_class=None,
+        description="passes of partial_fit over the new rows",
+    )
+)
+register_strategy(
+    Strategy(
+        "mlp",
+        "continue",
+        _continue_mlp,
+        stage="update",
+        defaults=MLP_UPDATE,
+        description="the loop from the package's weights, at a tenth of the rate",
+    )
+)
+
+
+@dataclass
+class Updated:
+    """An updated package, its split of the new data, and the before / after test metrics."""
+
+    package: Package
+    splits: Splits
+    before: dict[str, float]
+    test_metrics: dict[str, float]
+    run_id: str | None = None  # the MLflow run that tracked it (tuneserve.update)
 
 
 def update(
@@ -117,30 +175,20 @@ def update(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    tracked: bool | None = None,
-) -> Any:
+) -> Updated:
     """Continue ``package`` on new labeled ``data`` and write the updated package to ``out``.
 
     The new data is split like ``train`` does; the model continues on its train part
     (``sgd``: ``passes`` of ``partial_fit``, the best on validation kept; ``mlp``: the loop
     with ``config``, by default 30 epochs at a tenth of the usual learning rate). Both are
     scored on the new test split, the package as it was (``before``) and as updated; the
-    manifest records both and names the package as its parent.
-
-    ``tracked`` logs the run to MLflow (default: on unless ``TUNESERVE_TRACKING=0``).
-
-    Returns:
-        A :class:`tuneserve.training.TrainResult`; ``trained.config["update"]`` holds the
-        parent id and the ``before`` metrics.
+    manifest records both (``lineage.update``) and names the package as its parent.
 
     Raises:
         InvalidInputError: the package is not ``sgd`` or ``mlp``, or is for other data.
         DataError: the new data has labels the package does not know.
     """
     from tuneserve.runtime import Predictor
-
-    from .api import TrainResult, check_out, track
-    from .classic import train_mlp
 
     if passes < 1:
         raise InvalidInputError(f"passes must be >= 1, got {passes}")
@@ -149,8 +197,14 @@ def update(
     dataset = data if isinstance(data, Dataset) else load(data)
     _check_fits(dataset, source)
     names = list(source.manifest.label_names) if source.manifest.label_names else None
-    raw = split(dataset, validation=validation, test=test, seed=seed)
-    parts = Splits(*(_recode(p, names) for p in (raw.train, raw.validation, raw.test)))
+    rows = split_indices(dataset, validation=validation, test=test, seed=seed)
+    coded = _recode(dataset, names)  # the package's label codes; the rows stay the same
+    parts = Splits(
+        *(
+            coded.subset(r, name=f"{dataset.name}[{n}]")
+            for r, n in zip(rows, ("train", "validation", "test"), strict=True)
+        )
+    )
     predictor = Predictor(source)
     before_out = (
         predictor.predict_proba(parts.test.X)
@@ -158,29 +212,24 @@ def update(
         else predictor.run(parts.test.X)
     )
     before = metrics_of(before_out, parts.test.y, dataset.task, "test")
-    backbone = source.manifest.lineage.training_config.get("backbone")
-    trained: TrainedModel
-    if backbone == "mlp":
-        config = config or TrainConfig(**MLP_UPDATE, seed=seed)  # type: ignore[arg-type]
-        trained = train_mlp(
-            parts.train,
-            parts.validation,
-            config,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            init=source,
-            keep_head=True,
-        )
-    else:
-        trained = _partial_fit(source, parts.train, parts.validation, passes, seed)
-    trained.parent = source.id
-    trained.config["update"] = {"parent": source.id, "before": before}
-    trained.config["split"] = {"seed": seed, "validation": validation, "test": test}
-    metrics = trained.score(parts.test, "test")
-    result = trained.export(
-        out, parts.test.X, name=Path(out).name, metrics=metrics, overwrite=overwrite
+    plan = make_plan(
+        dataset.modality,
+        backbone=source_backbone(source),
+        stage="update",
+        config=config,
+        seed=seed,
+        validation=validation,
+        test=test,
+        init=source,
+        options=Options(passes=passes),
     )
-    run_id = track(result, tracked, "update")
-    return TrainResult(
-        package=result, trained=trained, splits=parts, test_metrics=metrics, run_id=run_id
+    plan = replace(
+        plan,
+        split=replace(plan.split, rows=rows, data_fingerprint=dataset.fingerprint),
+        update=UpdateRecord(parent=source.id, before=before),
     )
+    result = build(
+        coded, plan, out, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite
+    )
+    test_metrics = {k: v for k, v in result.manifest.metrics.items() if k.startswith("test_")}
+    return Updated(package=result, splits=parts, before=before, test_metrics=test_metrics)

@@ -1,0 +1,116 @@
+"""The stages as users call them, ``tuneserve.train(...)`` or ``tuneserve train ...``: each
+runs the stage's own function, then logs the result to MLflow.
+
+Training and evaluation never track by themselves; this layer does, after the package or
+the evaluation is complete, so a store that is down costs a warning, never the result.
+Tracking is on by default (``TUNESERVE_TRACKING=0`` or ``track=False`` turns it off).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuneserve.evaluation import CrossValidation, Evaluation
+    from tuneserve.package import Package
+    from tuneserve.training import PretrainResult, TrainResult, Updated
+
+__all__ = ["cross_validate", "evaluate", "pretrain", "train", "update"]
+
+
+def train(data: Any, out: str | Path, *, track: bool | None = None, **options: Any) -> TrainResult:
+    """:func:`tuneserve.training.train`, then the package logged as an MLflow run
+    (``result.run_id``). ``options`` are that function's."""
+    from tuneserve.registry.tracking import log_package
+    from tuneserve.training import train as run
+
+    result = run(data, out, **options)
+    result.run_id = log_package(result.package, track, "train")
+    return result
+
+
+def update(
+    data: Any,
+    package: str | Path | Package,
+    out: str | Path,
+    *,
+    track: bool | None = None,
+    **options: Any,
+) -> Updated:
+    """:func:`tuneserve.training.update`, then the updated package logged as an MLflow run
+    (``result.run_id``)."""
+    from tuneserve.registry.tracking import log_package
+    from tuneserve.training import update as run
+
+    result = run(data, package, out, **options)
+    result.run_id = log_package(result.package, track, "update")
+    return result
+
+
+def pretrain(
+    data: Any, out: str | Path, *, track: bool | None = None, **options: Any
+) -> PretrainResult:
+    """:func:`tuneserve.training.pretrain`, then the package logged as an MLflow run."""
+    from tuneserve.registry.tracking import log_package
+    from tuneserve.training import pretrain as run
+
+    result = run(data, out, **options)
+    result.run_id = log_package(result.package, track, "pretrain")
+    return result
+
+
+def evaluate(
+    package: str | Path | Package, data: Any, *, track: bool | None = None, **options: Any
+) -> Evaluation:
+    """:func:`tuneserve.evaluation.evaluate`, then its metrics (with their intervals) and
+    HTML report logged as an MLflow run that names the package's training run."""
+    from tuneserve.evaluation import evaluate as run
+    from tuneserve.evaluation import report_page
+    from tuneserve.package import Package
+    from tuneserve.registry.tracking import track_evaluation, tracking_enabled, warn_untracked
+
+    evaluation = run(package, data, **options)
+    if not tracking_enabled(track):
+        return evaluation
+    loaded = Package.load(evaluation.package, verify=False)
+    flat: dict[str, float] = {}
+    for name, estimate in evaluation.metrics.items():
+        flat[f"eval_{name}"] = estimate.value
+        if estimate.low is not None and estimate.high is not None:
+            flat[f"eval_{name}_low"], flat[f"eval_{name}_high"] = estimate.low, estimate.high
+    try:
+        track_evaluation(loaded, flat, report_page(evaluation, loaded), data=evaluation.data)
+    except Exception as exc:  # the store is down or refuses: the results still stand
+        warn_untracked(exc, "the evaluation")
+    return evaluation
+
+
+def cross_validate(data: Any, *, track: bool | None = None, **options: Any) -> CrossValidation:
+    """:func:`tuneserve.evaluation.cross_validate`, then the fold metrics (mean, spread,
+    interval, and each fold as a step) and the HTML report logged as an MLflow run."""
+    from tuneserve.evaluation import cross_validate as run
+    from tuneserve.evaluation import cv_report
+    from tuneserve.registry.tracking import track_evaluation, tracking_enabled, warn_untracked
+
+    result = run(data, **options)
+    if not tracking_enabled(track):
+        return result
+    metrics: dict[str, float] = {}
+    for metric, values in result.summary.items():
+        for key, value in values.items():
+            metrics[f"cv_{metric}_{key}"] = value
+    steps = [(f"fold/{m}", v, k) for k, fm in enumerate(result.fold_metrics) for m, v in fm.items()]
+    try:
+        track_evaluation(
+            None,
+            metrics,
+            cv_report(result),
+            data=result.data,
+            kind="cv",
+            steps=steps,
+            name=f"cv {result.backbone} on {result.data}",
+        )
+    except Exception as exc:  # the store is down or refuses: the results still stand
+        warn_untracked(exc, "the cross-validation")
+    return result
