@@ -70,8 +70,7 @@ def _table_inputs(items: list[str]) -> tuple[list[Any], list[str]]:
 
 
 def _text_inputs(items: list[str], text_column: str | None) -> tuple[list[Any], list[str]]:
-    from tuneserve.data import TABLE_SUFFIXES, read_frame
-    from tuneserve.data._files import read_text_lines, refuse_blank
+    from tuneserve.data import TABLE_SUFFIXES, read_frame, read_text_lines, refuse_blank
     from tuneserve.exceptions import DataError, InvalidInputError
 
     texts: list[str] = []

@@ -11,7 +11,15 @@ from tuneserve.exceptions import InvalidInputError, NotFoundError
 
 from ._builtin import BUILTIN_DATASETS, load_builtin
 from ._dataset import LABEL_COLUMN_CANDIDATES, Dataset, Modality, Task
-from ._files import TABLE_SUFFIXES, clean_columns, load_file, load_frame, read_frame
+from ._files import (
+    TABLE_SUFFIXES,
+    clean_columns,
+    load_file,
+    load_frame,
+    read_frame,
+    read_text_lines,
+    refuse_blank,
+)
 from ._images import list_images, load_image_folder
 from ._splits import Splits, holdout, holdout_indices, kfold, kfold_indices, split, split_indices
 from ._unlabeled import DEFAULT_HOLDOUT, Unlabeled, load_unlabeled
@@ -39,6 +47,8 @@ __all__ = [
     "load",
     "load_unlabeled",
     "read_frame",
+    "read_text_lines",
+    "refuse_blank",
     "split",
     "split_indices",
 ]

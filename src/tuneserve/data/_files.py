@@ -66,7 +66,14 @@ def clean_columns(frame: pd.DataFrame, where: Path | str) -> pd.DataFrame:
     return frame
 
 
-def _pick_column(frame: pd.DataFrame, wanted: str | None, path: Path | str, what: str) -> str:
+def pick_column(frame: pd.DataFrame, wanted: str | None, path: Path | str, what: str) -> str:
+    """The ``what`` column of ``frame`` (``label`` or ``text``): ``wanted``, else (for
+    labels) the first column named like a label.
+
+    Raises:
+        DataError: ``wanted`` is not a column (naming the closest one), or no column is
+            named like a label.
+    """
     columns = list(frame.columns)
     if wanted is not None:
         if wanted in columns:
@@ -126,7 +133,7 @@ def refuse_blank(values: pd.Series, path: Path | str, what: str, fix: str) -> No
         )
 
 
-def _detect_text_column(frame: pd.DataFrame, features: list[str]) -> str | None:
+def detect_text_column(frame: pd.DataFrame, features: list[str]) -> str | None:
     """The text column of a text data set, or None for a table.
 
     Text when the only feature column holds free text, or when exactly one column holds
@@ -215,7 +222,7 @@ def load_frame(
 ) -> Dataset:
     """A labeled data set from a table read from ``path`` (or described by it, e.g. "the
     DataFrame"), as :func:`load_file` does."""
-    label = _pick_column(frame, label_column, path, "label")
+    label = pick_column(frame, label_column, path, "label")
     labels = frame[label]
     refuse_blank(labels, path, f"no value in label column {label!r}", "fill in their labels")
     features = [c for c in frame.columns if c != label]
@@ -223,11 +230,11 @@ def load_frame(
         raise DataError(f"{path} has only the label column {label!r}; add feature columns")
 
     if text_column is not None:
-        text_column = _pick_column(frame, text_column, path, "text")
+        text_column = pick_column(frame, text_column, path, "text")
         if text_column == label:
             raise DataError(f"column {label!r} cannot be both the text and the label")
     else:
-        text_column = _detect_text_column(frame, features)
+        text_column = detect_text_column(frame, features)
 
     task = task or _infer_task(labels)
     if task == "classification":

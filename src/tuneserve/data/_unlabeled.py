@@ -13,7 +13,7 @@ from tuneserve.exceptions import DataError, InvalidInputError, NotFoundError
 from tuneserve.preprocessing import read_image
 
 from ._builtin import BUILTIN_DATASETS, load_builtin
-from ._files import _detect_text_column, _pick_column, read_frame, read_text_lines, refuse_blank
+from ._files import detect_text_column, pick_column, read_frame, read_text_lines, refuse_blank
 from ._images import list_images
 
 #: Share of unlabeled items held out to measure the objective's validation loss.
@@ -105,12 +105,12 @@ def load_unlabeled(source: str | Path, *, text_column: str | None = None) -> Unl
         return Unlabeled(path.name, "text", read_text_lines(path), str(path))
     frame = read_frame(path)
     if text_column is None and "text" not in frame.columns:
-        text_column = _detect_text_column(frame, list(frame.columns))
+        text_column = detect_text_column(frame, list(frame.columns))
         if text_column is None:
             raise DataError(
                 f"no text column found in {path}; columns are {list(frame.columns)}. "
                 "Hint: pass --text-column NAME"
             )
-    column = _pick_column(frame, text_column or "text", path, "text")
+    column = pick_column(frame, text_column or "text", path, "text")
     refuse_blank(frame[column], path, "no text", "fill them in")
     return Unlabeled(path.name, "text", frame[column].astype(str).tolist(), str(path))
