@@ -1,9 +1,9 @@
 """Backbones, one module per family, each registered by one ``register_backbone`` call."""
 
+from ._hf import config_json, model_from_config
 from ._registry import (
     DEFAULT_BACKBONES,
     BackboneSpec,
-    check_strategy,
     get_backbone,
     list_backbones,
     register_backbone,
@@ -21,11 +21,12 @@ __all__ = [
     "TableMLP",
     "TextClassifier",
     "VisionClassifier",
-    "check_strategy",
+    "config_json",
     "get_backbone",
     "list_backbones",
     "load_encoder",
     "load_vision_model",
+    "model_from_config",
     "register_backbone",
     "resolve_text_model",
     "vision_preprocessor",
