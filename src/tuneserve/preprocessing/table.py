@@ -70,7 +70,8 @@ class TablePreprocessor(Preprocessor):
     Numeric columns are standardized with the training mean and standard deviation, and a
     missing value becomes the training mean (so 0 after scaling). Text-valued columns are
     one-hot encoded over the training categories; an unseen category encodes as all zeros.
-    Rows may come as a DataFrame, dicts keyed by column name, or lists in column order.
+    Rows may come as a DataFrame, dicts keyed by column name, lists in column order, or
+    one 2-D array of rows in column order.
     """
 
     kind: ClassVar[str] = "table"
@@ -249,6 +250,22 @@ class TablePreprocessor(Preprocessor):
             except (ValueError, TypeError):
                 numeric_raw = numeric_frame.to_numpy()
             categorical = {c["name"]: inputs[c["name"]].to_numpy() for c in plan.categorical}
+        elif isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+            # rows already in model column order (the server's OIP tables): sliced by
+            # column, no per-row work
+            n, width = inputs.shape
+            if n == 0:
+                raise InvalidInputError("inputs is empty; send at least one row")
+            if width != len(plan.columns):
+                raise InvalidInputError(
+                    f"rows have {width} values; the model takes {len(plan.columns)} columns in "
+                    f"this order: {[c['name'] for c in plan.columns]}"
+                )
+            numeric_raw = inputs[:, plan.numeric_index]  # (n, numeric)
+            categorical = {
+                c["name"]: inputs[:, j]
+                for c, j in zip(plan.categorical, plan.categorical_index, strict=True)
+            }
         else:
             records = self._records(inputs)
             n = len(records)

@@ -13,6 +13,10 @@ deadline and the wait it costs the items already taken (gap x items) is less tha
 it saves. Under light load a request runs at once instead of sitting out the whole delay;
 under heavy load batches fill up. BentoML's adaptive batching (a learned latency model
 too) is the reference; ``benchmarks/serve.py`` compares the two.
+
+A request's items are a list of raw inputs, or a 2-D array whose rows are table rows in
+the model's column order (what the server decodes Open Inference Protocol tables into);
+:func:`join` makes one batch of several requests' items.
 """
 
 from __future__ import annotations
@@ -29,6 +33,21 @@ import numpy as np
 from tuneserve.exceptions import InputItemError, TuneserveError
 
 GAP_DECAY = 0.8  # weight of the past in the moving average of arrival gaps
+
+#: The items of one request or one batch: raw inputs, or table rows as one 2-D array.
+Items = list[Any] | np.ndarray
+
+
+def join(parts: list[Items]) -> Items:
+    """One batch of several requests' items, in order. Arrays of rows stack into one
+    array (no per-row work); lists, or a mix of lists and arrays, make one list (an
+    array contributes its rows)."""
+    if len(parts) == 1:
+        return parts[0]
+    arrays = [p for p in parts if isinstance(p, np.ndarray)]
+    if len(arrays) == len(parts) and len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays)  # float64 and object rows stack as object
+    return [item for part in parts for item in part]
 
 
 class CostModel:
@@ -60,7 +79,7 @@ class QueueFullError(TuneserveError):
 
 @dataclass
 class _Pending:
-    items: list[Any]
+    items: Items
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -79,7 +98,7 @@ class Batcher:
     """Queue and batch calls of ``run(items) -> array with one row per item``.
 
     Args:
-        run: Runs a list of raw inputs (a :class:`Predictor`'s ``run``).
+        run: Runs :data:`Items` (a :class:`Predictor`'s ``run``).
         max_batch_size: Most items per call.
         max_queue_delay_ms: Longest wait for more requests after the first of a batch. The
             wait is adaptive: the batcher waits only while the observed arrival rate says
@@ -92,7 +111,7 @@ class Batcher:
 
     def __init__(
         self,
-        run: Callable[[list[Any]], np.ndarray],
+        run: Callable[[Items], np.ndarray],
         *,
         max_batch_size: int = 32,
         max_queue_delay_ms: float = 2.0,
@@ -146,7 +165,7 @@ class Batcher:
             self._worker = asyncio.get_running_loop().create_task(self._loop())
         return self._queue
 
-    async def submit(self, items: list[Any]) -> np.ndarray:
+    async def submit(self, items: Items) -> np.ndarray:
         """Run ``items`` in some batch; their result rows, in order."""
         queue = self._ensure_worker()
         if self._waiting + len(items) > self.max_queue:
@@ -155,7 +174,7 @@ class Batcher:
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._waiting += len(items)
-        pending = _Pending(list(items), future)
+        pending = _Pending(items if isinstance(items, np.ndarray) else list(items), future)
         self._arrived(pending.enqueued)
         await queue.put(pending)
         return await future
@@ -188,7 +207,7 @@ class Batcher:
     async def _run(self, batch: list[_Pending], size: int) -> None:
         started = time.perf_counter()
         waits = [started - p.enqueued for p in batch]
-        items = [item for p in batch for item in p.items]
+        items = join([p.items for p in batch])
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(self.executor, self.run, items)

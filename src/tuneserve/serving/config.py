@@ -32,9 +32,10 @@ class ServeConfig:
 
 def build_app(config: ServeConfig) -> Any:
     """Load the models and return the ASGI app (raises on a model that does not load)."""
-    from .app import Limits, create_app
+    from .app import create_app
     from .auth import parse_keys
     from .repository import BatchSettings, ModelSpec, Repository
+    from .state import Limits
     from .traffic import Traffic
 
     keys = parse_keys(config.api_keys)

@@ -1,10 +1,7 @@
 """The Open Inference Protocol (KServe v2) codec: JSON tensors and the binary extension.
 
-Requests carry raw inputs, never preprocessed tensors, so any client can call any package:
-  * text: one ``BYTES`` tensor of shape ``[n]`` (UTF-8 strings);
-  * images: ``BYTES [n]`` encoded image files (PNG, JPEG, ...), or ``UINT8`` / ``FP32``
-    pixels ``[n, h, w]`` or ``[n, h, w, c]`` (0-255 or 0-1);
-  * tables: one tensor per column, shape ``[n]`` (numbers, or ``BYTES`` for strings).
+This module reads and writes tensors; which tensors a model takes (per modality, and the
+two forms of a table) is :mod:`tuneserve.serving.decode`'s business.
 Responses: ``probabilities`` (``FP32 [n, classes]``) and ``label`` (``BYTES [n]``) for a
 classifier, ``value`` (``FP32 [n]``) for a regressor, ``embedding`` (``FP32 [n, d]``).
 
@@ -196,58 +193,6 @@ def _json_values(data: Any, datatype: str, name: str) -> np.ndarray:
         return np.asarray(flat, dtype=DTYPES[datatype])
     except (OverflowError, ValueError) as exc:
         raise InvalidInputError(f"input {name!r}: {exc}") from None
-
-
-def to_inputs(request: InferRequest, modality: str, columns: list[str] | None) -> list[Any]:
-    """The raw inputs a :class:`tuneserve.runtime.Predictor` takes, from the tensors."""
-    tensors = request.inputs
-    if modality == "table":
-        given = {t.name: t for t in tensors}
-        missing = [c for c in columns or [] if c not in given]
-        if missing:
-            raise InvalidInputError(
-                f"table inputs are one tensor per column; missing {missing}. Expected "
-                f"columns: {columns}"
-            )
-        extra = sorted(set(given) - set(columns or []))
-        if extra:
-            raise InvalidInputError(f"unknown input tensors {extra}; expected columns {columns}")
-        sizes = {len(given[c].values.reshape(-1)) for c in columns or []}
-        if len(sizes) != 1:
-            raise InvalidInputError("every column tensor must hold the same number of rows")
-        rows = []
-        flat = {c: given[c].values.reshape(-1) for c in columns or []}
-        for i in range(sizes.pop()):
-            row = {}
-            for c, v in flat.items():
-                value = v[i]
-                row[c] = (
-                    value.decode("utf-8", "replace")
-                    if isinstance(value, bytes)
-                    else (value.item() if hasattr(value, "item") else value)
-                )
-            rows.append(row)
-        return rows
-    if len(tensors) != 1:
-        raise InvalidInputError(
-            f"a {modality} model takes one input tensor; got {[t.name for t in tensors]}"
-        )
-    (tensor,) = tensors
-    if tensor.datatype == "BYTES":
-        values = list(tensor.values.reshape(-1))
-        if modality == "text":
-            try:
-                return [v.decode("utf-8") for v in values]
-            except UnicodeDecodeError as exc:
-                raise InvalidInputError(f"input {tensor.name!r} is not UTF-8 text: {exc}") from None
-        return values  # encoded image files
-    if modality == "text":
-        raise InvalidInputError(f"a text model takes a BYTES tensor; got {tensor.datatype}")
-    if tensor.values.ndim not in (3, 4):
-        raise InvalidInputError(
-            f"image pixels must be [n, h, w] or [n, h, w, c]; got shape {tensor.shape}"
-        )
-    return list(tensor.values)
 
 
 def outputs_for(

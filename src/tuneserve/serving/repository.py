@@ -4,34 +4,37 @@ from a package folder, each with its own batcher."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
 
 from tuneserve.exceptions import InvalidInputError, NotFoundError
 from tuneserve.runtime import Predictor
 
-from .batcher import Batcher
+from .batcher import Batcher, Items
+from .decode import InputSchema
+
+if TYPE_CHECKING:  # the registry imports MLflow: loaded on first use, not with the server
+    from tuneserve.registry import Registry
 
 
 @dataclass
 class ServedModel:
-    """One loaded version of a model."""
+    """One loaded version of a model; ``inputs`` is what it takes, read from its manifest."""
 
     name: str
     version: str
     source: str
     predictor: Predictor
     batcher: Batcher
+    inputs: InputSchema = field(init=False)
 
-    @property
-    def columns(self) -> list[str] | None:
-        schema = self.predictor.manifest.input_schema
-        if schema.get("type") != "table":
-            return None
-        return [c["name"] for c in schema["columns"]]
+    def __post_init__(self) -> None:
+        self.inputs = InputSchema.of(self.predictor.manifest)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,9 @@ class Repository:
         #: Swaps done by :meth:`refresh`, and the last load error per model (None: fine).
         self.swaps = 0
         self.errors: dict[str, str | None] = {}
-        self.registry: Any = None
+        self.registry: Registry | None = None
 
-    def _registry(self) -> Any:
+    def _registry(self) -> Registry:
         """One registry client for every load and alias check (made on first use)."""
         if self.registry is None:
             from tuneserve.registry import Registry
@@ -159,8 +162,12 @@ class Repository:
                 if self.on_batch:
                     self.on_batch(_n, size, waits)
 
+            def run(items: Items, _p: Predictor = predictor) -> np.ndarray:
+                # Predictor.run types its inputs as a Sequence; an array of rows is one
+                return _p.run(cast(Sequence[Any], items))
+
             batcher = Batcher(
-                predictor.run,
+                run,
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_delay_ms=self.settings.max_queue_delay_ms,
                 max_queue=self.settings.max_queue,
@@ -201,48 +208,6 @@ class Repository:
             )
         return versions[chosen]
 
-    def metadata(self, model: ServedModel) -> dict[str, Any]:
-        """OIP model metadata: raw inputs by modality, outputs by task."""
-        m = model.predictor.manifest
-        if m.modality == "text":
-            inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-        elif m.modality == "image":
-            inputs = [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
-        else:
-            inputs = [
-                {
-                    "name": c["name"],
-                    "datatype": "FP64" if c["type"] == "number" else "BYTES",
-                    "shape": [-1],
-                }
-                for c in m.input_schema["columns"]
-            ]
-        outputs = {
-            "classification": [
-                {
-                    "name": "probabilities",
-                    "datatype": "FP32",
-                    "shape": [-1, len(m.label_names or [])],
-                },
-                {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            ],
-            "regression": [{"name": "value", "datatype": "FP32", "shape": [-1]}],
-            "embedding": [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}],
-        }[m.task]
-        return {
-            "name": model.name,
-            "versions": sorted(self.versions.get(model.name, {})),
-            "platform": "onnxruntime_onnx",
-            "inputs": inputs,
-            "outputs": outputs,
-            "parameters": {
-                "task": m.task,
-                "modality": m.modality,
-                "package_id": model.predictor.package.id,
-                "labels": m.label_names,
-            },
-        }
-
 
 def warm_up_input(predictor: Predictor) -> Any:
     """One valid raw input for a package, built from its input schema."""
@@ -250,8 +215,6 @@ def warm_up_input(predictor: Predictor) -> Any:
     if schema["type"] == "text":
         return "warm up"
     if schema["type"] == "image":
-        import numpy as np
-
         return np.zeros((schema["height"], schema["width"], schema["channels"]), np.float32)
     return {
         c["name"]: (c.get("categories") or [""])[0] if c["type"] == "string" else 0.0

@@ -1,0 +1,76 @@
+"""The simple JSON room: ``GET /v1/models`` and ``POST /v1/models/{name}/predict``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from tuneserve.exceptions import InvalidInputError
+
+from . import decode
+from .state import ServerState
+
+__all__ = ["simple_router"]
+
+_PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "inputs": {"type": "array", "minItems": 1, "items": {}},
+                        "version": {"type": "string"},
+                    },
+                },
+                "example": {"inputs": ["great food, friendly staff"]},
+            }
+        },
+        "description": '{"inputs": [...], "version": optional}: strings for text, row '
+        "objects or lists for tables, base64 image files or nested pixel arrays",
+    }
+}
+
+
+def simple_router(state: ServerState) -> APIRouter:
+    router = APIRouter()
+    repository = state.repository
+
+    @router.get("/v1/models", summary="Served models")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "models": [
+                {"name": n, "version": repository.current[n], "versions": sorted(v)}
+                for n, v in sorted(repository.versions.items())
+            ]
+        }
+
+    @router.post(
+        "/v1/models/{name}/predict", summary="Predict (simple JSON)", openapi_extra=_PREDICT_DOC
+    )
+    async def predict(name: str, request: Request) -> dict[str, Any]:
+        try:  # JSON whatever the Content-Type says (curl -d sends form-urlencoded)
+            payload = json.loads(await state.read_body(request))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise InvalidInputError('send a JSON object: {"inputs": [...]}')
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise InvalidInputError('send {"inputs": [...]} with at least one input')
+        version = payload.get("version")
+        model = state.route(name, str(version) if version is not None else None)
+        items = decode.from_json(model.inputs, inputs)
+        out = await state.predict(model, items, "v1")
+        state.mirror(name, items, out)
+        return {
+            "model": name,
+            "version": model.version,
+            "predictions": [p.to_dict() for p in model.predictor.decode(out)],
+        }
+
+    return router
