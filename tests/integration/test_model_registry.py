@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import tuneserve
 from tuneserve.exceptions import ChecksumError, DataError, NotFoundError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.registry import (
@@ -334,7 +335,7 @@ def test_concurrent_registrations_get_distinct_versions(registry, iris_packages)
 def test_tracked_training_run_is_reused_by_register(registry, tmp_path):
     from mlflow import MlflowClient
 
-    result = train("wine", tmp_path / "mlp", backbone="mlp", tracked=True)
+    result = tuneserve.train("wine", tmp_path / "mlp", backbone="mlp", track=True)
     assert result.run_id
     mlflow = MlflowClient(registry.store.uri)
     run = mlflow.get_run(result.run_id)
@@ -342,7 +343,7 @@ def test_tracked_training_run_is_reused_by_register(registry, tmp_path):
     assert run.data.params["backbone"] == "mlp"
     assert "test_accuracy" in run.data.metrics
     curve = mlflow.get_metric_history(result.run_id, "epoch/val_loss")
-    assert len(curve) == len(result.trained.history) and curve[0].step == 1
+    assert len(curve) == len(result.history) and curve[0].step == 1
     artifacts = {a.path for a in mlflow.list_artifacts(result.run_id)}
     assert {"package", "report.html"} <= artifacts
     registered = registry.register(result.package.path, "wine-mlp")
@@ -368,7 +369,7 @@ def test_tracking_failure_keeps_the_package(tmp_path, monkeypatch, caplog):
     # it cannot reach for over a minute, so the same failure is not staged on PostgreSQL)
     (tmp_path / "blocker").write_text("a file where the store's folder should be")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/blocker/mlflow.db")
-    result = train("iris", tmp_path / "p", backbone="logreg", tracked=True)
+    result = tuneserve.train("iris", tmp_path / "p", backbone="logreg", track=True)
     assert result.run_id is None and Package.load(result.package.path).id
     assert "tracking failed" in caplog.text and "registry register" in caplog.text
 
