@@ -1,5 +1,8 @@
 """Run a model package with ONNX Runtime on raw inputs.
 
+A package is a preprocessor and a graph, or an ensemble: member packages whose class
+probabilities, side by side, feed a combiner graph (:mod:`tuneserve.ensemble_package`).
+
 This module never imports torch: the server and ``tuneserve predict`` depend on it, so what
 was exported and evaluated is exactly what runs, and start-up stays fast.
 """
@@ -14,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from tuneserve.ensemble_package import INPUT, EnsembleSpec, is_ensemble
 from tuneserve.exceptions import InputItemError, InvalidInputError, PackageFormatError
 from tuneserve.package import Package
 from tuneserve.preprocessing import Preprocessor, preprocessor_from_spec
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["EnsembleMembers", "Prediction", "Predictor"]
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,52 @@ def length_groups(
     return groups
 
 
+class EnsembleMembers:
+    """An ensemble's members as the feed of its combiner graph: raw inputs ->
+    ``{"member_probabilities": (n, members * classes)}``, each member's probabilities with
+    its columns put in the ensemble's class order."""
+
+    def __init__(self, members: list[Predictor], labels: list[str]) -> None:
+        self.predictors = members
+        self.modality = members[0].manifest.modality
+        self._order: list[list[int]] = []  # per member: its columns in the ensemble's order
+        for member in members:
+            columns = list(member.labels or [])
+            if sorted(columns) != sorted(labels):
+                raise PackageFormatError(
+                    f"ensemble member {member.package.path} has classes {columns}; the "
+                    f"ensemble has {labels}"
+                )
+            self._order.append([columns.index(n) for n in labels])
+
+    @classmethod
+    def load(cls, package: Package, **options: Any) -> EnsembleMembers:
+        """The members of an ensemble package, each a :class:`Predictor` with ``options``.
+        They load unverified: the ensemble's own manifest lists every member file, so
+        loading the ensemble checked them."""
+        spec = EnsembleSpec.of(package.manifest)
+        members = [
+            Predictor(Package.load(path, verify=False), **options)
+            for path in spec.member_paths(package)
+        ]
+        return cls(members, spec.labels)
+
+    def transform(self, inputs: Any) -> dict[str, np.ndarray]:
+        blocks = [
+            np.asarray(m.run(inputs))[:, order]
+            for m, order in zip(self.predictors, self._order, strict=True)
+        ]
+        return {INPUT: np.concatenate(blocks, axis=1).astype(np.float32)}
+
+
 class Predictor:
-    """Predict with a package: preprocessing in numpy, the graph in ONNX Runtime.
+    """Predict with a package: preprocessing in numpy, the graph in ONNX Runtime. An
+    ensemble package runs its members (each a :class:`Predictor` with the same options)
+    and then its combiner graph.
 
     Args:
-        package: A :class:`Package` or the path of one (verified on load).
+        package: A :class:`Package` or the path of one (verified on load; an ensemble's
+            members are files of the ensemble, so that check covers them).
         batch_size: Inputs per ONNX Runtime call; large input lists are chunked.
         intra_op_threads: ONNX Runtime threads per call (default: the usable CPU cores).
         providers: ONNX Runtime execution providers (default: CPU).
@@ -109,9 +154,19 @@ class Predictor:
         self.package = package if isinstance(package, Package) else Package.load(package)
         self.manifest = self.package.manifest
         self.batch_size = batch_size
-        self.preprocessor: Preprocessor = preprocessor_from_spec(
-            self.manifest.preprocessing, self.package.assets_path
-        )
+        self.preprocessor: Preprocessor | None = None
+        self.members: EnsembleMembers | None = None
+        if is_ensemble(self.manifest):
+            self.members = EnsembleMembers.load(
+                self.package,
+                batch_size=batch_size,
+                intra_op_threads=intra_op_threads,
+                providers=providers,
+            )
+        else:
+            self.preprocessor = preprocessor_from_spec(
+                self.manifest.preprocessing, self.package.assets_path
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads or _default_threads()
         options.inter_op_num_threads = 1
@@ -133,9 +188,14 @@ class Predictor:
     def _check_package(self) -> None:
         """Refuse a package whose manifest disagrees with its graph or preprocessing."""
         m, where = self.manifest, f"package {self.package.path}"
-        if self.preprocessor.modality != m.modality:
+        if self.preprocessor is not None and self.preprocessor.modality != m.modality:
             raise PackageFormatError(
                 f"{where}: modality {m.modality!r} but {self.preprocessor.kind!r} preprocessing"
+            )
+        if self.members is not None and self.members.modality != m.modality:
+            raise PackageFormatError(
+                f"{where}: the ensemble's members take {self.members.modality} inputs, its "
+                f"manifest says {m.modality}"
             )
         graph_inputs = {i.name for i in self.session.get_inputs()}
         graph_outputs = {o.name: o.shape for o in self.session.get_outputs()}
@@ -193,7 +253,7 @@ class Predictor:
         offset = 0
         for chunk in self._chunks(inputs):
             try:
-                feed = self.preprocessor.transform(chunk)
+                feed = self._feed(chunk)
             except InputItemError as exc:  # report the position in the whole input
                 raise exc.shifted(offset) from exc
             offset += len(chunk)
@@ -204,6 +264,12 @@ class Predictor:
         if self.manifest.task == "regression":
             return result.reshape(len(result))
         return result
+
+    def _feed(self, chunk: Sequence[Any]) -> dict[str, np.ndarray]:
+        if self.members is not None:
+            return self.members.transform(chunk)
+        assert self.preprocessor is not None
+        return self.preprocessor.transform(chunk)
 
     def _run_feed(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """One graph call per group of similar lengths when the feed is padded text."""

@@ -109,3 +109,45 @@ def test_corrupt_graph_with_valid_checksums_is_a_package_error(digits_package, t
     (bad / MANIFEST_FILE).write_text(json.dumps(raw))
     with pytest.raises(PackageFormatError, match="ONNX Runtime cannot load the graph"):
         Predictor(bad)
+
+
+@pytest.fixture
+def ensemble(cancer_package, cancer_splits, tmp_path) -> Path:
+    """Two copies of one member, averaged: the ensemble's probabilities are the member's."""
+    from tuneserve.selection import Combiner, export_ensemble
+
+    return export_ensemble(
+        [cancer_package, cancer_package],
+        Combiner("mean", [0.5, 0.5]),
+        tmp_path / "ensemble",
+        sample_inputs=cancer_splits.test.X.head(8),
+    ).path
+
+
+def test_an_ensemble_runs_its_members_and_reports_positions(
+    ensemble, cancer_package, cancer_splits
+):
+    rows = cancer_splits.train.X.head(40)
+    want = Predictor(cancer_package).predict_proba(rows)
+    np.testing.assert_allclose(Predictor(ensemble).predict_proba(rows), want, atol=1e-6)
+    records = cancer_splits.train.X.to_dict("records")
+    records[150]["mean radius"] = "abc"
+    with pytest.raises(InputItemError, match=r"^row 150 column 'mean radius'") as info:
+        Predictor(ensemble, batch_size=16).predict(records)
+    assert info.value.index == 150
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"preprocessing.members": ["../elsewhere"]}, r"at 'members'.* outside the package"),
+        ({"preprocessing.members": []}, r"at 'members'.* at least one member"),
+        ({"preprocessing.labels": ["x", "y"]}, r"has classes .*; the ensemble has \['x', 'y'\]"),
+        ({"modality": "image"}, r"members take table inputs, its manifest says image"),
+    ],
+    ids=["outside", "no-members", "labels", "modality"],
+)
+def test_inconsistent_ensemble_is_refused(ensemble, tmp_path, edit, message):
+    bad = _resealed_copy(ensemble, tmp_path / "bad", edit)
+    with pytest.raises(PackageFormatError, match=message):
+        Predictor(bad)

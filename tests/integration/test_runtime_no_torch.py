@@ -30,6 +30,29 @@ print(json.dumps({{"torch": "torch" in sys.modules, "labels": [x.label for x in 
     assert len(result["labels"]) == 6
 
 
+def test_predicting_with_an_ensemble_never_imports_torch(cancer_package, tmp_path):
+    from tuneserve.data import load
+    from tuneserve.runtime import Predictor
+    from tuneserve.selection import Combiner, export_ensemble
+
+    rows = load("breast_cancer").X.head(3)
+    ensemble = export_ensemble(
+        [cancer_package, cancer_package], Combiner("vote", [0.5, 0.5]), tmp_path / "ens",
+        sample_inputs=rows,
+    )  # fmt: skip
+    code = f"""
+import json, sys
+from tuneserve.runtime import Predictor
+from tuneserve.data import load
+p = Predictor({str(ensemble.path)!r})
+labels = [x.label for x in p.predict(load("breast_cancer").X.head(3))]
+print(json.dumps({{"torch": "torch" in sys.modules, "labels": labels}}))
+"""
+    result = _run(code)
+    assert result["torch"] is False
+    assert result["labels"] == [x.label for x in Predictor(cancer_package).predict(rows)]
+
+
 def test_importing_tuneserve_and_cli_stays_light():
     code = """
 import json, sys

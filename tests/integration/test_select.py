@@ -67,7 +67,9 @@ def test_every_ensemble_is_a_package_with_parity(candidates, tmp_path, method):
     test = split(load("wine"), seed=0).test
     members = [Predictor(candidates / name) for name in result.members]
     P = member_probabilities(members, package.labels, test.X)
-    config = package.manifest.lineage.training_config["ensemble"]
+    ensemble = package.manifest.lineage.ensemble
+    assert ensemble is not None and [m.name for m in ensemble.members] == result.members
+    config = ensemble.combiner
     combiner = Combiner(
         config["kind"],
         np.array(config["weights"]),
@@ -133,7 +135,7 @@ def test_evaluate_scores_an_ensemble_on_the_rows_it_was_not_fitted_on(candidates
     from tuneserve.evaluation import evaluate
 
     result = select(_wine(candidates), "wine", tmp_path / "ens", method="weighted")
-    scored = evaluate(result.package.path, "wine", bootstrap=0, track=False)
+    scored = evaluate(result.package.path, "wine", bootstrap=0)
     assert "the selection held out" in scored.rows
     assert len(scored.y) == result.rows["report"]
     assert scored.metrics["accuracy"].value == pytest.approx(result.scores["result"])

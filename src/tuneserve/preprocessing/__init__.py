@@ -7,14 +7,12 @@ from ._base import (
     registered_kinds,
 )
 from .image import IMAGE_SUFFIXES, ImagePreprocessor, read_image
-from .members import MembersPreprocessor
 from .table import TablePreprocessor
 from .text import TextPreprocessor, load_tokenizer
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImagePreprocessor",
-    "MembersPreprocessor",
     "Preprocessor",
     "TablePreprocessor",
     "TextPreprocessor",

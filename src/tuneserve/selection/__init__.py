@@ -1,6 +1,7 @@
 """Model selection: filter candidates with rules, combine members into ensembles, and
 write the result as one package the runtime and the server run like any other."""
 
+from ._combiner import Combiner
 from ._ensemble import (
     EnsembleSelection,
     fit_stacker,
@@ -10,7 +11,7 @@ from ._ensemble import (
     stack_features,
     weighted,
 )
-from ._package import Combiner, export_ensemble, member_probabilities
+from ._package import export_ensemble, member_probabilities
 from ._rules import COST_NAMES, Rule, apply_rules, parse_rule
 from ._select import METHODS, Selection, select
 

@@ -29,13 +29,25 @@ def _check(P: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     return P
 
 
-def hard_vote(P: np.ndarray) -> np.ndarray:
-    """Each member votes for its top class; rows are vote shares (ties go to the class with
-    the larger mean probability), as the packaged hard vote computes them."""
-    from ._package import Combiner
+def vote_tiebreak(members: int) -> float:
+    """Weight of the mean probability in a hard vote: it breaks ties between classes with
+    equal votes, and is too small (under one vote of ``1 / members``) to overturn a vote.
+    Large enough to survive float32 in the graph."""
+    return 0.1 / members
 
+
+def hard_vote(P: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Each member votes for its top class, with its weight (default: equal weights summing
+    to 1); rows are vote shares, and ties go to the class with the larger mean probability
+    (see :func:`vote_tiebreak`), as the packaged hard vote computes them."""
     P = _check(P)
-    return Combiner("vote", np.full(len(P), 1 / len(P))).combine(P)
+    w = np.full(len(P), 1 / len(P)) if weights is None else np.asarray(weights, np.float64)
+    votes = np.zeros(P.shape[1:])
+    rows = np.arange(P.shape[1])
+    for weight, member in zip(w, P, strict=True):
+        votes[rows, member.argmax(axis=1)] += weight
+    tie = vote_tiebreak(len(P))
+    return (votes + tie * P.mean(axis=0)) / (1 + tie)
 
 
 def soft_vote(P: np.ndarray) -> np.ndarray:

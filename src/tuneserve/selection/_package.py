@@ -1,153 +1,22 @@
-"""An ensemble as one package: the members inside, and a small ONNX graph that combines
-their probabilities. The runtime and the server run it like any other package."""
+"""Write an ensemble as one package: the members inside, and a small ONNX graph that
+combines their probabilities. The runtime and the server run it like any other package."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tuneserve.evaluation._evaluate import in_label_order, scored_output
+from tuneserve.ensemble_package import INPUT, EnsembleSpec, member_files
+from tuneserve.evaluation import in_label_order, scored_output
 from tuneserve.exceptions import ExportError, InvalidInputError
-from tuneserve.package import Graph, Package
-from tuneserve.preprocessing.members import INPUT, MembersPreprocessor
-from tuneserve.runtime import Predictor
+from tuneserve.lineage import Ensemble, EnsembleMember, HeldOut, Lineage
+from tuneserve.package import Graph, Manifest, Package
+from tuneserve.runtime import EnsembleMembers, Predictor
 
-from ._ensemble import weighted
-
-OPSET = 17
-OUTPUT = "probabilities"
-#: How members are combined: a weighted mean (soft vote, fitted weights, greedy
-#: selection), a (weighted) hard vote, or a logistic-regression stacker.
-KINDS = ("mean", "vote", "stack")
-
-
-def vote_tiebreak(members: int) -> float:
-    """Weight of the mean probability in a hard vote: it breaks ties between classes with
-    equal votes, and is too small (under one vote of ``1 / members``) to overturn a vote.
-    Large enough to survive float32 in the graph."""
-    return 0.1 / members
-
-
-@dataclass
-class Combiner:
-    """The combination rule of an ensemble, in numpy (:meth:`combine`) and as an ONNX
-    graph (:meth:`onnx`) that computes the same.
-
-    Attributes:
-        kind: ``mean`` (weighted mean of probabilities), ``vote`` (hard vote, weighted by
-            ``weights``; ties go to the larger mean probability) or ``stack`` (softmax of a
-            linear model on the members' probabilities side by side).
-        weights: One per member (``mean``, ``vote``), summing to 1.
-        coef, intercept: The stacker's ``(classes or 1, members * classes)`` weights and
-            biases (scikit-learn ``LogisticRegression`` layout).
-    """
-
-    kind: str
-    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    coef: np.ndarray | None = None
-    intercept: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise InvalidInputError(f"combiner kind must be one of {KINDS}; got {self.kind!r}")
-        self.weights = np.asarray(self.weights, dtype=np.float64)
-
-    def combine(self, P: np.ndarray) -> np.ndarray:
-        """``(members, rows, classes)`` probabilities -> ``(rows, classes)``."""
-        if self.kind == "mean":
-            return weighted(P, self.weights)
-        if self.kind == "vote":
-            votes = np.zeros(P.shape[1:])
-            rows = np.arange(P.shape[1])
-            for w, member in zip(self.weights, P, strict=True):
-                votes[rows, member.argmax(axis=1)] += w
-            tie = vote_tiebreak(len(P))
-            return (votes + tie * P.mean(axis=0)) / (1 + tie)
-        assert self.coef is not None and self.intercept is not None
-        z = np.concatenate(list(P), axis=1) @ self.coef.T + self.intercept
-        if self.coef.shape[0] == 1:
-            p = 1 / (1 + np.exp(-z[:, 0]))
-            return np.stack([1 - p, p], axis=1)
-        z = z - z.max(axis=1, keepdims=True)
-        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "weights": self.weights.tolist()}
-        if self.coef is not None and self.intercept is not None:
-            out["coef"], out["intercept"] = self.coef.tolist(), self.intercept.tolist()
-        return out
-
-    def onnx(self, members: int, classes: int) -> Any:
-        """The combiner as an ONNX model: ``member_probabilities`` -> ``probabilities``."""
-        from onnx import TensorProto, helper, numpy_helper
-
-        width = members * classes
-        nodes: list[Any] = []
-        inits: list[Any] = []
-
-        def const(name: str, value: np.ndarray) -> str:
-            inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
-            return name
-
-        def block_matrix(scales: np.ndarray) -> np.ndarray:
-            return np.vstack([s * np.eye(classes) for s in scales])
-
-        if self.kind == "mean":
-            w = const("W", block_matrix(self.weights))
-            nodes.append(helper.make_node("MatMul", [INPUT, w], [OUTPUT]))
-        elif self.kind == "vote":
-            inits.append(numpy_helper.from_array(np.array([classes], np.int64), "depth"))
-            const("onehot_values", np.array([0.0, 1.0]))
-            parts = []
-            tie = vote_tiebreak(members)
-            for i, w in enumerate(self.weights / (1 + tie)):
-                for name, value in (("start", i * classes), ("end", (i + 1) * classes)):
-                    inits.append(numpy_helper.from_array(np.array([value], np.int64), f"{name}{i}"))
-                inits.append(numpy_helper.from_array(np.array([1], np.int64), f"axis{i}"))
-                nodes += [
-                    helper.make_node(
-                        "Slice", [INPUT, f"start{i}", f"end{i}", f"axis{i}"], [f"block{i}"]
-                    ),
-                    helper.make_node("ArgMax", [f"block{i}"], [f"top{i}"], axis=1, keepdims=0),
-                    helper.make_node(
-                        "OneHot", [f"top{i}", "depth", "onehot_values"], [f"hot{i}"], axis=-1
-                    ),
-                    helper.make_node("Mul", [f"hot{i}", const(f"w{i}", np.array(w))], [f"vote{i}"]),
-                ]
-                parts.append(f"vote{i}")
-            mean = const("Wtie", block_matrix(np.full(members, tie / members / (1 + tie))))
-            nodes += [
-                helper.make_node("MatMul", [INPUT, mean], ["tiebreak"]),
-                helper.make_node("Sum", [*parts, "tiebreak"], [OUTPUT]),
-            ]
-        else:
-            assert self.coef is not None and self.intercept is not None
-            nodes += [
-                helper.make_node("MatMul", [INPUT, const("coefT", self.coef.T)], ["z0"]),
-                helper.make_node("Add", ["z0", const("bias", self.intercept)], ["z"]),
-            ]
-            if self.coef.shape[0] == 1:
-                nodes += [
-                    helper.make_node("Sigmoid", ["z"], ["p1"]),
-                    helper.make_node("Sub", [const("one", np.array([1.0])), "p1"], ["p0"]),
-                    helper.make_node("Concat", ["p0", "p1"], [OUTPUT], axis=1),
-                ]
-            else:
-                nodes.append(helper.make_node("Softmax", ["z"], [OUTPUT], axis=1))
-        graph = helper.make_graph(
-            nodes,
-            "tuneserve_ensemble",
-            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", width])],
-            [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", classes])],
-            inits,
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = 8  # readable by ONNX Runtime 1.14 and later
-        return model
+from ._combiner import OPSET, OUTPUT, Combiner
 
 
 def member_probabilities(
@@ -201,60 +70,75 @@ def export_ensemble(
     overwrite: bool = False,
     probabilities: np.ndarray | None = None,
 ) -> Package:
-    """Write the ensemble of ``members`` as one package. The combiner graph is checked
-    against :meth:`Combiner.combine` on ``sample_inputs`` before anything is written.
+    """Write the ensemble of ``members`` as one package (see
+    :mod:`tuneserve.ensemble_package`). The combiner graph is checked against
+    :meth:`Combiner.combine` on ``sample_inputs`` before anything is written.
     ``probabilities``: the members' probabilities of ``sample_inputs`` if the caller has
     them already (:func:`member_probabilities` with the first member's label order)."""
     import onnxruntime as ort
 
-    from tuneserve.exporters._common import check_parity, write_package
+    from tuneserve.exporters import PARITY_TOLERANCE  # loads torch: not at import time
 
     predictors = [m if isinstance(m, Predictor) else Predictor(m) for m in members]
     labels = check_members(predictors)
     if combiner.kind != "stack" and len(combiner.weights) != len(predictors):
         raise InvalidInputError(f"{len(combiner.weights)} weights for {len(predictors)} members")
-    pre = MembersPreprocessor(predictors, labels)
-    model = combiner.onnx(len(predictors), len(labels))
-    graph_bytes = model.SerializeToString()
+    spec = EnsembleSpec.for_members(predictors[0].manifest.modality, labels, len(predictors))
+    graph_bytes = combiner.onnx(len(predictors), len(labels)).SerializeToString()
+    files: dict[str, bytes | Path] = {}
+    for folder, member in zip(spec.members, predictors, strict=True):
+        files.update(member_files(member.package, folder))
     session = ort.InferenceSession(graph_bytes, providers=["CPUExecutionProvider"])
-    feed = pre.transform(sample_inputs)
+    feed = EnsembleMembers(predictors, labels).transform(sample_inputs)
     (packaged,) = session.run([OUTPUT], feed)
     if probabilities is None:
         probabilities = member_probabilities(predictors, labels, sample_inputs)
     expected = combiner.combine(probabilities)
     diff = float(np.max(np.abs(packaged - expected)))
-    check_parity(diff, "ensemble")  # raises: the package is not written
+    if not diff <= PARITY_TOLERANCE:  # also catches NaN
+        raise ExportError(
+            f"the ensemble graph disagrees with the in-memory ensemble on the sample inputs: "
+            f"max |difference| {diff:.3g} > {PARITY_TOLERANCE}; the package is not written. "
+            "Hint: report this with the members"
+        )
     if not np.array_equal(packaged.argmax(axis=1), expected.argmax(axis=1)):
         raise ExportError(
             "the ensemble graph picks other classes than the in-memory ensemble on the "
             "sample inputs; the package is not written. Hint: report this with the members"
         )
-    return write_package(
-        out,
-        name=name,
+    graph = Graph(
+        inputs=[INPUT],
+        output=OUTPUT,
+        output_kind="probabilities",
+        opset=OPSET,
+        parity_max_abs_diff=diff,
+    )
+    files[graph.file] = graph_bytes
+    manifest = Manifest(
+        name=name or Path(out).name,
         task="classification",
+        modality=spec.modality,
         label_names=labels,
-        preprocessor=pre,
-        graph_bytes=graph_bytes,
-        graph=Graph(
-            inputs=[INPUT],
-            output=OUTPUT,
-            output_kind="probabilities",
-            opset=OPSET,
-            parity_max_abs_diff=diff,
+        input_schema=dict(predictors[0].manifest.input_schema),
+        preprocessing=spec.model_dump(),
+        graph=graph,
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+        lineage=_lineage(combiner, predictors, config or {}),
+    )
+    return Package.write(out, manifest, files, overwrite=overwrite)
+
+
+def _lineage(combiner: Combiner, members: Sequence[Predictor], config: dict[str, Any]) -> Lineage:
+    """The members and the combiner, with ``config`` (how they were selected, the rows
+    held out of fitting)."""
+    held = config.get("held_out")
+    return Lineage(
+        ensemble=Ensemble(
+            combiner=combiner.to_dict(),
+            members=[
+                EnsembleMember(name=p.manifest.name, package_id=p.package.id) for p in members
+            ],
+            selection=config.get("selection") or {},
         ),
-        metrics=metrics,
-        data_fingerprint=None,
-        training_config={
-            "ensemble": {
-                **combiner.to_dict(),
-                "members": [
-                    {"name": p.manifest.name, "package_id": p.package.id} for p in predictors
-                ],
-            },
-            **(config or {}),
-        },
-        parent=None,
-        extras=None,
-        overwrite=overwrite,
+        held_out=HeldOut(**held) if held else None,
     )

@@ -13,19 +13,22 @@ import numpy as np
 
 from tuneserve.data import DataLike, Dataset, holdout_indices
 from tuneserve.evaluation import (
+    as_dataset,
     check_metric,
     compare,
+    held_out_rows,
+    in_label_order,
     load_oof,
     metric_names,
     single_metric,
 )
-from tuneserve.evaluation._evaluate import as_dataset, held_out_rows, in_label_order
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import Package
 from tuneserve.runtime import Predictor
 
+from ._combiner import Combiner
 from ._ensemble import EnsembleSelection, fit_stacker, fit_weights
-from ._package import Combiner, check_members, export_ensemble
+from ._package import check_members, export_ensemble
 from ._rules import COST_NAMES, apply_rules, parse_rule
 
 #: ``filter`` keeps the best candidate that meets the rules; the others combine members
