@@ -58,11 +58,11 @@ def create_app(
     """
     state = ServerState(
         repository,
-        limits or Limits(),
-        Metrics(),
-        traffic or Traffic(),
-        dict(api_keys or {}),
-        watch_interval,
+        limits=limits or Limits(),
+        metrics=Metrics(),
+        traffic=traffic or Traffic(),
+        keys=dict(api_keys or {}),
+        watch_interval=watch_interval,
     )
     repository.on_batch = state.metrics.on_batch
     state.metrics.show_loaded(repository)

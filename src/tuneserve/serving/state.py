@@ -50,7 +50,7 @@ class ServerState:
     traffic: Traffic = field(default_factory=Traffic)
     keys: dict[str, str] = field(default_factory=dict)
     watch_interval: float | None = None
-    _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _background: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     async def read_body(self, request: Request) -> bytes:
         """The request body, refused over the limit (the gate checks Content-Length; this
