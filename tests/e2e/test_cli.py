@@ -135,7 +135,7 @@ def test_package_show_and_checksum_refusal(digits_package, tmp_path):
     manifest = json.loads(tuneserve("package", "show", str(digits_package), "--json").stdout)
     assert manifest["name"] == "digits-cnn"
     assert manifest["lineage"]["data_fingerprint"].startswith("sha256:")
-    assert manifest["lineage"]["training_config"]["trainer"] == "train_cnn"
+    assert manifest["lineage"]["trainer"] == "train_cnn"
     human = tuneserve("package", "show", str(digits_package)).stdout
     assert "checksums OK" in human and "model.onnx" in human
 

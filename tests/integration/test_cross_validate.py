@@ -88,7 +88,7 @@ def test_a_fold_package_is_evaluated_on_its_own_fold_and_force_is_careful(wine_c
     from tuneserve.evaluation import evaluate
 
     result, _ = wine_cv
-    scored = evaluate(result.packages[1], "wine", bootstrap=0, track=False)
+    scored = evaluate(result.packages[1], "wine", bootstrap=0)
     assert scored.rows == "fold 1 of 4, held out by cross-validation"
     assert len(scored.y) == int(np.sum(result.fold_of == 1))
     assert scored.metrics["accuracy"].value == pytest.approx(result.fold_metrics[1]["accuracy"])

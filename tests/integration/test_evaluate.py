@@ -88,7 +88,7 @@ def test_data_that_does_not_fit_the_package_is_refused(wine_package, data, messa
 
 
 def test_html_report_with_embedded_plots_and_an_mlflow_run(wine_package, tmp_path, monkeypatch):
-    from tuneserve.evaluation import evaluate
+    from tuneserve import evaluate  # the API layer: the evaluation, then its MLflow run
     from tuneserve.registry._store import client, current_store, experiment_id
 
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))

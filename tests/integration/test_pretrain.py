@@ -47,8 +47,8 @@ def test_contrastive_cnn_gives_an_embedding_package(contrastive_package, digits)
     assert (m.task, m.modality, m.label_names) == ("embedding", "image", None)
     assert m.graph.output_kind == "embedding"
     assert m.graph.parity_max_abs_diff <= PARITY_TOLERANCE
-    config = m.lineage.training_config
-    assert (config["trainer"], config["objective"], config["backbone"]) == (
+    lineage = m.lineage
+    assert (lineage.trainer, lineage.backbone.strategy, lineage.backbone.name) == (
         "pretrain",
         "contrastive",
         "cnn",
@@ -57,7 +57,7 @@ def test_contrastive_cnn_gives_an_embedding_package(contrastive_package, digits)
     assert min(r["val_loss"] for r in history) < history[0]["val_loss"]  # it learned
     predictor = Predictor(package)
     features = predictor.run(digits.X[:5])
-    assert features.shape == (5, config["embedding_size"]) == (5, 128)
+    assert features.shape == (5, lineage.details["embedding_size"]) == (5, 128)
     assert len(predictor.predict(digits.X[:2])[0].embedding) == 128
     with pytest.raises(InvalidInputError, match=r"not a classifier .*embedding.*no probabilities"):
         predictor.predict_proba(digits.X[:2])
@@ -101,9 +101,10 @@ def test_train_from_a_pretrained_cnn(contrastive_package, digits, tmp_path):
 def test_denoising_autoencoder(unlabeled_digits, tmp_path):
     config = pretrain_defaults("cnn", epochs=4)
     result = pretrain(unlabeled_digits, tmp_path / "dae", objective="denoise", config=config)
-    config = result.package.manifest.lineage.training_config
-    assert config["objective"] == "denoise"
-    assert config["model_config"]["num_classes"] == 64  # the decoder reconstructs 8x8 pixels
+    lineage = result.package.manifest.lineage
+    assert lineage.backbone.strategy == "denoise"
+    # the decoder reconstructs 8x8 pixels
+    assert lineage.backbone.model_arguments["num_classes"] == 64
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
 
 
@@ -150,7 +151,7 @@ def test_simcse_text_pretraining_then_probe(reviews_csv, tmp_path, monkeypatch):
     assert Predictor(source.package).run(["good food", "bad food"]).shape == (2, 384)
     result = train(reviews_csv, tmp_path / "clf", init=source.package.path, max_length=32)
     assert result.package.manifest.lineage.parent == source.package.id
-    assert result.trained.config["strategy"] == "probe"
+    assert result.package.manifest.lineage.backbone.strategy == "probe"
     assert result.test_metrics["test_accuracy"] >= 0.9
 
 
@@ -182,5 +183,8 @@ def test_unlabeled_sources_and_bad_input(tmp_path):
         load_unlabeled(tmp_path / "empty")
     with pytest.raises(InvalidInputError, match="pretrain learns from images or text"):
         pretrain("wine", tmp_path / "x")
-    with pytest.raises(InvalidInputError, match="objective 'denoise' is not available"):
+    with pytest.raises(
+        InvalidInputError,
+        match="objective 'denoise' is not valid for backbone 'minilm'; it supports contrastive",
+    ):
         pretrain(tmp_path / "t.csv", tmp_path / "x", objective="denoise")

@@ -31,7 +31,7 @@ def test_table_backbone_classifies_breast_cancer(backbone, tmp_path):
     assert result.test_metrics["test_accuracy"] > 0.9
     manifest = result.package.manifest
     assert manifest.metrics["test_accuracy"] == result.test_metrics["test_accuracy"]
-    assert manifest.lineage.training_config["backbone"] == backbone
+    assert manifest.lineage.backbone.name == backbone
     assert manifest.lineage.data_fingerprint == result.splits.train.fingerprint
 
 
@@ -54,10 +54,10 @@ def test_mlp_history_and_best_epoch_are_recorded(tmp_path):
         backbone="mlp",
         config=TrainConfig(epochs=8, learning_rate=1e-3, patience=None),
     )
-    config = result.package.manifest.lineage.training_config
-    assert len(config["history"]) == 8
-    assert 1 <= config["best_epoch"] <= 8
-    assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(config["history"][0])
+    lineage = result.package.manifest.lineage
+    assert len(lineage.history) == 8
+    assert lineage.best_epoch is not None and 1 <= lineage.best_epoch <= 8
+    assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(lineage.history[0])
 
 
 def test_existing_out_is_refused_before_training(tmp_path):

@@ -22,13 +22,13 @@ def _check(result, accuracy: float = 0.9) -> None:
 def test_probe_caches_frozen_features(reviews_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     first = train(reviews_csv, tmp_path / "a", max_length=32)
-    assert first.trained.config["strategy"] == "probe"
-    assert first.trained.config["feature_cache"] == {"hits": 0, "misses": 2}
+    assert first.package.manifest.lineage.backbone.strategy == "probe"
+    assert first.package.manifest.lineage.details["feature_cache"] == {"hits": 0, "misses": 2}
     _check(first)
     cached = list((tmp_path / "home/cache/features").glob("*.npy"))
     assert len(cached) == 2  # train and validation features
     second = train(reviews_csv, tmp_path / "b", max_length=32)
-    assert second.trained.config["feature_cache"] == {"hits": 2, "misses": 0}
+    assert second.package.manifest.lineage.details["feature_cache"] == {"hits": 2, "misses": 0}
     # same features, same seed: the same head
     np.testing.assert_allclose(
         second.trained.predict_proba(second.splits.test.X),
@@ -37,7 +37,7 @@ def test_probe_caches_frozen_features(reviews_csv, tmp_path, monkeypatch):
     )
     # another tokenization is another cache entry
     third = train(reviews_csv, tmp_path / "c", max_length=24)
-    assert third.trained.config["feature_cache"] == {"hits": 0, "misses": 2}
+    assert third.package.manifest.lineage.details["feature_cache"] == {"hits": 0, "misses": 2}
 
 
 def test_partial_unfreezing_out_of_range_is_refused(reviews_csv, tmp_path):
@@ -53,7 +53,7 @@ def test_fine_tuning_strategies(reviews_csv, tmp_path, strategy):
     result = train(
         reviews_csv, tmp_path / strategy, strategy=strategy, config=config, max_length=32
     )
-    assert result.trained.config["strategy"] == strategy
+    assert result.package.manifest.lineage.backbone.strategy == strategy
     _check(result, accuracy=0.8)  # 24 test texts, 3 short epochs
 
 

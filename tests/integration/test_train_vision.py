@@ -52,11 +52,11 @@ def test_vit_strategies_export_with_parity(tiny_vit, digits_small, tmp_path, str
     result = train(
         "digits", tmp_path / strategy, backbone=str(tiny_vit), strategy=strategy, config=settings
     )
-    config = result.package.manifest.lineage.training_config
-    assert config["trainer"] == "train_vision"
-    assert config["strategy"] == strategy
-    assert config["model_class"] == "VisionClassifier"
-    assert config["epochs"] == (60 if settings is None else 6)
+    lineage = result.package.manifest.lineage
+    assert lineage.trainer == "train_vision"
+    assert lineage.backbone.strategy == strategy
+    assert lineage.backbone.model_class == "VisionClassifier"
+    assert lineage.config["epochs"] == (60 if settings is None else 6)
     _check_parity(result)
     # random weights still carry signal: well above chance (10%) on held-out digits
     assert result.test_metrics["test_accuracy"] > 0.35
@@ -73,8 +73,8 @@ def test_probe_reads_cached_features_on_the_second_run(
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     first = train(digits_small, tmp_path / "a", backbone=str(tiny_vit), config=FAST)
     second = train(digits_small, tmp_path / "b", backbone=str(tiny_vit), config=FAST)
-    assert first.trained.config["feature_cache"] == {"hits": 0, "misses": 2}
-    assert second.trained.config["feature_cache"] == {"hits": 2, "misses": 0}
+    assert first.package.manifest.lineage.details["feature_cache"] == {"hits": 0, "misses": 2}
+    assert second.package.manifest.lineage.details["feature_cache"] == {"hits": 2, "misses": 0}
 
 
 def test_convolutional_model_pools_its_feature_map(tiny_resnet, digits_small, tmp_path):
@@ -117,7 +117,7 @@ def test_from_a_vision_package_needs_no_original_folder(tiny_vit, tmp_path):
     )
     assert target.package.manifest.lineage.parent == source.package.id
     assert target.package.manifest.label_names == ["5", "6", "7", "8", "9"]
-    assert target.package.manifest.lineage.training_config["backbone"] == str(folder)
+    assert target.package.manifest.lineage.backbone.name == str(folder)
     _check_parity(target)
 
 

@@ -34,7 +34,7 @@ def test_from_package_starts_from_its_weights(source_package):
             assert value.shape[0] == 5
         else:
             torch.testing.assert_close(value, source[key], atol=1e-6, rtol=0)
-    assert tuned.parent == source_package.id
+    assert tuned.lineage.parent == source_package.id
     assert tuned.preprocessor.spec() == source_package.manifest.preprocessing
 
 

@@ -43,13 +43,17 @@ def test_sgd_update_learns_from_new_rows(tmp_path):
     manifest = result.package.manifest
     assert manifest.lineage.parent == first.package.id
     assert manifest.label_names == first.package.manifest.label_names
-    record = manifest.lineage.training_config["update"]
-    assert record["parent"] == first.package.id
-    before, after = record["before"]["test_accuracy"], result.test_metrics["test_accuracy"]
+    record = manifest.lineage.update
+    assert record is not None and record.parent == first.package.id
+    assert record.before == result.before
+    before, after = record.before["test_accuracy"], result.test_metrics["test_accuracy"]
     old_probs = Predictor(first.package).predict_proba(result.splits.test.X)
     assert before == pytest.approx(np.mean(old_probs.argmax(1) == result.splits.test.y))
     assert after >= before and after > 0.9
-    assert len(manifest.lineage.training_config["history"]) == 10  # passes over the new rows
+    assert len(manifest.lineage.history) == 10  # passes over the new rows
+    # the rows the update held out are recorded: evaluate scores exactly these
+    assert manifest.lineage.held_out is not None
+    assert manifest.lineage.held_out.data_fingerprint == new.fingerprint
     assert not np.allclose(load_estimator(result.package).coef_, coef)
     _check_parity(result)
     # the preprocessing is the package's: the same scaling as the first version
@@ -84,8 +88,8 @@ def test_mlp_regression_update_keeps_the_target_scale(tmp_path):
     config = TrainConfig(epochs=30, learning_rate=1e-3, patience=None)
     first = train(old, tmp_path / "v1", backbone="mlp", config=config)
     result = update(new, first.package.path, tmp_path / "v2", config=replace(config, epochs=5))
-    model_config = result.package.manifest.lineage.training_config["model_config"]
-    first_config = first.package.manifest.lineage.training_config["model_config"]
+    model_config = result.package.manifest.lineage.backbone.model_arguments
+    first_config = first.package.manifest.lineage.backbone.model_arguments
     assert model_config["target_mean"] == first_config["target_mean"]
     assert result.test_metrics["test_mse"] < np.var(result.splits.test.y)
     _check_parity(result)

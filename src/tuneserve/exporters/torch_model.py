@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from tuneserve.backbones._hf import config_json
+from tuneserve.backbones import config_json
 from tuneserve.exceptions import ExportError, InvalidInputError
 from tuneserve.lineage import Lineage
 from tuneserve.package import Graph, Package

@@ -10,9 +10,10 @@ backbone and the settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from tuneserve.lineage import Backbone, Fold, HeldOut, Split
 from tuneserve.package import Package
 
 from ._plan import Plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._result import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def build(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    keep: Callable[[TrainedModel], None] | None = None,
 ) -> Package:
     """Train what ``plan`` says on ``data`` and write the package to ``out``.
 
@@ -103,6 +108,8 @@ def build(
         checkpoint_dir, resume: Per-epoch checkpoints and continuing an interrupted build
             (loop-trained strategies).
         overwrite: Replace an existing package at ``out``.
+        keep: Called with the trained model in memory (before export), for callers that
+            use it further (``train`` returns it; distillation will start from it).
 
     Returns:
         The package, written atomically, parity-checked and (labeled data) scored on the
@@ -123,6 +130,8 @@ def build(
     parts = split_for(data, plan)
     run = Run(Path(checkpoint_dir) if checkpoint_dir is not None else None, resume)
     trained = plan.strategy.fit(parts, plan, run)
+    if keep is not None:
+        keep(trained)
     found = trained.lineage
     lineage = found.model_copy(
         update={

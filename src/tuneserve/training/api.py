@@ -11,6 +11,7 @@ from tuneserve.package import Package
 
 from ._build import build, check_out, split_for
 from ._plan import Options, plan
+from ._result import TrainedModel
 from .config import TrainConfig
 
 
@@ -21,12 +22,14 @@ class TrainResult:
     Attributes:
         package: The written package; its manifest holds the validation (``val_*``) and
             test (``test_*``) metrics and the typed lineage (history, best epoch, split).
+        trained: The model in memory.
         splits: The train / validation / test parts of the data.
         test_metrics: The ``test_*`` metrics.
         run_id: The MLflow run that tracked it (set by :func:`tuneserve.train`).
     """
 
     package: Package
+    trained: TrainedModel
     splits: Splits
     test_metrics: dict[str, float]
     run_id: str | None = None
@@ -117,14 +120,22 @@ def train(
         init=source,
         options=Options(max_length=max_length, unfreeze=unfreeze),
     )
+    kept: list[TrainedModel] = []
     package = build(
-        dataset, chosen, out, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite
+        dataset,
+        chosen,
+        out,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        overwrite=overwrite,
+        keep=kept.append,
     )
     parts = split_for(dataset, chosen)  # the same seeded split build trained on
     assert parts.test is not None
     test_metrics = {k: v for k, v in package.manifest.metrics.items() if k.startswith("test_")}
     return TrainResult(
         package=package,
+        trained=kept[0],
         splits=Splits(parts.train, parts.validation, parts.test),
         test_metrics=test_metrics,
     )

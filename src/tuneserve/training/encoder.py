@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuneserve.backbones._hf import model_from_config
+from tuneserve.backbones import model_from_config
 from tuneserve.data import Dataset
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.exporters import ENCODER_CONFIG_FILE, load_weights

@@ -156,6 +156,7 @@ class Updated:
     """An updated package, its split of the new data, and the before / after test metrics."""
 
     package: Package
+    trained: TrainedModel
     splits: Splits
     before: dict[str, float]
     test_metrics: dict[str, float]
@@ -228,8 +229,17 @@ def update(
         split=replace(plan.split, rows=rows, data_fingerprint=dataset.fingerprint),
         update=UpdateRecord(parent=source.id, before=before),
     )
+    kept: list[TrainedModel] = []
     result = build(
-        coded, plan, out, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite
+        coded,
+        plan,
+        out,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        overwrite=overwrite,
+        keep=kept.append,
     )
     test_metrics = {k: v for k, v in result.manifest.metrics.items() if k.startswith("test_")}
-    return Updated(package=result, splits=parts, before=before, test_metrics=test_metrics)
+    return Updated(
+        package=result, trained=kept[0], splits=parts, before=before, test_metrics=test_metrics
+    )

@@ -7,7 +7,6 @@ import pytest
 from tuneserve.backbones import (
     DEFAULT_BACKBONES,
     BackboneSpec,
-    check_strategy,
     get_backbone,
     list_backbones,
     register_backbone,
@@ -41,16 +40,7 @@ def test_backbone_of_another_modality_is_refused():
         get_backbone("cnn", "text")
 
 
-def test_strategy_must_be_supported():
-    assert check_strategy(get_backbone("minilm"), None) == "probe"
-    assert check_strategy(get_backbone("minilm"), "partial") == "partial"
-    with pytest.raises(
-        InvalidInputError,
-        match=r"strategy 'lora' is not valid for backbone 'cnn'; it supports full",
-    ):
-        check_strategy(get_backbone("cnn"), "lora")
-
-
-def test_every_backbone_lists_strategies():
+def test_every_backbone_belongs_to_a_family():
     for spec in list_backbones():
-        assert isinstance(spec, BackboneSpec) and spec.strategies and spec.description
+        assert isinstance(spec, BackboneSpec) and spec.family and spec.description
+        assert spec.framework == ("sklearn" if spec.family == "sklearn" else "torch")

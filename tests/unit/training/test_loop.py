@@ -171,7 +171,7 @@ parts = split(load("digits"), seed=0)
 config = CNNConfig(epochs=6, batch_size=16, patience=None, seed=3)
 model = train_cnn(parts.train, parts.validation, config, checkpoint_dir=sys.argv[1], resume=True)
 torch.save(model.model.state_dict(), sys.argv[2])
-print(json.dumps({"history": len(model.history), "best": model.config["best_epoch"]}))
+print(json.dumps({"history": len(model.history), "best": model.best_epoch}))
 """
 
 

@@ -1,0 +1,88 @@
+"""Strategies register with their backbone family by one call; ``plan`` resolves a
+backbone, strategy and settings; every registered training strategy builds a package."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tuneserve.backbones import get_backbone, list_backbones
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.training import (
+    Strategy,
+    get_strategy,
+    list_strategies,
+    plan,
+    register_strategy,
+)
+
+
+def test_every_backbone_family_has_training_strategies():
+    for spec in list_backbones():
+        assert list_strategies(spec.family), spec.name
+
+
+def test_the_first_registered_strategy_is_the_default():
+    assert get_strategy(get_backbone("minilm"), None).name == "probe"
+    assert get_strategy(get_backbone("minilm"), "partial").name == "partial"
+    assert [s.name for s in list_strategies("text")] == ["probe", "partial", "full", "lora"]
+
+
+def test_an_unknown_strategy_names_the_family_s_own():
+    with pytest.raises(
+        InvalidInputError,
+        match=r"strategy 'lora' is not valid for backbone 'cnn'; it supports full",
+    ):
+        get_strategy(get_backbone("cnn"), "lora")
+    with pytest.raises(InvalidInputError, match=r"objective 'denoise' is not valid for backbone"):
+        get_strategy(get_backbone("minilm"), "denoise", "pretrain")
+
+
+def test_a_duplicate_strategy_is_refused():
+    probe = get_strategy(get_backbone("minilm"), "probe")
+    with pytest.raises(ValueError, match="'probe' is already registered for family 'text'"):
+        register_strategy(probe)
+    # the same name at another stage, or for another family, is another strategy
+    other = replace(probe, family="text-test-only", name="probe")
+    assert register_strategy(other) is other
+    assert list_strategies("text-test-only") == [other]
+
+
+def test_plan_resolves_defaults_per_strategy():
+    probe = plan("text")
+    assert (probe.backbone, probe.strategy.name) == ("minilm", "probe")
+    assert probe.config is not None and probe.config.learning_rate == 1e-2
+    full = plan("text", strategy="full", settings={"epochs": 7, "batch_size": None})
+    assert full.config is not None
+    assert (full.config.epochs, full.config.batch_size, full.config.mixed_precision) == (
+        7,
+        16,
+        "auto",
+    )
+    assert plan("table").config is None  # random-forest: one fit, no loop
+    hf = plan("text", backbone="sentence-transformers/all-MiniLM-L6-v2")
+    assert hf.spec.name == "minilm" and hf.backbone.startswith("sentence-transformers/")
+
+
+def test_plan_refuses_unknown_settings_and_sklearn_from_a_package(cancer_package):
+    with pytest.raises(InvalidInputError, match=r"unknown training settings \['epoch'\]"):
+        plan("image", settings={"epoch": 3})
+    from tuneserve.package import Package
+
+    with pytest.raises(InvalidInputError, match="cannot start from a package"):
+        plan("table", backbone="logreg", init=Package.load(cancer_package))
+
+
+def test_strategy_registry_holds_what_each_stage_offers():
+    assert {(s.family, s.name) for s in list_strategies(stage="update")} == {
+        ("sklearn", "partial_fit"),
+        ("mlp", "continue"),
+    }
+    assert {(s.family, s.name) for s in list_strategies(stage="pretrain")} == {
+        ("cnn", "contrastive"),
+        ("cnn", "denoise"),
+        ("vision", "contrastive"),
+        ("text", "contrastive"),
+    }
+    assert all(isinstance(s, Strategy) for s in list_strategies())
