@@ -73,7 +73,7 @@ def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoRe
 
     con.rule("[bold]2. train the built-in CNN")
     trained = train_cnn(parts.train, parts.validation, CNNConfig(epochs=epochs, seed=seed))
-    best = trained.config["best_epoch"]
+    best = trained.best_epoch
     con.print(
         f"best epoch {best} of {len(trained.history)}: validation accuracy "
         f"{trained.metrics['val_accuracy']:.4f}"

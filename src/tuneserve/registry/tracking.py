@@ -200,7 +200,7 @@ def training_report(package: Package) -> str:
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
-        keys = [k for k in ("train_loss", "val_loss", "val_accuracy") if k in history[0]]
+        keys: list[str] = [k for k in ("train_loss", "val_loss", "val_accuracy") if k in history[0]]
         keys = keys or [k for k in history[0] if k != "epoch"]
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
         epochs = [r["epoch"] for r in history]

@@ -20,6 +20,13 @@ P = TypeVar("P", bound=Preprocessor)
 def package_preprocessor(source: Package, kind: type[P]) -> P:
     """The fitted preprocessor of a package a training run starts from, of the kind the
     backbone needs (a model learned its features on exactly that input)."""
+    from tuneserve.ensemble_package import is_ensemble
+
+    if is_ensemble(source.manifest):
+        raise InvalidInputError(
+            f"package {source.path} is an ensemble; training continues a single model. Hint: "
+            "pass one of its members' packages to --from"
+        )
     pre = preprocessor_from_spec(source.manifest.preprocessing, source.assets_path)
     if not isinstance(pre, kind):
         raise InvalidInputError(
