@@ -205,7 +205,8 @@ def _fit_sklearn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
     return train_sklearn(parts.train, parts.validation, backbone=plan.backbone, seed=plan.seed)
 
 
-def _fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+def fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+    """The MLP's loop; an update continues the package's own output layer."""
     return train_mlp(
         parts.train,
         parts.validation,
@@ -213,6 +214,7 @@ def _fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
         checkpoint_dir=run.checkpoint_dir,
         resume=run.resume,
         init=plan.init,
+        keep_head=plan.strategy.stage == "update",
     )
 
 
@@ -223,7 +225,7 @@ register_strategy(
     Strategy(
         "mlp",
         "full",
-        _fit_mlp,
+        fit_mlp,
         defaults={"learning_rate": 1e-3, "epochs": 100, "patience": 15},
         description="every weight trained with the loop",
     )

@@ -283,11 +283,29 @@ def probe_defaults(config: TrainConfig) -> TrainConfig:
 
 def register_encoder_strategies(
     family: str,
-    fit: Callable[[Parts, Plan, Run], TrainedModel],
+    trainer: Callable[..., TrainedModel],
     defaults: dict[str, dict[str, Any]],
 ) -> None:
     """Register ``probe``, ``partial``, ``full`` and ``lora`` for an encoder family, each
-    with the family's ``defaults`` (probe: :data:`PROBE_DEFAULTS`)."""
+    training with ``trainer`` (:func:`train_text`, :func:`train_vision`) and the family's
+    ``defaults`` (probe: :data:`PROBE_DEFAULTS`)."""
+
+    def fit(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+        text = {"max_length": plan.options.max_length} if family == "text" else {}
+        return trainer(
+            parts.train,
+            parts.validation,
+            backbone=plan.backbone,
+            strategy=plan.strategy.name,
+            config=plan.config,
+            unfreeze=plan.options.unfreeze,
+            lora_rank=plan.options.lora_rank,
+            checkpoint_dir=run.checkpoint_dir,
+            resume=run.resume,
+            init=plan.init,
+            **text,
+        )
+
     for name in STRATEGIES:
         settings = PROBE_DEFAULTS if name == "probe" else defaults[name]
         register_strategy(

@@ -12,8 +12,6 @@ from tuneserve.exceptions import DataError
 from tuneserve.package import Package
 from tuneserve.preprocessing import TextPreprocessor
 
-from ._build import Parts, Run
-from ._plan import Plan
 from ._result import TrainedModel, package_preprocessor
 from .config import TrainConfig
 from .encoder import (
@@ -97,27 +95,11 @@ def _from_package(source: Package, outputs: int) -> tuple[TextClassifier, TextPr
     return model, package_preprocessor(source, TextPreprocessor), backbone
 
 
-def _fit(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
-    return train_text(
-        parts.train,
-        parts.validation,
-        backbone=plan.backbone,
-        strategy=plan.strategy.name,
-        config=plan.config,
-        max_length=plan.options.max_length,
-        unfreeze=plan.options.unfreeze,
-        lora_rank=plan.options.lora_rank,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        init=plan.init,
-    )
-
-
 # transformers: bf16 autocast where the hardware has it ("auto"; about 2x on CPU)
 _AUTO = {"mixed_precision": "auto"}
 register_encoder_strategies(
     "text",
-    _fit,
+    train_text,
     {
         "partial": {"learning_rate": 1e-4, "epochs": 4, "batch_size": 16, **_AUTO},
         "full": {"learning_rate": 5e-5, "epochs": 3, "batch_size": 16, **_AUTO},

@@ -28,6 +28,7 @@ from ._build import Parts, Run, build, check_out
 from ._plan import Options, Plan, Strategy, register_strategy, source_backbone
 from ._plan import plan as make_plan
 from ._result import TrainedModel, metrics_of, package_preprocessor
+from .classic import fit_mlp
 from .config import TrainConfig
 
 #: Backbones ``--update`` continues.
@@ -114,21 +115,6 @@ def _partial_fit(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
     return trained
 
 
-def _continue_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
-    """The MLP's loop on the new rows, from the package's weights and output layer."""
-    from .classic import train_mlp
-
-    return train_mlp(
-        parts.train,
-        parts.validation,
-        plan.config,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        init=plan.init,
-        keep_head=True,
-    )
-
-
 register_strategy(
     Strategy(
         "sklearn",
@@ -143,7 +129,7 @@ register_strategy(
     Strategy(
         "mlp",
         "continue",
-        _continue_mlp,
+        fit_mlp,
         stage="update",
         defaults=MLP_UPDATE,
         description="the loop from the package's weights, at a tenth of the rate",

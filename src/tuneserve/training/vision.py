@@ -12,8 +12,6 @@ from tuneserve.exceptions import DataError
 from tuneserve.package import Package
 from tuneserve.preprocessing import ImagePreprocessor
 
-from ._build import Parts, Run
-from ._plan import Plan
 from ._result import TrainedModel, package_preprocessor
 from .config import TrainConfig
 from .encoder import (
@@ -92,26 +90,11 @@ def train_vision(
     )
 
 
-def _fit(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
-    return train_vision(
-        parts.train,
-        parts.validation,
-        backbone=plan.backbone,
-        strategy=plan.strategy.name,
-        config=plan.config,
-        unfreeze=plan.options.unfreeze,
-        lora_rank=plan.options.lora_rank,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        init=plan.init,
-    )
-
-
 # transformers: bf16 autocast where the hardware has it ("auto"; about 2x on CPU)
 _AUTO = {"mixed_precision": "auto"}
 register_encoder_strategies(
     "vision",
-    _fit,
+    train_vision,
     {
         "partial": {"learning_rate": 2e-4, "epochs": 10, "batch_size": 32, **_AUTO},
         "full": {"learning_rate": 1e-4, "epochs": 10, "batch_size": 32, **_AUTO},
