@@ -20,7 +20,7 @@ from . import decode, oip
 from .repository import ServedModel
 from .state import ServerState
 
-__all__ = ["oip_router"]
+__all__ = ["add_oip_routes"]
 
 _INFER_DOC: dict[str, Any] = {
     "requestBody": {
@@ -84,8 +84,8 @@ def model_metadata(model: ServedModel, versions: list[str]) -> dict[str, Any]:
     }
 
 
-def oip_router(state: ServerState) -> APIRouter:
-    router = APIRouter()
+def add_oip_routes(router: APIRouter, state: ServerState) -> None:
+    """Add this room's routes to ``router``."""
     repository = state.repository
 
     @router.get("/v2", summary="Server metadata (OIP)")
@@ -143,5 +143,3 @@ def oip_router(state: ServerState) -> APIRouter:
     )
     async def infer_version(name: str, version: str, request: Request) -> Response:
         return await infer(name, version, request)
-
-    return router

@@ -9,14 +9,12 @@ from fastapi.responses import Response
 from .metrics import CONTENT_TYPE_LATEST
 from .state import ServerState
 
-__all__ = ["ops_router"]
+__all__ = ["add_ops_routes"]
 
 
-def ops_router(state: ServerState) -> APIRouter:
-    router = APIRouter()
+def add_ops_routes(router: APIRouter, state: ServerState) -> None:
+    """Add this room's routes to ``router``."""
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
     async def prometheus() -> Response:
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    return router

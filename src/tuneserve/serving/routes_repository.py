@@ -10,14 +10,14 @@ from fastapi import APIRouter
 
 from .state import ServerState
 
-__all__ = ["repository_router"]
+__all__ = ["add_repository_routes"]
 
 
-def repository_router(state: ServerState) -> APIRouter:
-    router = APIRouter(prefix="/v2/repository")
+def add_repository_routes(router: APIRouter, state: ServerState) -> None:
+    """Add this room's routes to ``router``."""
     repository = state.repository
 
-    @router.post("/index", summary="Model repository index")
+    @router.post("/v2/repository/index", summary="Model repository index")
     async def index() -> list[dict[str, Any]]:
         return [
             {
@@ -29,16 +29,14 @@ def repository_router(state: ServerState) -> APIRouter:
             for n in sorted(repository.specs)
         ]
 
-    @router.post("/models/{name}/load", summary="Load (or reload) a model")
+    @router.post("/v2/repository/models/{name}/load", summary="Load (or reload) a model")
     async def load(name: str) -> dict[str, Any]:
         model = await asyncio.get_running_loop().run_in_executor(None, repository.load, name)
         state.metrics.show_loaded(repository)
         return {"name": model.name, "version": model.version, "loaded": True}
 
-    @router.post("/models/{name}/unload", summary="Unload a model")
+    @router.post("/v2/repository/models/{name}/unload", summary="Unload a model")
     async def unload(name: str) -> dict[str, Any]:
         repository.unload(name)
         state.metrics.show_loaded(repository)
         return {"name": name, "loaded": False}
-
-    return router

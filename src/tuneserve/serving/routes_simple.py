@@ -12,7 +12,7 @@ from tuneserve.exceptions import InvalidInputError
 from . import decode
 from .state import ServerState
 
-__all__ = ["simple_router"]
+__all__ = ["add_simple_routes"]
 
 _PREDICT_DOC: dict[str, Any] = {
     "requestBody": {
@@ -36,8 +36,8 @@ _PREDICT_DOC: dict[str, Any] = {
 }
 
 
-def simple_router(state: ServerState) -> APIRouter:
-    router = APIRouter()
+def add_simple_routes(router: APIRouter, state: ServerState) -> None:
+    """Add this room's routes to ``router``."""
     repository = state.repository
 
     @router.get("/v1/models", summary="Served models")
@@ -72,5 +72,3 @@ def simple_router(state: ServerState) -> APIRouter:
             "version": model.version,
             "predictions": [p.to_dict() for p in model.predictor.decode(out)],
         }
-
-    return router
