@@ -10,7 +10,8 @@ Inference Protocol, as one tensor per column or as one ``[1, 30]`` tensor:
     (``{"inputs": [one input]}``) for a fixed time: requests/s, p50 and p99 latency;
   * every (server, concurrency) point is repeated; tables give the median and the
     min-max spread of the repeats. The servers of a workload run side by side and take
-    turns, repeat by repeat, so a slow spell of the machine hits them all alike;
+    turns, repeat by repeat (in reverse order every other repeat), so a slow spell of the
+    machine hits them all alike;
   * raw ONNX Runtime runs the same graph on preprocessed tensors at batch sizes 1..256,
     pinned to the same server cores with as many threads: its best items/s is the
     physical limit of those cores. ratio = our best req/s (one item each) / that;
@@ -370,8 +371,9 @@ def _measure(
             for _, port, path in started.values():
                 client_args = [str(port), path, str(bodies_file), str(clients)]
                 _in_process(client_cpus, "--client", *client_args, "1")  # warm-up
-            for _ in range(args.repeats):
-                for server, (_, port, path) in started.items():
+            for repeat in range(args.repeats):
+                turns = list(started.items())
+                for server, (_, port, path) in turns[:: -1 if repeat % 2 else 1]:
                     client_args = [str(port), path, str(bodies_file), str(clients)]
                     results.setdefault((server, clients), []).append(
                         _in_process(client_cpus, "--client", *client_args, str(args.seconds))
@@ -507,8 +509,8 @@ def main() -> None:
         "",
         f"`{BASELINE}` serves from `{args.baseline_src}` (the code before the change), "
         f"`{OURS}` from this checkout; both run side by side on the same cores and take "
-        "turns, repeat by repeat. req/s and p99: median (min-max) over the repeats; "
-        "after / before is the ratio of the medians.",
+        "turns, repeat by repeat (in reverse order every other repeat). req/s and p99: "
+        "median (min-max) over the repeats; after / before is the ratio of the medians.",
         "",
         "| workload | clients | before: req/s | after: req/s | after / before | "
         "before: p99 ms | after: p99 ms |",
