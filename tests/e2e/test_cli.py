@@ -315,7 +315,9 @@ def test_pretrain_then_train_from_it_on_the_cli(tmp_path):
     proc = tuneserve(
         "pretrain", "digits", "--out", str(tmp_path / "y"), "--objective", "jigsaw", check=False
     )
-    assert_one_line_error(proc, "objective 'jigsaw' is not available", "contrastive, denoise")
+    assert_one_line_error(
+        proc, "objective 'jigsaw' is not valid for backbone 'cnn'", "contrastive, denoise"
+    )
 
 
 def _digit_png(folder: Path) -> Path:
