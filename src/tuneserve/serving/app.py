@@ -91,7 +91,7 @@ def create_app(
     errors.install(app, state.limits.timeout_s)
     # Each room adds its routes to the app's own router. Not include_router: FastAPI
     # (0.165) keeps an included router as a wrapper that every request walks through to
-    # match its route, which costs more than small models take to run.
+    # match its route, 20-30 us more per request in-process (5-8 % of a one-row request).
     for add_routes in (add_simple_routes, add_oip_routes, add_repository_routes, add_ops_routes):
         add_routes(app.router, state)
     return app
