@@ -16,15 +16,33 @@ if TYPE_CHECKING:  # pragma: no cover
     from tuneserve.package import Package
     from tuneserve.training import PretrainResult, TrainResult, Updated
 
-__all__ = ["cross_validate", "evaluate", "pretrain", "train", "update"]
+__all__ = ["cross_validate", "evaluate", "pretrain", "registered", "train", "update"]
+
+
+def registered(ref: Any) -> tuple[Any, str | None]:
+    """A package given as a registry reference (``models:/NAME@ALIAS``, ``models:/NAME/3``):
+    its verified local copy and its ``name/version``; anything else as it is."""
+    text = str(ref) if isinstance(ref, (str, Path)) else ""
+    if not text.startswith("models:"):
+        return ref, None
+    from tuneserve.registry import Registry
+
+    registry = Registry()
+    # a CLI path option folds models:/ into models:/ or models: — take the reference itself
+    version = registry.version(text.removeprefix("models:").lstrip("/"))
+    pinned = f"{version.name}/{version.version}"
+    return registry.resolve(pinned), pinned
 
 
 def train(data: Any, out: str | Path, *, track: bool | None = None, **options: Any) -> TrainResult:
     """:func:`tuneserve.training.train`, then the package logged as an MLflow run
-    (``result.run_id``). ``options`` are that function's."""
+    (``result.run_id``). ``options`` are that function's; ``init`` may also be a registry
+    reference (``models:/NAME@champion``), whose version the lineage records."""
     from tuneserve.registry.tracking import log_package
     from tuneserve.training import train as run
 
+    if options.get("init") is not None:
+        options["init"], options["parent_version"] = registered(options["init"])
     result = run(data, out, **options)
     result.run_id = log_package(result.package, track, "train")
     return result
@@ -39,10 +57,14 @@ def update(
     **options: Any,
 ) -> Updated:
     """:func:`tuneserve.training.update`, then the updated package logged as an MLflow run
-    (``result.run_id``)."""
+    (``result.run_id``). ``package`` may be a registry reference (``models:/NAME@champion``),
+    whose version the lineage records."""
     from tuneserve.registry.tracking import log_package
     from tuneserve.training import update as run
 
+    package, parent_version = registered(package)
+    if parent_version is not None:
+        options["parent_version"] = parent_version
     result = run(data, package, out, **options)
     result.run_id = log_package(result.package, track, "update")
     return result

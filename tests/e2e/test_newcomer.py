@@ -104,7 +104,7 @@ def test_demo_from_an_empty_folder(newcomer):
 
 def test_train_register_promote_serve_and_ui_from_an_empty_folder(newcomer):
     # tracking is on for a newcomer: the run is logged, not "tracking failed"
-    proc = run(newcomer, "train", "iris", "--out", "iris-pkg", "-b", "logreg", "--json")
+    proc = run(newcomer, "train", "iris", "--out", "iris-pkg", "-b", "sgd", "--json")
     summary = json.loads(proc.stdout)
     assert summary["mlflow_run_id"], proc.stderr
     assert "tracking failed" not in proc.stderr and "not tracked" not in proc.stderr
@@ -138,6 +138,12 @@ def test_train_register_promote_serve_and_ui_from_an_empty_folder(newcomer):
         with urllib.request.urlopen(request, timeout=30) as reply:
             body = json.loads(reply.read())
         assert body["version"] == "1" and body["predictions"][0]["label"] == "setosa"
+
+    # the champion is continued by its registry reference; the lineage names its version
+    proc = run(newcomer, "train", "iris", "--update", "models:/iris@champion", "--out", "v2")
+    manifest = json.loads((newcomer / "v2" / "manifest.json").read_text())
+    assert manifest["lineage"]["parent_version"] == "iris/1", proc.stdout
+    assert manifest["lineage"]["parent"] == registered["package_id"]
 
     with serving(newcomer, "ui", ready="/") as port:
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/search"

@@ -49,13 +49,16 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     init: Path | None = typer.Option(
-        None, "--from", help="Start from this package's backbone (supervised transfer)."
+        None,
+        "--from",
+        help="Start from this package's backbone (supervised transfer): a folder or a "
+        "registry reference, models:/NAME@champion.",
     ),
     update: Path | None = typer.Option(
         None,
         "--update",
-        help="Continue this sgd or mlp package on DATA (new labeled rows); keeps its classes "
-        "and preprocessing.",
+        help="Continue this sgd or mlp package (a folder or models:/NAME@champion) on DATA "
+        "(new labeled rows); keeps its classes and preprocessing.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
     track: bool | None = typer.Option(
@@ -173,10 +176,12 @@ def _update(
     from tuneserve.data import load
     from tuneserve.exceptions import InvalidInputError
     from tuneserve.package import Package
+    from tuneserve.stages import registered
     from tuneserve.stages import update as run_update
     from tuneserve.training import DEFAULT_PASSES, MLP_UPDATE, TrainConfig
 
-    source = Package.load(package)
+    path, parent_version = registered(package)  # a folder, or models:/NAME@ALIAS
+    source = Package.load(path)
     # the new rows are read as the package reads them (a regression target with few
     # distinct values must not turn into classes)
     task = source.manifest.task
@@ -207,6 +212,7 @@ def _update(
             checkpoint_dir=ckpt if mlp else None,
             resume=resume,
             track=track,
+            parent_version=parent_version,
         )
     before = result.before
     m = result.package.manifest

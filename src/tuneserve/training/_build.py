@@ -143,6 +143,7 @@ def build(
             "config": {**plan.settings(), **found.config},
             "parent": found.parent or (plan.init.id if plan.init is not None else None),
             "update": plan.update,
+            "parent_version": plan.parent_version,
         }
     )
     metrics: dict[str, float] = {}

@@ -156,6 +156,8 @@ class Plan:
         init: The package training starts from (``--from``, or an update's parent).
         fold: ``(fold, folds)`` when this plan trains one cross-validation fold.
         update: The parent and its before-metrics, when this plan updates a package.
+        parent_version: ``init``'s registry version (``name/version``), when it came from
+            the registry.
     """
 
     backbone: str
@@ -167,6 +169,7 @@ class Plan:
     init: Package | None = None
     fold: tuple[int, int] | None = None
     update: Update | None = None
+    parent_version: str | None = None
 
     @property
     def seed(self) -> int:
@@ -231,6 +234,7 @@ def plan(
     validation: float = 0.1,
     test: float = 0.2,
     init: Package | None = None,
+    parent_version: str | None = None,
     options: Options | None = None,
 ) -> Plan:
     """Resolve a backbone and strategy into a :class:`Plan`.
@@ -246,6 +250,7 @@ def plan(
         stage: ``train``, ``update`` (continue ``init`` on new rows) or ``pretrain``.
         seed, validation, test: The split (and the loop's seed).
         init: The package to start from.
+        parent_version: ``init``'s registry version, recorded in the lineage.
         options: Strategy options.
 
     Raises:
@@ -279,4 +284,5 @@ def plan(
         split=SplitPlan(seed=seed, validation=validation, test=test),
         options=options or Options(),
         init=init,
+        parent_version=parent_version if init is not None else None,
     )

@@ -76,6 +76,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     init: str | Path | Package | None = None,
+    parent_version: str | None = None,
 ) -> TrainResult:
     """Train on ``data`` and write a package to ``out`` (no tracking: see
     :func:`tuneserve.train`, which also logs the run to MLflow).
@@ -100,6 +101,8 @@ def train(
         overwrite: Replace an existing package at ``out``.
         init: A package to start from (``--from``): supervised transfer of its backbone to
             these labels. Same kind of data; torch backbones only.
+        parent_version: ``init``'s registry version (``name/version``), recorded in the
+            lineage (:func:`tuneserve.train` fills it for a ``models:/`` reference).
 
     Raises:
         InvalidInputError: unknown backbone or strategy, or an ``init`` package that does
@@ -118,6 +121,7 @@ def train(
         validation=validation,
         test=test,
         init=source,
+        parent_version=parent_version,
         options=Options(max_length=max_length, unfreeze=unfreeze),
     )
     kept: list[TrainedModel] = []

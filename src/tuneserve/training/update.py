@@ -162,6 +162,7 @@ def update(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    parent_version: str | None = None,
 ) -> Updated:
     """Continue ``package`` on new labeled ``data`` and write the updated package to ``out``.
 
@@ -208,6 +209,7 @@ def update(
         validation=validation,
         test=test,
         init=source,
+        parent_version=parent_version,
         options=Options(passes=passes),
     )
     plan = replace(
