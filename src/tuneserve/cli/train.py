@@ -235,3 +235,5 @@ def _update(
     for key, value in result.test_metrics.items():
         con.print(f"{key}: {before[key]:.4f} before, {value:.4f} after")
     con.print(f"wrote {result.package.path} ({result.package.id})")
+    if result.run_id:
+        con.print(f"tracked as MLflow run {result.run_id} (tuneserve ui shows it)")

@@ -39,7 +39,7 @@ def held_out_rows(package: Package, data: Dataset, rows: str) -> tuple[np.ndarra
         raise InvalidInputError(
             f"{data.name} is not the data package {package.manifest.name!r} was trained on "
             "(its held-out rows were recorded for other data), so it has no held-out test "
-            "split. Hint: use rows='all' to score every row"
+            "split. Hint: use rows='all' (--rows all) to score every row"
         )
     return everything, "all rows (not the package's training data)"
 
