@@ -207,7 +207,7 @@ class Batcher:
     async def _run(self, batch: list[_Pending], size: int) -> None:
         started = time.perf_counter()
         waits = [started - p.enqueued for p in batch]
-        items = join([p.items for p in batch])
+        items = batch[0].items if len(batch) == 1 else join([p.items for p in batch])
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(self.executor, self.run, items)

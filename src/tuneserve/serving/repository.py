@@ -4,7 +4,7 @@ from a package folder, each with its own batcher."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,10 +162,8 @@ class Repository:
                 if self.on_batch:
                     self.on_batch(_n, size, waits)
 
-            def run(items: Items, _p: Predictor = predictor) -> np.ndarray:
-                # Predictor.run types its inputs as a Sequence; an array of rows is one
-                return _p.run(cast(Sequence[Any], items))
-
+            # Predictor.run types its inputs as a Sequence; an array of rows is one
+            run = cast(Callable[[Items], np.ndarray], predictor.run)
             batcher = Batcher(
                 run,
                 max_batch_size=self.settings.max_batch_size,
