@@ -237,18 +237,109 @@ def _raw(package: str, inputs_file: str, seconds: float) -> dict:
     return best
 
 
-def _in_process(cpus: set[int], *args: str) -> dict:
-    """Run this script's ``--client``/``--raw`` mode pinned to ``cpus``; its JSON answer."""
+def _in_process(cpus: set[int], *args: str, src: Path | None = None) -> dict:
+    """Run this script's ``--client``/``--raw``/``--per-request-child`` mode pinned to
+    ``cpus`` (with tuneserve from ``src``, if given); its JSON answer."""
+    env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     proc = subprocess.run(
         [sys.executable, __file__, *args],
         capture_output=True,
         text=True,
         preexec_fn=_pinned(cpus),
         check=False,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return dict(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def _per_request(work_file: str, seconds: float) -> dict[str, float | None]:
+    """Microseconds per request through the ASGI app, in this process, one request at a
+    time: no HTTP, no client, no batching, so the server's own cost per request shows
+    (the closed loop's spread on a busy machine hides a few percent). None: refused."""
+    import asyncio
+
+    from tuneserve.serving import ModelSpec, Repository, create_app
+
+    loads = pickle.loads(Path(work_file).read_bytes())
+    repository = Repository(
+        [ModelSpec.parse(f"w{i}={package}") for i, (_, package, _, _) in enumerate(loads)]
+    )
+    repository.load_all()
+    app = create_app(repository)
+
+    async def call(path: str, body: bytes) -> int:
+        sent, status = False, 0
+
+        async def receive() -> dict:
+            nonlocal sent
+            if sent:
+                await asyncio.sleep(3600)  # no disconnect while the answer is written
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        length = str(len(body)).encode()
+        scope = {
+            "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "http_version": "1.1", "scheme": "http",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", length)],
+            "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+        }  # fmt: skip
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        return status
+
+    async def measure() -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for i, (name, _, api, body) in enumerate(loads):
+            path = PATHS[api].replace("/m/", f"/w{i}/")
+            if await call(path, body) != 200:
+                out[name] = None
+                continue
+            for _ in range(50):
+                await call(path, body)
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                await call(path, body)
+                calls += 1
+            out[name] = (time.perf_counter() - start) / calls * 1e6
+        return out
+
+    return asyncio.run(measure())
+
+
+def _per_request_table(
+    workloads: list[Workload], folder: Path, args: argparse.Namespace, cpus: set[int]
+) -> list[str]:
+    """Before/after microseconds per request, the two versions in turns (reversed every
+    other turn): min and median over the turns."""
+    work_file = folder / "per_request.pkl"
+    loads = [(w.name, str(w.package), w.api, w.bodies[0]) for w in workloads]
+    work_file.write_bytes(pickle.dumps(loads))
+    versions = {BASELINE: args.baseline_src, OURS: ROOT / "src"}
+    runs: dict[str, list[dict]] = {v: [] for v in versions}
+    for turn in range(args.per_request):
+        for version in list(versions)[:: -1 if turn % 2 else 1]:
+            child = ["--per-request-child", str(work_file), str(args.seconds / 4)]
+            runs[version].append(_in_process(cpus, *child, src=versions[version]))
+
+    def cell(version: str, name: str) -> tuple[str, float | None]:
+        values = [r[name] for r in runs[version] if r.get(name) is not None]
+        if not values:
+            return "refused", None
+        return f"{min(values):.0f} ({statistics.median(values):.0f})", min(values)
+
+    lines = []
+    for name, *_ in loads:
+        (before, low_before), (after, low_after) = cell(BASELINE, name), cell(OURS, name)
+        ratio = f"**{low_after / low_before:.2f}x**" if low_before and low_after else ""
+        lines.append(f"| {name} | {before} | {after} | {ratio} |")
+    return lines
 
 
 WORKLOADS = ("digits", "minilm", "cancer-oip", "cancer-oip-matrix")
@@ -399,7 +490,16 @@ def main() -> None:
         "and compare",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.md")
+    parser.add_argument(
+        "--per-request",
+        type=int,
+        default=0,
+        metavar="TURNS",
+        help="with --baseline-src: also time one request at a time in-process, TURNS turns "
+        "per version",
+    )
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--per-request-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--raw", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the load generator process
@@ -409,6 +509,12 @@ def main() -> None:
         return
     if args.raw:
         print(json.dumps(_raw(args.raw[0], args.raw[1], float(args.raw[2]))))
+        return
+    if args.per_request and not args.baseline_src:
+        parser.error("--per-request compares two versions: give --baseline-src too")
+    if args.per_request_child:
+        work_file, seconds = args.per_request_child
+        print(json.dumps(_per_request(work_file, float(seconds))))
         return
 
     os.environ["TUNESERVE_TRACKING"] = "0"
@@ -428,7 +534,8 @@ def main() -> None:
     summary: list[str] = []
     changes: list[str] = []
     notes: list[str] = []
-    for work in _workloads(folder, args.workloads):
+    workloads = _workloads(folder, args.workloads)
+    for work in workloads if args.repeats else []:  # --repeats 0: per request only
         name = work.name
         bodies_file, inputs_file = folder / "bodies.pkl", folder / "inputs.pkl"
         bodies_file.write_bytes(pickle.dumps(work.bodies))
@@ -501,11 +608,24 @@ def main() -> None:
         f"{args.seconds:g} --concurrency {' '.join(map(str, args.concurrency))} --repeats "
         f"{args.repeats} --workloads {' '.join(args.workloads)}"
         + (" --baseline-src BEFORE/src" if args.baseline_src else "")
+        + (f" --per-request {args.per_request}" if args.per_request else "")
         + "`"
     )
-    comparison = [
-        "",
-        "## Before and after",
+    per_request: list[str] = []
+    if args.per_request and args.baseline_src:
+        per_request = [
+            "",
+            "Per request, in-process: one request at a time through the ASGI app (no HTTP, no "
+            f"client, no batching), pinned to cores {sorted(server_cpus)}; the two versions "
+            f"take {args.per_request} turns each (reversed every other turn), "
+            f"{args.seconds / 4:g} s per workload per turn. Microseconds per request: min "
+            "(median) over the turns; after / before is the ratio of the mins.",
+            "",
+            "| workload | before: us | after: us | after / before |",
+            "|---|---:|---:|---:|",
+            *_per_request_table(workloads, folder, args, server_cpus),
+        ]
+    closed_loop = [
         "",
         f"`{BASELINE}` serves from `{args.baseline_src}` (the code before the change), "
         f"`{OURS}` from this checkout; both run side by side on the same cores and take "
@@ -517,6 +637,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
         *changes,
     ]
+    comparison = ["", "## Before and after", *(closed_loop if changes else []), *per_request]
     lines = [
         "# Serving: closed-loop load on tuneserve serve vs raw ONNX Runtime, LitServe, BentoML",
         "",
@@ -528,7 +649,9 @@ def main() -> None:
         "adaptive wait for BentoML. All three run the same package through the same "
         "Predictor.",
         rerun,
-        *(comparison if changes else []),
+        *(comparison if changes or per_request else []),
+    ]
+    lines += [
         "",
         "## Against raw ONNX Runtime and the peers",
         "",
@@ -552,8 +675,8 @@ def main() -> None:
         "batching. Raw ONNX Runtime's batches are padded to their longest text, as a plain "
         "`session.run` on a tokenized batch is; the Predictor (in all three servers) runs "
         "texts of similar lengths together, so for MiniLM ours / raw can exceed 1.",
-        "",
-    ]
+    ] * bool(summary)
+    lines.append("")
     text = "\n".join(lines)
     args.out.write_text(text)
     print(text)
