@@ -9,6 +9,7 @@ configuration. Format versions 1 and 2 kept all of it in one free-form
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from typing import Any
 
@@ -143,12 +144,14 @@ def from_training_config(lineage: dict[str, Any]) -> dict[str, Any]:
     Only the stored manifest's shape changes: the package id was computed over the
     manifest as stored, and :meth:`tuneserve.package.Package.verify` checks that one.
     """
+    # a deep copy: the manifest as stored must stay as it is (its id is a hash over it)
+    lineage = copy.deepcopy(lineage)
     out = {k: v for k, v in lineage.items() if k != "training_config"}
     cfg = dict(lineage.get("training_config") or {})
     model_class = cfg.pop("model_class", None) or cfg.pop("estimator", None)
     backbone = {
         "name": cfg.pop("backbone", None),
-        "strategy": cfg.pop("strategy", None),
+        "strategy": cfg.pop("strategy", None) or cfg.pop("objective", None),
         "model_class": model_class,
         "model_arguments": cfg.pop("model_config", None) or cfg.pop("estimator_params", None) or {},
     }

@@ -8,6 +8,7 @@ Tracking is on by default (``TUNESERVE_TRACKING=0`` or ``track=False`` turns it 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,17 @@ def registered(ref: Any) -> tuple[Any, str | None]:
     return registry.resolve(pinned), pinned
 
 
+def _track_option(track: bool | None, options: dict[str, Any]) -> bool | None:
+    """``track``, or the ``tracked=`` these functions took before (deprecated)."""
+    if "tracked" in options:
+        warnings.warn(
+            "tracked= is deprecated; pass track= instead", DeprecationWarning, stacklevel=3
+        )
+        tracked = options.pop("tracked")
+        return tracked if track is None else track
+    return track
+
+
 def train(data: Any, out: str | Path, *, track: bool | None = None, **options: Any) -> TrainResult:
     """:func:`tuneserve.training.train`, then the package logged as an MLflow run
     (``result.run_id``). ``options`` are that function's; ``init`` may also be a registry
@@ -41,6 +53,7 @@ def train(data: Any, out: str | Path, *, track: bool | None = None, **options: A
     from tuneserve.registry.tracking import log_package
     from tuneserve.training import train as run
 
+    track = _track_option(track, options)
     if options.get("init") is not None:
         options["init"], options["parent_version"] = registered(options["init"])
     result = run(data, out, **options)
@@ -62,6 +75,7 @@ def update(
     from tuneserve.registry.tracking import log_package
     from tuneserve.training import update as run
 
+    track = _track_option(track, options)
     package, parent_version = registered(package)
     if parent_version is not None:
         options["parent_version"] = parent_version
@@ -77,6 +91,7 @@ def pretrain(
     from tuneserve.registry.tracking import log_package
     from tuneserve.training import pretrain as run
 
+    track = _track_option(track, options)
     result = run(data, out, **options)
     result.run_id = log_package(result.package, track, "pretrain")
     return result

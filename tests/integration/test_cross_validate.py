@@ -72,6 +72,34 @@ def test_resume_reuses_finished_folds(wine_cv):
     np.testing.assert_allclose(again.oof, result.oof, atol=1e-6)
 
 
+def _stamps(out, folds):
+    return [(out / f"fold-{k}" / "manifest.json").stat().st_mtime_ns for k in range(folds)]
+
+
+def test_resume_reuses_folds_whose_loop_seed_differs_from_the_split_seed(tmp_path):
+    from tuneserve.training import TrainConfig
+
+    config = TrainConfig(epochs=2, seed=0, learning_rate=1e-3)
+    options = {"backbone": "mlp", "folds": 3, "seed": 1, "config": config, "bootstrap": 0}
+    cross_validate("iris", out=tmp_path / "cv", **options)
+    before = _stamps(tmp_path / "cv", 3)
+    cross_validate("iris", out=tmp_path / "cv", resume=True, **options)
+    assert _stamps(tmp_path / "cv", 3) == before  # nothing trained again
+
+
+def test_resume_reuses_the_folds_of_a_format_2_cross_validation(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    old = Path(__file__).parents[1] / "data" / "format2" / "iris-cv"
+    out = shutil.copytree(old, tmp_path / "cv")
+    ids = [Predictor(out / f"fold-{k}").package.id for k in range(3)]
+    before = _stamps(out, 3)
+    result = cross_validate("iris", backbone="logreg", folds=3, out=out, resume=True, bootstrap=0)
+    assert _stamps(out, 3) == before
+    assert [Predictor(p).package.id for p in result.packages] == ids
+
+
 def test_bad_requests_are_refused(tmp_path, wine_cv):
     _, out = wine_cv
     with pytest.raises(DataError, match="6-fold cross-validation needs at least 6 per class"):

@@ -2,7 +2,8 @@
 packages of the earlier format (everything in one ``training_config`` dict) still load.
 
 tests/data/format2/ holds packages written by tuneserve before format 3 (commit be318f0):
-``train iris -b logreg``, ``train wine -b mlp`` and fold 1 of a 3-fold ``cv iris -b logreg``.
+``train iris -b logreg``, ``train wine -b mlp``, the folds of a 3-fold ``cv iris -b logreg``
+and a soft-vote ensemble of a logreg and a random forest on iris.
 """
 
 from __future__ import annotations
@@ -39,8 +40,26 @@ def test_format_2_packages_load_verified_into_typed_fields():
     assert mlp.best_epoch is not None and len(mlp.history) >= mlp.best_epoch
     assert "history" not in mlp.config and mlp.config["epochs"] == 100
 
-    fold = Package.load(OLD / "iris-logreg-fold1").manifest.lineage.fold
+    fold = Package.load(OLD / "iris-cv" / "fold-1").manifest.lineage.fold
     assert fold is not None and (fold.fold, fold.folds, fold.seed) == (1, 3, 0)
+
+
+def test_a_format_2_ensemble_loads_runs_and_keeps_its_held_out_rows():
+    from tuneserve.data import load
+    from tuneserve.evaluation import held_out_rows
+    from tuneserve.runtime import Predictor
+
+    raw = json.loads((OLD / "iris-ensemble" / "manifest.json").read_text())
+    package = Package.load(OLD / "iris-ensemble")  # reading it must not alter what is hashed
+    ensemble = package.manifest.lineage.ensemble
+    assert ensemble is not None and len(ensemble.members) == 2
+    assert ensemble.combiner == {"kind": "mean", "weights": [0.5, 0.5]}
+    assert ensemble.selection["method"] == "soft-vote"
+    assert raw["lineage"]["training_config"]["ensemble"]["members"]  # the stored dict intact
+    iris = load("iris")
+    rows, what = held_out_rows(package, iris, "auto")
+    assert len(rows) == 15 and "held out" in what
+    assert Predictor(package).predict_proba(iris.X[:3]).shape == (3, 3)
 
 
 def test_rewriting_an_old_package_writes_the_current_format(tmp_path):
@@ -62,7 +81,7 @@ def test_evaluate_finds_the_held_out_rows_of_old_packages():
     rows, what = held_out_rows(Package.load(OLD / "iris-logreg"), iris, "auto")
     _, _, test_idx = split_indices(iris, seed=0, validation=0.1, test=0.2)
     assert np.array_equal(rows, test_idx) and "held-out test split" in what
-    rows, what = held_out_rows(Package.load(OLD / "iris-logreg-fold1"), iris, "auto")
+    rows, what = held_out_rows(Package.load(OLD / "iris-cv" / "fold-1"), iris, "auto")
     assert len(rows) == 50 and what.startswith("fold 1 of 3")
 
 

@@ -152,9 +152,14 @@ def _finished(path: Path, fold_plan: Plan, dataset: Dataset) -> Package | None:
         and backbone is not None
         and (backbone.name, backbone.strategy) == (fold_plan.backbone, fold_plan.strategy.name)
         and all(lineage.config.get(k) == v for k, v in settings.items())
-        and lineage.held_out is not None
-        and lineage.held_out.data_fingerprint == dataset.fingerprint
-        and lineage.held_out.rows == rows[2].tolist()
+        # format-2 folds recorded no held-out rows: their training rows' fingerprint tells
+        and (
+            lineage.held_out is None
+            or (
+                lineage.held_out.data_fingerprint == dataset.fingerprint
+                and lineage.held_out.rows == rows[2].tolist()
+            )
+        )
         and lineage.data_fingerprint == dataset.subset(rows[0]).fingerprint
     )
     return package if same else None

@@ -42,15 +42,19 @@ def training_params(lineage: Lineage) -> dict[str, Any]:
     fold and update of ``lineage`` (not the history, logged as metrics, nor the held-out
     row indices)."""
     backbone = lineage.backbone or Backbone()
-    out: dict[str, Any] = {
+    typed: dict[str, Any] = {
         "trainer": lineage.trainer,
         "backbone": backbone.name,
         "strategy": backbone.strategy,
         "model_class": backbone.model_class,
-        **lineage.config,
         "best_epoch": lineage.best_epoch,
         "parent_version": lineage.parent_version,
     }
+    out: dict[str, Any] = {k: v for k, v in typed.items() if v is not None}
+    out.update(lineage.config)  # a setting of None (no clipping, ...) is a setting too
+    if backbone.model_arguments:
+        out["model_config"] = backbone.model_arguments  # the parameter names runs always had
+    out.update(lineage.details)
     for key in ("split", "fold", "update"):
         record = getattr(lineage, key)
         if record is not None:
@@ -58,7 +62,9 @@ def training_params(lineage: Lineage) -> dict[str, Any]:
     if lineage.ensemble is not None:
         out["ensemble"] = lineage.ensemble.combiner
         out["members"] = [m.name for m in lineage.ensemble.members]
-    return {k: v for k, v in out.items() if v is not None}
+        if lineage.ensemble.selection:
+            out["selection"] = lineage.ensemble.selection
+    return out
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -11,7 +11,7 @@ backbone and the settings.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,9 @@ def build(
         )
     if checkpoint_dir is not None and Path(checkpoint_dir).is_file():
         raise InvalidInputError(f"--checkpoint-dir {checkpoint_dir} is a file; pass a folder")
+    if plan.split.data_fingerprint is None and isinstance(data, Unlabeled):
+        # what a pretraining run's resume key and lineage name the data by
+        plan = replace(plan, split=replace(plan.split, data_fingerprint=data.fingerprint))
     parts = split_for(data, plan)
     run = Run(Path(checkpoint_dir) if checkpoint_dir is not None else None, resume)
     trained = plan.strategy.fit(parts, plan, run)

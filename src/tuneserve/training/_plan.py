@@ -97,23 +97,27 @@ def list_strategies(family: str | None = None, stage: Stage = "train") -> list[S
     return [s for (st, fam, _), s in _STRATEGIES.items() if st == stage and family in (None, fam)]
 
 
-def get_strategy(spec: BackboneSpec, name: str | None, stage: Stage = "train") -> Strategy:
-    """The strategy ``name`` (default: the family's first) for backbone ``spec``.
+def get_strategy(
+    spec: BackboneSpec, name: str | None, stage: Stage = "train", backbone: str | None = None
+) -> Strategy:
+    """The strategy ``name`` (default: the family's first) for backbone ``spec`` (called
+    ``backbone`` in messages: a Hugging Face id or path rather than its family's entry).
 
     Raises:
         InvalidInputError: the family has no such strategy (the message lists its own).
     """
     known = list_strategies(spec.family, stage)
     word = "objective" if stage == "pretrain" else "strategy"
+    called = backbone or spec.name
     if not known:
-        raise InvalidInputError(f"backbone {spec.name!r} cannot be used to {stage}")
+        raise InvalidInputError(f"backbone {called!r} cannot be used to {stage}")
     if name is None:
         return known[0]
     for strategy in known:
         if strategy.name == name:
             return strategy
     raise InvalidInputError(
-        f"{word} {name!r} is not valid for backbone {spec.name!r}; it supports "
+        f"{word} {name!r} is not valid for backbone {called!r}; it supports "
         f"{', '.join(s.name for s in known)}"
     )
 
@@ -178,7 +182,7 @@ class Plan:
     def settings(self) -> dict[str, Any]:
         """The settings recorded in the package's lineage (and matched on resume)."""
         out: dict[str, Any] = self.config.to_dict() if self.config is not None else {}
-        out["seed"] = self.seed
+        out.setdefault("seed", self.seed)  # the loop's own seed, where it has one
         if self.spec.family == "text":
             out["max_length"] = self.options.max_length
         if self.strategy.name == "partial":
@@ -265,7 +269,7 @@ def plan(
     name, spec = resolve_backbone(
         modality, backbone or (source_backbone(init) if init is not None else None)
     )
-    chosen = get_strategy(spec, strategy, stage)
+    chosen = get_strategy(spec, strategy, stage, name)
     if init is not None and stage == "train" and spec.family == "sklearn":
         raise InvalidInputError(
             f"--from continues torch backbones (cnn, mlp, text and vision encoders); "
@@ -273,7 +277,8 @@ def plan(
             "package, use --update"
         )
     if config is None:
-        config = chosen.default_config(seed=seed, **dict(settings or {}))
+        given = {"seed": seed, **{k: v for k, v in (settings or {}).items() if v is not None}}
+        config = chosen.default_config(**given)
     elif chosen.config_class is None:
         config = None  # a one-shot estimator has no loop
     return Plan(

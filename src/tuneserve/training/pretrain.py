@@ -9,7 +9,7 @@ fine-tunes with a new head.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,6 @@ def pretrain(
         validation=validation,
         options=Options(max_length=max_length),
     )
-    plan = replace(plan, split=replace(plan.split, data_fingerprint=unlabeled.fingerprint))
     package = build(
         unlabeled, plan, out, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite
     )

@@ -86,3 +86,36 @@ def test_strategy_registry_holds_what_each_stage_offers():
         ("text", "contrastive"),
     }
     assert all(isinstance(s, Strategy) for s in list_strategies())
+
+
+def test_a_seed_in_the_settings_is_the_loop_s_seed():
+    from tuneserve.training import default_config
+
+    assert default_config("mlp", "full", seed=3).seed == 3  # as before the seam
+    chosen = plan("table", backbone="mlp", settings={"seed": 5}, seed=1)
+    assert chosen.config is not None and chosen.config.seed == 5 and chosen.seed == 1
+
+
+def test_errors_name_the_backbone_the_user_gave():
+    with pytest.raises(InvalidInputError, match=r"objective 'denoise' .* backbone 'some-org/bert'"):
+        plan("text", backbone="some-org/bert", strategy="denoise", stage="pretrain")
+
+
+def test_build_names_unlabeled_data_by_its_fingerprint(tmp_path):
+    from tuneserve.data import Unlabeled, load
+    from tuneserve.training import build
+
+    digits = load("digits")
+    data = Unlabeled("d", "image", list(digits.X[:120]), "digits")
+    chosen = plan("image", stage="pretrain", settings={"epochs": 1, "batch_size": 64})
+    package = build(data, chosen, tmp_path / "enc")  # a plan not made by pretrain()
+    assert package.manifest.lineage.data_fingerprint == data.fingerprint
+    assert package.manifest.lineage.details["data"]["items"] == 120
+
+
+def test_tracked_is_a_deprecated_name_of_track(tmp_path):
+    import tuneserve
+
+    with pytest.warns(DeprecationWarning, match="tracked= is deprecated"):
+        result = tuneserve.train("iris", tmp_path / "p", backbone="logreg", tracked=False)
+    assert result.run_id is None
