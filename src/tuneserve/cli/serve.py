@@ -105,7 +105,7 @@ def serve(
             shutil.rmtree(os.environ.pop(MULTIPROCESS_ENV), ignore_errors=True)
 
 
-MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as in serving.app, which imports prometheus
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as in serving.metrics, which imports prometheus
 
 
 def _clear_stale_metrics(folder: str) -> int:
