@@ -9,6 +9,7 @@ fine-tunes with a new head.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,81 +80,92 @@ def pretrain_defaults(family: str, **overrides: Any) -> TrainConfig:
     return config
 
 
-def _pretrain(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
-    """Learn features of ``parts.train`` with the plan's objective (its strategy)."""
-    train, val = parts.train, parts.validation
-    config, name, objective = plan.config, plan.backbone, plan.strategy.name
-    assert config is not None
-    torch.manual_seed(config.seed)
-    model: Any
-    preprocessor: Preprocessor
-    if plan.spec.family == "cnn":
-        cnn_config = config if isinstance(config, CNNConfig) else CNNConfig()
-        preprocessor = cnn_preprocessor(train.X)
-        (h, w), channels = preprocessor.size or (8, 8), preprocessor.channels or 1
-        outputs = PROJECTION if objective == "contrastive" else channels * h * w
-        model = new_cnn(preprocessor, outputs, cnn_config)
-        task: Any = (
-            Contrastive(model, model, image_views(), temperature=0.2)
-            if objective == "contrastive"
-            else Denoising(model)
+#: What pretraining needs for a family: the model, its fitted preprocessing, and the
+#: objective wrapped around the model (what the loop minimises).
+Setup = tuple[Any, Preprocessor, Any]
+
+
+def _cnn(train: Unlabeled, plan: Plan) -> Setup:
+    config = plan.config if isinstance(plan.config, CNNConfig) else CNNConfig()
+    preprocessor = cnn_preprocessor(train.X)
+    (h, w), channels = preprocessor.size or (8, 8), preprocessor.channels or 1
+    contrastive = plan.strategy.name == "contrastive"
+    model = new_cnn(preprocessor, PROJECTION if contrastive else channels * h * w, config)
+    if contrastive:
+        return model, preprocessor, Contrastive(model, model, image_views(), temperature=0.2)
+    return model, preprocessor, Denoising(model)
+
+
+def _vision(train: Unlabeled, plan: Plan) -> Setup:
+    encoder = load_vision_model(plan.backbone)
+    model = VisionClassifier(encoder, outputs=1)
+    preprocessor = vision_preprocessor(plan.backbone, encoder)
+    return model, preprocessor, Contrastive(model, model.embed, image_views(), temperature=0.2)
+
+
+def _text(train: Unlabeled, plan: Plan) -> Setup:
+    model = TextClassifier(load_encoder(plan.backbone), outputs=1)
+    name = resolve_text_model(plan.backbone)
+    preprocessor = TextPreprocessor(name, max_length=plan.options.max_length)
+    return model, preprocessor, Contrastive(model, model.embed, text_views(), temperature=0.05)
+
+
+def _pretraining(setup: Callable[[Unlabeled, Plan], Setup]) -> Callable[..., TrainedModel]:
+    """A pretraining strategy: ``setup`` builds the family's model and objective, the loop
+    minimises the objective's validation loss, the model's ``embed`` is what is exported."""
+
+    def fit_features(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
+        config, s = plan.config, plan.split
+        assert config is not None  # pretraining always runs the loop
+        torch.manual_seed(config.seed)
+        model, preprocessor, objective = setup(parts.train, plan)
+
+        def tensors(part: Unlabeled) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+            feed = preprocessor.transform(part.X)
+            return tuple(torch.from_numpy(v) for v in feed.values()), torch.zeros(len(part))
+
+        result = fit(
+            objective,
+            tensors(parts.train),
+            tensors(parts.validation),
+            config,
+            task="self-supervised",
+            checkpoint_dir=run.checkpoint_dir,
+            resume=run.resume,
+            # a resume must continue the same run: same data, backbone, objective, holdout
+            data_fingerprint=f"{s.data_fingerprint}|{plan.backbone}|{plan.strategy.name}|"
+            f"{plan.options.max_length}|{s.seed}|{s.validation}",
+            description=f"pretraining ({plan.strategy.name})",
         )
-    elif plan.spec.family == "vision":
-        encoder = load_vision_model(name)
-        model = VisionClassifier(encoder, outputs=1)
-        preprocessor = vision_preprocessor(name, encoder)
-        task = Contrastive(model, model.embed, image_views(), temperature=0.2)
-    else:
-        model = TextClassifier(load_encoder(name), outputs=1)
-        preprocessor = TextPreprocessor(
-            resolve_text_model(name), max_length=plan.options.max_length
+        model.eval()
+        size = int(model.config.get("hidden_size") or model.config["hidden"])
+        return TrainedModel(
+            model=model,
+            preprocessor=preprocessor,
+            task="embedding",
+            label_names=None,
+            data_fingerprint=s.data_fingerprint or "",
+            lineage=Lineage(
+                trainer="pretrain",
+                config=config.to_dict(),
+                history=result.history,
+                best_epoch=result.best_epoch,
+                details={"embedding_size": size},
+            ),
+            metrics=result.val_metrics,
         )
-        task = Contrastive(model, model.embed, text_views(), temperature=0.05)
 
-    def tensors(part: Unlabeled) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        feed = preprocessor.transform(part.X)
-        return tuple(torch.from_numpy(v) for v in feed.values()), torch.zeros(len(part))
-
-    s = plan.split
-    result = fit(
-        task,
-        tensors(train),
-        tensors(val),
-        config,
-        task="self-supervised",
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        # a resume must continue the same run: same data, backbone, objective and holdout
-        data_fingerprint=f"{s.data_fingerprint}|{name}|{objective}|{plan.options.max_length}|"
-        f"{s.seed}|{s.validation}",
-        description=f"pretraining ({objective})",
-    )
-    model.eval()
-    size = int(model.config.get("hidden_size") or model.config["hidden"])
-    return TrainedModel(
-        model=model,
-        preprocessor=preprocessor,
-        task="embedding",
-        label_names=None,
-        data_fingerprint=s.data_fingerprint or "",
-        lineage=Lineage(
-            trainer="pretrain",
-            config=config.to_dict(),
-            history=result.history,
-            best_epoch=result.best_epoch,
-            details={"embedding_size": size},
-        ),
-        metrics=result.val_metrics,
-    )
+    return fit_features
 
 
+_SETUPS = {"cnn": _cnn, "vision": _vision, "text": _text}
 for _family, _objectives in OBJECTIVES.items():
     for _objective in _objectives:
         register_strategy(
             Strategy(
                 _family,
                 _objective,
-                _pretrain,
+                _pretraining(_SETUPS[_family]),
                 stage="pretrain",
                 config_class=CNNConfig if _family == "cnn" else TrainConfig,
                 defaults={
