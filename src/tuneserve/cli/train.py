@@ -23,7 +23,10 @@ def train(
         "Default per data type.",
     ),
     strategy: str | None = typer.Option(
-        None, "--strategy", "-s", help="probe | partial | full | lora (text); default per backbone."
+        None,
+        "--strategy",
+        "-s",
+        help="probe | partial | full | lora (text and vision encoders); default per backbone.",
     ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Most epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
