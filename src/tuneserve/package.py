@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+import stat
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -37,7 +39,16 @@ from tuneserve.exceptions import (
 )
 from tuneserve.lineage import Lineage, from_training_config
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "Graph", "Lineage", "Manifest", "Package"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "MAX_MANIFEST_BYTES",
+    "Graph",
+    "Lineage",
+    "Manifest",
+    "Package",
+    "printable",
+]
 
 #: Bump when a change to the layout or manifest would mislead an older reader.
 #: 1: classification and regression packages. 2: adds embedding packages (feature
@@ -46,7 +57,16 @@ __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "Graph", "Lineage", "Manifest", "P
 #: up to this one is read.
 FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
+#: An optional Ed25519 signature of the package id (:mod:`tuneserve.signing`).
+SIGNATURE_FILE = "signature.json"
 GRAPH_FILE = "model.onnx"
+#: Largest manifest.json read. The biggest part of a real manifest is the held-out row
+#: indices of its lineage, one indented line each (about 17 bytes a row: 17 MB for a
+#: million rows), so this leaves room for test splits of millions of rows while refusing a
+#: manifest meant to exhaust memory.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+#: Deepest JSON nesting read from a manifest; tuneserve writes at most about 6 levels.
+MAX_MANIFEST_DEPTH = 64
 
 
 class _Model(BaseModel):
@@ -137,6 +157,62 @@ def _package_id(manifest_json: Mapping[str, Any]) -> str:
     return f"pkg-{digest[:16]}"
 
 
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """Parse manifest.json, refusing one too large or too deeply nested to read safely."""
+    damaged = "Hint: the package is damaged; restore it from the registry or re-export it"
+    with manifest_path.open("rb") as fh:
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise PackageFormatError(
+            f"{manifest_path} is larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MB, the "
+            f"most tuneserve reads. {damaged}"
+        )
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackageFormatError(f"{manifest_path} is not valid JSON: {exc}. {damaged}") from exc
+    except RecursionError as exc:
+        raise PackageFormatError(
+            f"{manifest_path} nests JSON deeper than {MAX_MANIFEST_DEPTH} levels. {damaged}"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise PackageFormatError(f"{manifest_path} must hold a JSON object")
+    if _depth(raw) > MAX_MANIFEST_DEPTH:
+        raise PackageFormatError(
+            f"{manifest_path} nests JSON deeper than {MAX_MANIFEST_DEPTH} levels. {damaged}"
+        )
+    return raw
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (a deep value would overflow it)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_MANIFEST_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def printable(text: str) -> str:
+    """``text`` with control and invisible formatting characters escaped (``\\n``,
+    ``\\x1b``, ``\\u202e``), for printing names a package chose (labels) to a terminal or a
+    log without letting them move the cursor, recolour, or reorder the line."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 def _safe_relpath(name: str) -> PurePosixPath:
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts or name == MANIFEST_FILE:
@@ -191,7 +267,9 @@ class Package:
 
         Raises:
             NotFoundError: ``path`` does not exist.
-            PackageFormatError: no or malformed manifest, or a newer format version.
+            PackageFormatError: no, malformed, too large or too deeply nested manifest, or
+                a format version tuneserve never wrote (newer, or below 1); with ``verify``,
+                also a symbolic link or a file the manifest does not list.
             ChecksumError: a file is missing or differs from its checksum.
         """
         root = Path(path).expanduser()
@@ -203,18 +281,16 @@ class Package:
                 f"{root} is not a tuneserve package: {MANIFEST_FILE} is missing. Hint: pass the "
                 "directory that tuneserve wrote (it holds manifest.json and model.onnx)"
             )
-        try:
-            raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PackageFormatError(
-                f"{manifest_path} is not valid JSON: {exc}. Hint: the package is damaged; "
-                "restore it from the registry or re-export it"
-            ) from exc
-        if not isinstance(raw, dict):
-            raise PackageFormatError(f"{manifest_path} must hold a JSON object")
+        raw = _read_manifest(manifest_path)
         version = raw.get("format_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise PackageFormatError(f"{manifest_path} has no integer format_version")
+        if version < 1:
+            raise PackageFormatError(
+                f"package {root} has format version {version}; tuneserve writes versions 1 to "
+                f"{FORMAT_VERSION}. Hint: the manifest is damaged; restore the package from the "
+                "registry or re-export it"
+            )
         if version > FORMAT_VERSION:
             raise PackageFormatError(
                 f"package {root} has format version {version}, newer than the newest this "
@@ -239,8 +315,15 @@ class Package:
     def verify(self) -> None:
         """Check the manifest against its id, and every file against the manifest.
 
+        The package's folder must hold nothing but the manifest and the files it lists, and
+        no symbolic link: a link would let a package carry a file of the host that loaded
+        it (``assets/x -> /etc/passwd``) into the artifact store or an export. An ensemble
+        lists its members' files, manifests included, so the same rule covers them.
+
         Raises:
             ChecksumError: the manifest was edited, or a file is missing or changed.
+            PackageFormatError: the folder holds a symbolic link, a special file, or a file
+                the manifest does not list.
         """
         stored = self._stored or self.manifest.model_dump(mode="json")
         if _package_id(stored) != self.manifest.package_id:
@@ -254,6 +337,7 @@ class Package:
                 f"package {self.path} does not list its graph {self.manifest.graph.file!r} in "
                 "files. Hint: re-export the package"
             )
+        self._check_tree()
         for name, expected in self.manifest.files.items():
             try:
                 file = self.path / _safe_relpath(name)
@@ -271,6 +355,38 @@ class Package:
                     "corrupted after the package was written. Hint: restore it from the "
                     "registry or re-export the package"
                 )
+
+    def _check_tree(self) -> None:
+        """Refuse symbolic links, special files and unlisted files under the package."""
+        # the signature (tuneserve.signing) is made after the package and signs its id
+        listed = set(self.manifest.files) | {MANIFEST_FILE, SIGNATURE_FILE}
+        hint = (
+            "Hint: a package holds only the files its manifest lists; remove it, or re-export "
+            "the package"
+        )
+        for folder, dirs, files in os.walk(self.path, followlinks=False):
+            base = Path(folder)
+            for entry in sorted([*dirs, *files]):
+                path = base / entry
+                name = path.relative_to(self.path).as_posix()
+                mode = path.lstat().st_mode
+                if stat.S_ISLNK(mode):
+                    raise PackageFormatError(
+                        f"package {self.path} holds a symbolic link {name!r} -> "
+                        f"{os.readlink(path)!r}; packages may not link to files outside "
+                        f"themselves. {hint}"
+                    )
+                if stat.S_ISDIR(mode):
+                    continue
+                if not stat.S_ISREG(mode):
+                    raise PackageFormatError(
+                        f"package {self.path} holds {name!r}, which is not a regular file. {hint}"
+                    )
+                if name not in listed:
+                    raise PackageFormatError(
+                        f"package {self.path} holds {name!r}, which its manifest does not "
+                        f"list. {hint}"
+                    )
 
     # ---------------------------------------------------------------- writing
     @classmethod

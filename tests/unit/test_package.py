@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,18 @@ from tuneserve.exceptions import (
     PackageError,
     PackageFormatError,
 )
-from tuneserve.package import FORMAT_VERSION, MANIFEST_FILE, Graph, Lineage, Manifest, Package
+from tuneserve.lineage import HeldOut
+from tuneserve.package import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    Graph,
+    Lineage,
+    Manifest,
+    Package,
+    printable,
+    sha256_file,
+)
 
 LABELS = ["setosa", "versicolor", "virginica"]
 
@@ -404,3 +418,124 @@ def test_write_never_replaces_a_directory_that_appears_meanwhile(
         Package.write(target, _manifest(), _ClobberingFiles(target, _files(onnx_bytes)))
     assert (target / "thesis.txt").read_text() == "someone else's work"
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no temporary directory left
+
+
+# ----------------------------------------------------------------- hostile packages
+def _host_file(tmp_path: Path) -> Path:
+    secret = tmp_path / "host" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    return secret
+
+
+def test_listed_symlink_to_a_host_file_is_refused(package: Package, tmp_path: Path) -> None:
+    # the manifest is resealed with the host file's checksum, so only the link gives it away
+    secret = _host_file(tmp_path)
+    (package.assets_path / "vocab.txt").unlink()
+    (package.assets_path / "vocab.txt").symlink_to(secret)
+    raw = json.loads((package.path / MANIFEST_FILE).read_text())
+    raw["files"]["assets/vocab.txt"] = sha256_file(secret)
+    _reseal(package.path, raw)
+    with pytest.raises(
+        PackageFormatError, match=r"symbolic link 'assets/vocab\.txt' -> '.*passwd'"
+    ):
+        Package.load(package.path)
+
+
+def test_unlisted_symlink_is_refused(package: Package, tmp_path: Path) -> None:
+    (package.assets_path / "passwd").symlink_to(_host_file(tmp_path))
+    with pytest.raises(PackageFormatError, match=r"symbolic link 'assets/passwd'"):
+        Package.load(package.path)
+
+
+def test_symlinked_folder_is_refused(package: Package, tmp_path: Path) -> None:
+    # assets -> a host folder holding a copy of every listed asset still passes checksums
+    host = _host_file(tmp_path).parent
+    (host / "vocab.txt").write_bytes((package.assets_path / "vocab.txt").read_bytes())
+    shutil.rmtree(package.assets_path)
+    package.assets_path.symlink_to(host, target_is_directory=True)
+    with pytest.raises(PackageFormatError, match=r"symbolic link 'assets'"):
+        Package.load(package.path)
+
+
+@pytest.mark.parametrize("name", ["assets/extra.bin", ".DS_Store", "extras/model.pt"])
+def test_unlisted_file_is_refused_naming_it(package: Package, name: str) -> None:
+    (package.path / name).parent.mkdir(parents=True, exist_ok=True)
+    (package.path / name).write_bytes(b"not in the manifest")
+    with pytest.raises(
+        PackageFormatError,
+        match=rf"holds '{re.escape(name)}', which its manifest does not list\. Hint: .*remove it",
+    ):
+        Package.load(package.path)
+
+
+def test_special_file_is_refused(package: Package) -> None:
+    os.mkfifo(package.assets_path / "pipe")
+    with pytest.raises(PackageFormatError, match=r"'assets/pipe', which is not a regular file"):
+        Package.load(package.path)
+
+
+def test_empty_folders_are_tolerated(package: Package) -> None:
+    (package.path / "extras").mkdir()
+    assert Package.load(package.path).id == package.id
+
+
+@pytest.mark.parametrize("version", [0, -1, True])
+def test_format_version_below_one_is_refused(package: Package, version: Any) -> None:
+    raw = json.loads((package.path / MANIFEST_FILE).read_text())
+    raw["format_version"] = version
+    _reseal(package.path, raw)  # a matching id: only the version is wrong
+    with pytest.raises(PackageFormatError, match=r"format version|no integer format_version"):
+        Package.load(package.path)
+
+
+def test_deeply_nested_manifest_is_a_format_error(package: Package) -> None:
+    raw = (package.path / MANIFEST_FILE).read_text()
+    deep = "[" * 100_000 + "]" * 100_000
+    (package.path / MANIFEST_FILE).write_text(raw.rstrip()[:-1] + f', "x": {deep}}}')
+    with pytest.raises(PackageFormatError, match=r"nests JSON deeper than 64 levels"):
+        Package.load(package.path)
+
+
+def test_moderately_nested_manifest_is_a_format_error(package: Package) -> None:
+    # deep enough to be absurd, too shallow for json's own recursion limit
+    _edit_manifest(package.path, metrics=json.loads("[" * 200 + "]" * 200))
+    with pytest.raises(PackageFormatError, match=r"nests JSON deeper than 64 levels"):
+        Package.load(package.path)
+
+
+def test_huge_manifest_is_refused_before_parsing(
+    package: Package, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tuneserve.package.MAX_MANIFEST_BYTES", 1024)
+    _edit_manifest(package.path, padding="x" * 2048)
+    with pytest.raises(PackageFormatError, match=r"is larger than .* the most tuneserve reads"):
+        Package.load(package.path)
+
+
+def test_manifest_cap_fits_a_million_held_out_rows(tmp_path: Path, onnx_bytes: bytes) -> None:
+    # the largest part of a real manifest: 1M held-out rows (a 5M-row data set's test split)
+    rows = list(range(9_000_000, 10_000_000))
+    held_out = HeldOut(data_fingerprint="sha256:" + "ab" * 32, rows=rows)
+    lineage = Lineage(data_fingerprint="sha256:" + "ab" * 32, held_out=held_out)
+    pkg = Package.write(tmp_path / "big", _manifest(lineage=lineage), _files(onnx_bytes))
+    size = (pkg.path / MANIFEST_FILE).stat().st_size
+    assert size < MAX_MANIFEST_BYTES // 3
+    loaded = Package.load(pkg.path).manifest.lineage.held_out
+    assert loaded is not None and loaded.rows == rows
+
+
+@pytest.mark.parametrize(
+    ("label", "shown"),
+    [
+        ("cat", "cat"),
+        ("chat noir", "chat noir"),
+        ("héllo 猫", "héllo 猫"),
+        ("a\nb", "a\\nb"),
+        ("\x1b[2Jred", "\\x1b[2Jred"),
+        ("evil\u202etxt", "evil\\u202etxt"),
+        ("tab\tx\r", "tab\\tx\\r"),
+    ],
+)
+def test_printable_escapes_control_characters(label: str, shown: str) -> None:
+    assert printable(label) == shown
