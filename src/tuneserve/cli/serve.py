@@ -21,6 +21,13 @@ def serve(
     max_body_mb: float = typer.Option(32.0, "--max-body-mb", min=0.001),
     max_items: int = typer.Option(1024, "--max-items", min=1, help="Inputs per request."),
     timeout_s: float = typer.Option(30.0, "--timeout", min=0.001, help="Seconds per request."),
+    max_image_pixels: int = typer.Option(
+        40_000_000,
+        "--max-image-pixels",
+        min=1,
+        help="Largest image (width x height) decoded; larger ones get 400, read from the "
+        "header before decoding.",
+    ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads."),
     watch: float = typer.Option(
         5.0,
@@ -73,6 +80,7 @@ def serve(
         canary=canary,
         shadow=shadow,
         api_keys=api_key,
+        max_image_pixels=max_image_pixels,
     )
     app = build_app(config)  # every model must load before the server starts
     repository = app.state.repository

@@ -25,6 +25,7 @@ class ServeConfig:
     canary: list[str] = field(default_factory=list)
     shadow: list[str] = field(default_factory=list)
     api_keys: list[str] = field(default_factory=list)
+    max_image_pixels: int = 40_000_000  # preprocessing.image.DEFAULT_MAX_IMAGE_PIXELS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -32,12 +33,15 @@ class ServeConfig:
 
 def build_app(config: ServeConfig) -> Any:
     """Load the models and return the ASGI app (raises on a model that does not load)."""
+    from tuneserve.preprocessing.image import set_max_image_pixels
+
     from .app import create_app
     from .auth import parse_keys
     from .repository import BatchSettings, ModelSpec, Repository
     from .state import Limits
     from .traffic import Traffic
 
+    set_max_image_pixels(config.max_image_pixels)  # per process: each worker runs this
     keys = parse_keys(config.api_keys)
     specs = [ModelSpec.parse(m) for m in config.models]
     traffic = Traffic.parse(config.canary, config.shadow)
