@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from tuneserve.exceptions import InputItemError, InvalidInputError, NotFoundError
 
@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_INPUTS = ("input_ids", "attention_mask")
+#: Characters of a text first given to the tokenizer, per token of ``max_length``. Tokens of
+#: real text average 3-6 characters with their spaces, so a text cut here still holds far
+#: more than ``max_length`` tokens; one that does not (long runs of spaces, one endless word)
+#: is tokenized again with 4 times as many characters, up to ``MAX_CHARS_PER_TOKEN``.
+CHARS_PER_TOKEN = 32
+#: The most characters of one text ever tokenized, per token of ``max_length`` (65,536 for
+#: 128 tokens): tokenizing is linear in the characters, and whatever lies beyond this is
+#: truncated away anyway.
+MAX_CHARS_PER_TOKEN = 16 * CHARS_PER_TOKEN
 
 
 def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
@@ -103,7 +112,7 @@ class TextPreprocessor(Preprocessor):
                 raise InputItemError(
                     "text", i, f"is a {type(text).__name__}, not a string; send strings"
                 )
-        encodings = self.tokenizer.encode_batch(list(texts))
+        encodings = self._encode(list(texts))
         truncated = sum(1 for e in encodings if e.overflowing)
         if truncated:
             # warn once per preprocessor; later batches log at debug level only
@@ -121,6 +130,33 @@ class TextPreprocessor(Preprocessor):
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         return {name: arrays[name] for name in self.model_inputs}
+
+    def _encode(self, texts: list[str]) -> list[Encoding]:
+        """Tokenize ``texts``, each truncated to ``max_length`` tokens, without tokenizing
+        all of a long text: only a head of ``CHARS_PER_TOKEN * max_length`` characters at
+        first. The result equals tokenizing the whole text when the head's kept tokens end
+        in its first half: the tokens before the cut do not depend on what follows it, and
+        the half left over covers the word the cut split. A head that does not settle so is
+        tokenized again, 4 times as long, up to ``MAX_CHARS_PER_TOKEN * max_length``."""
+        budget = CHARS_PER_TOKEN * self.max_length
+        most = MAX_CHARS_PER_TOKEN * self.max_length
+        heads = [t[:budget] for t in texts]
+        encodings = self.tokenizer.encode_batch(heads)
+        pending = [i for i, t in enumerate(texts) if len(t) > budget]
+        grown = False
+        while pending:
+            pending = [i for i in pending if not _settled(encodings[i], budget)]
+            if not pending or budget >= most:
+                break
+            budget, grown = min(budget * 4, most), True
+            for i in pending:
+                heads[i] = texts[i][:budget]
+            again = self.tokenizer.encode_batch([heads[i] for i in pending])
+            for i, encoding in zip(pending, again, strict=True):
+                encodings[i] = encoding
+            pending = [i for i in pending if len(texts[i]) > budget]
+        # padding is to the longest of one call: texts that grew need one call for all
+        return self.tokenizer.encode_batch(heads) if grown else encodings
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -152,3 +188,11 @@ class TextPreprocessor(Preprocessor):
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {name: {0: "batch", 1: "sequence"} for name in self.model_inputs}
+
+
+def _settled(encoding: Encoding, head: int) -> bool:
+    """Whether the encoding of a text's first ``head`` characters is that of the whole
+    text: it was truncated, and its kept tokens end in the first half of the head."""
+    if not encoding.overflowing:
+        return False  # the head fits: what was cut off might have held more tokens
+    return max((end for _, end in encoding.offsets), default=0) <= head // 2
