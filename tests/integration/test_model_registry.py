@@ -12,6 +12,7 @@ database. If PostgreSQL is down the PostgreSQL runs fail and say so: they never 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import shutil
 import socket
@@ -26,7 +27,13 @@ from pathlib import Path
 import pytest
 
 import tuneserve
-from tuneserve.exceptions import ChecksumError, DataError, NotFoundError, TuneserveError
+from tuneserve.exceptions import (
+    ChecksumError,
+    DataError,
+    InvalidInputError,
+    NotFoundError,
+    TuneserveError,
+)
 from tuneserve.package import Package
 from tuneserve.registry import (
     CHAMPION,
@@ -392,3 +399,112 @@ def test_store_follows_mlflow_tracking_uri(tmp_path, monkeypatch):
     assert current_store().artifact_root is None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://u@h/db")
     assert current_store().artifact_root == (tmp_path / "home/mlflow/artifacts").as_uri()
+
+
+# ---- the audit trail under concurrency, and writes that die midway ---------------------------
+
+PROMOTE = """
+import sys, time
+from pathlib import Path
+from tuneserve.registry import Registry
+registry = Registry()
+go = Path(sys.argv[1])
+while not go.exists():  # start together, after the slow imports
+    time.sleep(0.01)
+registry.promote("race", sys.argv[2], note=f"by {sys.argv[2]}")
+"""
+
+
+def _python(script: str, *args: object) -> subprocess.Popen[str]:
+    # the processes inherit the environment, so they open the same store as the test
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+
+
+def test_concurrent_promotes_leave_a_chain_that_rollback_follows(registry, iris_packages, tmp_path):
+    for path in iris_packages[:4]:
+        registry.register(path, "race")
+    go = tmp_path / "go"
+    procs = [_python(PROMOTE, go, v) for v in (1, 2, 3, 4)]
+    go.touch()
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    trail = registry.history("race")
+    assert sorted(e.to_version for e in trail) == ["1", "2", "3", "4"]
+    assert trail[0].from_version is None
+    for before, entry in itertools.pairwise(trail):
+        assert entry.from_version == before.to_version, [e.to_dict() for e in trail]
+    assert all(e.note == f"by {e.to_version}" for e in trail)
+    assert registry.version("race").version == trail[-1].to_version
+    for entry in reversed(trail[1:]):  # rollback walks the chain back to the first champion
+        assert registry.rollback("race").version == entry.from_version
+    with pytest.raises(RegistryError, match="first champion on record"):
+        registry.rollback("race")
+
+
+def test_an_overlong_note_is_refused_before_anything_moves(registry, packages):
+    registry.register(packages["logreg"], "wine")
+    registry.register(packages["sgd"], "wine")
+    registry.promote("wine", 1)
+    registry.set_alias("wine", "challenger", 1)
+    long = "x" * 120_000
+    with pytest.raises(InvalidInputError, match=r"note is 120,000 characters.*Nothing was"):
+        registry.promote("wine", 2, note=long)
+    with pytest.raises(InvalidInputError, match="note is 120,000"):
+        registry.set_alias("wine", "challenger", 2, note=long)
+    registry.promote("wine", 2)
+    with pytest.raises(InvalidInputError, match="note is 120,000"):
+        registry.rollback("wine", note=long)
+    assert registry.version("wine@champion").version == "2"
+    assert registry.version("wine@challenger").version == "1"
+    assert [(e.from_version, e.to_version) for e in registry.history("wine")] == [
+        (None, "1"),
+        (None, "1"),
+        ("1", "2"),
+    ]
+
+
+def test_concurrent_registers_of_one_package_make_one_version(registry, iris_packages):
+    procs = [_python(REGISTER, iris_packages[0]) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    assert [out.split() for out, _ in outputs] == [["1"], ["1"], ["1"]]
+    assert [v.version for v in registry.versions("race")] == ["1"]
+
+
+DIE_IN = """
+import os, sys
+from mlflow import MlflowClient
+setattr(MlflowClient, sys.argv[2], lambda *args, **kwargs: os._exit(9))  # killed right there
+from tuneserve.registry import Registry
+Registry().register(sys.argv[1], "killed")
+"""
+
+
+def test_a_register_killed_midway_leaves_nothing_visible(registry, iris_packages):
+    from mlflow import MlflowClient
+
+    mlflow = MlflowClient(registry.store.uri)
+
+    def killed_in(step: str) -> None:
+        proc = _python(DIE_IN, iris_packages[0], step)
+        proc.communicate(timeout=300)
+        assert proc.returncode == 9
+
+    killed_in("log_artifacts")  # leaves a RUNNING run
+    exp = mlflow.get_experiment_by_name("tuneserve").experiment_id
+    running = mlflow.search_runs([exp], "attributes.status = 'RUNNING'")
+    assert len(running) == 1
+    killed_in("create_model_version")  # leaves an empty model; ends the dead run
+    assert mlflow.get_run(running[0].info.run_id).info.status == "KILLED"
+    assert mlflow.get_registered_model("killed")  # MLflow has no transaction for both steps
+    assert registry.models() == []  # not listed as if it were a model
+    done = registry.register(iris_packages[0], "killed")
+    assert done.created and done.version.version == "1"
+    assert mlflow.search_runs([exp], "attributes.status = 'RUNNING'") == []
+    assert [m["versions"] for m in registry.models()] == [1]

@@ -8,7 +8,7 @@ verified local package. ``track_package`` logs a training run. ``export_bundle``
 
 from ._bundle import export_bundle, import_bundle
 from ._registry import CHAMPION, AuditEntry, Ref, Registered, Registry, Version, resolve
-from ._store import RegistryError, Store, current_store
+from ._store import RegistryError, Store, StoreUnavailableError, current_store
 from .tracking import track_package, tracking_enabled, training_report
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Store",
+    "StoreUnavailableError",
     "Version",
     "current_store",
     "export_bundle",

@@ -18,16 +18,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneserve.exceptions import NotFoundError, PackageError, TuneserveError
+from tuneserve.exceptions import InvalidInputError, NotFoundError, PackageError, TuneserveError
 from tuneserve.home import tuneserve_home
 from tuneserve.lineage import Lineage
 from tuneserve.package import Package
 
-from ._store import RegistryError, Store, client, current_store, experiment_id, quiet_mlflow
-from .tracking import EPOCH_PREFIX, PACKAGE_TAG, find_run, track_package, training_params
+from ._lock import model_lock
+from ._store import (
+    RegistryError,
+    Store,
+    client,
+    current_store,
+    experiment_id,
+    quiet_mlflow,
+    store_failure,
+)
+from .tracking import (
+    EPOCH_PREFIX,
+    PACKAGE_TAG,
+    end_dead_runs,
+    find_run,
+    track_package,
+    training_params,
+)
 
 CHAMPION = "champion"
 AUDIT_PREFIX = "tuneserve.audit."
+#: The longest ``--note`` the audit trail keeps (an entry is one registered-model tag).
+NOTE_LIMIT = 2000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REF = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@]+))?$")
 
@@ -161,9 +179,17 @@ def _mlflow_errors(store: Store) -> Iterator[None]:
         raise
     except Exception as exc:
         if type(exc).__module__.startswith(_STORE_MODULES) or isinstance(exc, OSError):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RegistryError(f"MLflow store {store.uri}: {first}") from exc
+            raise store_failure(store, exc) from exc
         raise
+
+
+def _check_note(note: str) -> None:
+    if len(note) > NOTE_LIMIT:
+        raise InvalidInputError(
+            f"the note is {len(note):,} characters; the audit trail keeps at most "
+            f"{NOTE_LIMIT:,}. Nothing was changed. Hint: put the long text in a ticket or a "
+            "file and give its link or path as the note"
+        )
 
 
 def config_hash(lineage: Lineage) -> str:
@@ -199,6 +225,8 @@ class Registry:
         out = []
         for model in sorted(found, key=lambda m: m.name):
             versions = self._version_numbers(model.name)
+            if not versions:  # left by a register that died before its version: not a model
+                continue
             out.append(
                 {
                     "name": model.name,
@@ -377,7 +405,8 @@ class Registry:
             pkg = package
         else:
             pkg = Package.load(package)  # checks every file's checksum
-        with _mlflow_errors(self.store):
+        # under the model's lock, so that parallel registers of one package make one version
+        with model_lock(self.store, name), _mlflow_errors(self.store):
             existing = self.client.search_model_versions(
                 f"name = '{name}' and tags.`{PACKAGE_TAG}` = '{pkg.id}'"
             )
@@ -385,6 +414,7 @@ class Registry:
                 version = self.version(Ref(name, str(existing[0].version)))
                 return Registered(version, created=False, run_id=version.run_id or "")
             exp = experiment_id(self.client, self.store)
+            end_dead_runs(self.client, exp)
             run_id = find_run(self.client, exp, pkg.id) or track_package(
                 pkg, store=self.store, kind="register"
             )
@@ -423,10 +453,18 @@ class Registry:
             )
         return Registered(self.version(Ref(name, str(mv.version))), True, run_id, notes)
 
-    def _audit(self, name: str, entry: AuditEntry) -> None:
-        key = f"{AUDIT_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        with _mlflow_errors(self.store):
-            self.client.set_registered_model_tag(name, key, json.dumps(entry.to_dict()))
+    def _audit_key(self, model: Any) -> str:
+        """A key that sorts after every entry already on ``model``, even when this host's
+        clock is behind the one that wrote the last entry."""
+        last = max(
+            (
+                int(k[len(AUDIT_PREFIX) :].split("-")[0])
+                for k in (model.tags or {})
+                if k.startswith(AUDIT_PREFIX) and k[len(AUDIT_PREFIX) :].split("-")[0].isdigit()
+            ),
+            default=0,
+        )
+        return f"{AUDIT_PREFIX}{max(time.time_ns(), last + 1):020d}-{uuid.uuid4().hex[:8]}"
 
     def _alias_target(self, name: str, alias: str) -> str | None:
         return {k: str(v) for k, v in (self._model(name).aliases or {}).items()}.get(alias)
@@ -438,19 +476,32 @@ class Registry:
                 f"the {CHAMPION!r} alias moves with promote (which checks the package loads "
                 f"and keeps the audit trail): tuneserve registry promote {name} {version}"
             )
-        self._move(name, alias, str(version), "alias", note)
+        _check_note(note)
+        target = self.version(Ref(name, str(version)))
+        with model_lock(self.store, name):
+            self._move(name, alias, target.version, "alias", note)
 
     def _move(self, name: str, alias: str, version: str, action: str, note: str) -> None:
-        target = self.version(Ref(name, version))
-        before = self._alias_target(name, alias)
+        """Record, then move: the caller holds the model's lock, so ``before`` is still the
+        alias's target when the alias moves, and every entry's ``from`` is the previous
+        entry's ``to``. An entry whose move failed is taken back."""
+        model = self._model(name)
+        before = {k: str(v) for k, v in (model.aliases or {}).items()}.get(alias)
+        entry = AuditEntry(action, alias, before, version, _who(), _now(), note)
+        key = self._audit_key(model)
         with _mlflow_errors(self.store):
-            self.client.set_registered_model_alias(name, alias, target.version)
-        self._audit(name, AuditEntry(action, alias, before, target.version, _who(), _now(), note))
+            self.client.set_registered_model_tag(name, key, json.dumps(entry.to_dict()))
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+            except BaseException:
+                self.client.delete_registered_model_tag(name, key)
+                raise
 
     def promote(self, name: str, version: str | int, note: str = "") -> Version:
         """Make ``version`` the champion, after checking that its package downloads,
         verifies and loads in the runtime; on failure the champion is unchanged."""
         ref = Ref(name, str(version))
+        _check_note(note)
         if self._alias_target(name, CHAMPION) == str(version):
             raise TuneserveError(f"{name}/{version} is already the champion; nothing to do")
         try:
@@ -466,11 +517,22 @@ class Registry:
                 f"version {version} of {name!r} cannot be promoted: its package does not load "
                 f"({exc}). The champion stays {current or 'unset'}"
             ) from exc
-        self._move(name, CHAMPION, str(version), "promote", note)
+        with model_lock(self.store, name):
+            if self._alias_target(name, CHAMPION) == str(version):  # another promote won
+                raise TuneserveError(f"{name}/{version} is already the champion; nothing to do")
+            self._move(name, CHAMPION, self.version(ref).version, "promote", note)
         return self.version(ref)
 
     def rollback(self, name: str, note: str = "") -> Version:
         """Make the previous champion the champion again (audited as a rollback)."""
+        _check_note(note)
+        with model_lock(self.store, name):
+            previous = self._previous_champion(name)
+            self.version(Ref(name, previous))  # still there?
+            self._move(name, CHAMPION, previous, "rollback", note)
+        return self.version(Ref(name, previous))
+
+    def _previous_champion(self, name: str) -> str:
         current = self._alias_target(name, CHAMPION)
         if current is None:
             raise NotFoundError(f"model {name!r} has no champion to roll back")
@@ -490,9 +552,7 @@ class Registry:
                 f"model {name!r}: version {current} is the first champion on record; there is "
                 "no earlier champion to roll back to"
             )
-        self.version(Ref(name, previous))  # still there?
-        self._move(name, CHAMPION, previous, "rollback", note)
-        return self.version(Ref(name, previous))
+        return previous
 
     # ---- resolving -----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ PACKAGE_TAG = "tuneserve.package_id"
 #: Per-epoch metrics are logged as ``epoch/<name>`` (curves in the MLflow UI); the
 #: package's final metrics keep their plain names.
 EPOCH_PREFIX = "epoch/"
+#: Tag holding ``host:pid`` of the process that logs a run (see :func:`end_dead_runs`).
+OWNER_TAG = "tuneserve.owner"
 #: MLflow's limits: keys of 250 characters, parameter values of 6000.
 _MAX_KEY, _MAX_PARAM = 250, 6000
 
@@ -129,6 +132,38 @@ def find_run(mlflow_client: Any, exp_id: str, package_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def end_dead_runs(mlflow_client: Any, exp_id: str) -> list[str]:
+    """Mark KILLED the runs still RUNNING whose logging process, on this host, is gone
+    (a ``register`` or ``train --track`` killed midway), and return their ids.
+
+    Runs started on other hosts are left alone: their processes cannot be checked here.
+    """
+    host = socket.gethostname().replace("'", "")
+    with quiet_mlflow():
+        runs = mlflow_client.search_runs(
+            [exp_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_TAG}` LIKE '{host}:%'",
+            max_results=1000,
+        )
+        ended = []
+        for run in runs:
+            pid = run.data.tags.get(OWNER_TAG, "").rpartition(":")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                mlflow_client.set_terminated(run.info.run_id, "KILLED")
+                ended.append(run.info.run_id)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def track_package(
     package: Package | str | Path,
     *,
@@ -164,7 +199,9 @@ def track_package(
     metrics += [Metric(k, float(v), now, 0) for k, v in m.metrics.items()]
     params = [Param(k, v) for k, v in flatten(training_params(m.lineage)).items()]
     with quiet_mlflow():
-        run = mlflow_client.create_run(exp, run_name=run_name or m.name)
+        # the owner tag lets a later register end this run if this process dies midway
+        owner = {OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}", "tuneserve.kind": kind}
+        run = mlflow_client.create_run(exp, run_name=run_name or m.name, tags=owner)
         run_id = run.info.run_id
         try:
             for start in range(0, max(len(metrics), len(params), 1), 100):
