@@ -17,6 +17,9 @@ too) is the reference; ``benchmarks/serve.py`` compares the two.
 A request's items are a list of raw inputs, or a 2-D array whose rows are table rows in
 the model's column order (what the server decodes Open Inference Protocol tables into);
 :func:`join` makes one batch of several requests' items.
+
+A batch that fails is run again one request at a time: whatever one request's items break
+(in preprocessing or in the runtime) fails that request alone, never its neighbours.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.exceptions import InputItemError, TuneserveError
+from tuneserve.exceptions import TuneserveError
 
 GAP_DECAY = 0.8  # weight of the past in the moving average of arrival gaps
 
@@ -211,15 +214,16 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(self.executor, self.run, items)
-        except InputItemError:
-            # one request's bad input must not fail the others: run each on its own
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # Whatever broke the batch (an item the checks before batching let through, or
+            # the runtime itself), it must fail only the request that caused it: run each
+            # request on its own, so a neighbour's bad item never fails a good request.
             for pending in batch:
                 await self._run_one(pending)
-            return
-        except Exception as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
             return
         self.cost.observe(size, time.perf_counter() - started)
         self.stats.batches += 1

@@ -29,6 +29,7 @@ rule, the value that broke it and the fix.
 from __future__ import annotations
 
 import base64
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +83,56 @@ class InputSchema:
 
 
 def from_json(schema: InputSchema, inputs: list[Any]) -> Items:
-    """The simple JSON API's ``inputs`` list: image strings and pixel lists decoded, text
-    and table rows passed on (the table preprocessor checks rows itself)."""
+    """The simple JSON API's ``inputs`` list: image strings and pixel lists decoded; texts
+    checked to be valid Unicode strings and table cells to be single values, so a bad item
+    fails its own request before it is batched with others (the table preprocessor checks
+    the rest of a row)."""
     if schema.modality == "image":
         return [_image(x, i) for i, x in enumerate(inputs)]
+    if schema.modality == "text":
+        for i, text in enumerate(inputs):
+            if not isinstance(text, str):
+                raise InvalidInputError(
+                    f"text {i} is a {type(text).__name__}, not a string; send strings"
+                )
+            _check_text(text, f"text {i}")
+    else:
+        for i, row in enumerate(inputs):
+            _check_row(schema, row, i)
     return inputs
+
+
+def _check_text(text: str, where: str) -> None:
+    """Refuse a string that is not valid Unicode (a lone surrogate, which JSON's ``\\ud800``
+    escape can carry): the tokenizer and UTF-8 encoding both fail on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where} holds a lone surrogate {text[exc.start]!r} at character {exc.start}, "
+            "which is not valid Unicode; send UTF-8 text (a \\uD800-\\uDFFF escape in JSON "
+            "must be one half of a pair)"
+        ) from None
+
+
+def _check_row(schema: InputSchema, row: Any, index: int) -> None:
+    """A table row's cells are single values (number, string, boolean or null): a list or an
+    object in a cell would reach the preprocessor as extra rows or columns."""
+    if isinstance(row, dict):
+        cells = list(row.items())
+    elif isinstance(row, list):
+        cells = [
+            (schema.columns[j] if j < len(schema.columns) else j, v) for j, v in enumerate(row)
+        ]
+    else:
+        return  # the table preprocessor names what a row must be
+    for column, value in cells:
+        if isinstance(value, list | dict):
+            raise InvalidInputError(
+                f"row {index} column {column!r} holds a {type(value).__name__} "
+                f"({reprlib.repr(value)}); a table cell is one number, string, boolean or "
+                "null. Hint: send one value per column"
+            )
 
 
 def _image(value: Any, index: int) -> Any:

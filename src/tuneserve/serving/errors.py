@@ -11,6 +11,7 @@ of the framework's own; this module maps them to a status and the body is always
 any other ``TuneserveError`` (bad input)    400
 FastAPI's request validation                400
 Starlette's HTTP errors (405, 404 route)    their own status
+anything else (the server's fault)          500, logged with its traceback
 ==========================================  =====================================
 
 The :class:`~tuneserve.serving.gate.Gate` answers 401, 403 and 413 before a request gets
@@ -18,6 +19,8 @@ this far.
 """
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +32,8 @@ from tuneserve.exceptions import NotFoundError, TuneserveError
 from .batcher import QueueFullError
 
 __all__ = ["error_response", "install", "status_of"]
+
+log = logging.getLogger(__name__)
 
 
 def status_of(exc: BaseException) -> int:
@@ -71,6 +76,14 @@ def install(app: FastAPI, timeout_s: float) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return error_response(exc.status_code, str(exc.detail))
 
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the client learns only the kind
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return error_response(
+            500, f"internal server error ({type(exc).__name__}); the server log has the details"
+        )
+
+    app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(TuneserveError, tuneserve_error)
     app.add_exception_handler(TimeoutError, timeout_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -83,6 +83,14 @@ def _object_array(values: list[bytes]) -> np.ndarray:
     return out
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _count(shape: list[int]) -> int:
     return math.prod(shape)  # not np.prod: 30 column tensors would cost more than the model
 
@@ -187,7 +195,15 @@ def _json_values(data: Any, datatype: str, name: str) -> np.ndarray:
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise InvalidInputError(f"input {name!r}: BYTES data must be strings in JSON")
-        return _object_array([v.encode() for v in flat])
+        try:
+            return _object_array([v.encode() for v in flat])
+        except UnicodeEncodeError:
+            i = next(i for i, v in enumerate(flat) if not _is_unicode(v))
+            raise InvalidInputError(
+                f"input {name!r}: BYTES data[{i}] holds a lone surrogate, which is not valid "
+                "Unicode; send UTF-8 text (a \\uD800-\\uDFFF escape in JSON must be one half "
+                "of a pair)"
+            ) from None
     if not all(isinstance(v, int | float) for v in flat):
         raise InvalidInputError(f"input {name!r}: {datatype} data must be numbers")
     try:

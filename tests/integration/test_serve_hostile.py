@@ -1,0 +1,120 @@
+"""Hostile requests against the server (issue 13): a bad item fails only its own request,
+bad input never gets a 5xx, and a chunked body over the limit is refused while it streams.
+
+In-process through ``httpx2.ASGITransport`` with concurrent requests (``asyncio.gather``),
+and over real HTTP (uvicorn) for the chunked body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+import numpy as np
+import pytest
+
+from tuneserve.serving import BatchSettings, ModelSpec, Repository, create_app
+
+
+@pytest.fixture(scope="module")
+def repository(text_package, cancer_package, digits_package):
+    repository = Repository(
+        [
+            ModelSpec.parse(f"reviews={text_package}"),
+            ModelSpec.parse(f"cancer={cancer_package}"),
+            ModelSpec.parse(f"digits={digits_package}"),
+        ],
+        BatchSettings(max_batch_size=64, max_queue_delay_ms=20),
+    )
+    repository.load_all()
+    return repository
+
+
+def _client(app) -> httpx2.AsyncClient:
+    # raise_app_exceptions=False: a 500 is an answer to count, not a crash of the test
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx2.AsyncClient(transport=transport, base_url="http://test")
+
+
+def _text_tensor(value: str) -> bytes:
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [value]}]}
+    return json.dumps(body).encode()
+
+
+# ---- (1) a bad item fails only its own request --------------------------------------
+
+HOSTILE = [
+    pytest.param("/v1/models/reviews/predict", {"inputs": ["\ud800"]}, id="surrogate"),
+    pytest.param("/v1/models/reviews/predict", {"inputs": ["fine", "x\udfff"]}, id="surrogate-2nd"),
+    pytest.param("/v1/models/reviews/predict", {"inputs": [["a", "list"]]}, id="list"),
+    pytest.param("/v1/models/reviews/predict", {"inputs": [None]}, id="null"),
+    pytest.param("/v2/models/reviews/infer", _text_tensor("\ud800"), id="surrogate-v2"),
+    pytest.param("/v1/models/cancer/predict", {"inputs": [[[1, 2]] * 30]}, id="list-cells"),
+]
+
+
+@pytest.mark.parametrize(("hostile_path", "hostile_body"), HOSTILE)
+def test_a_hostile_request_fails_alone_among_good_concurrent_ones(
+    repository, text_model, cancer_splits, hostile_path, hostile_body
+):
+    _, _, texts, _ = text_model
+    rows = cancer_splits.test.X.iloc[:2].to_dict("records")
+    good: list[tuple[str, Any]] = [
+        ("/v1/models/reviews/predict", {"inputs": [texts[i % len(texts)]]}) for i in range(40)
+    ] + [("/v1/models/cancer/predict", {"inputs": rows})] * 10
+    bad = [(hostile_path, hostile_body)] * 5
+    calls = good[:10] + bad + good[10:]  # the hostile ones in the middle of the burst
+    stats = repository.get("reviews").batcher.stats
+    batches_before = stats.batches
+
+    async def scenario() -> list[httpx2.Response]:
+        async with _client(create_app(repository)) as client:
+
+            async def post(path: str, body: Any) -> httpx2.Response:
+                content = body if isinstance(body, bytes) else json.dumps(body).encode()
+                return await client.post(path, content=content)
+
+            return await asyncio.gather(*(post(p, b) for p, b in calls))
+
+    replies = asyncio.run(scenario())
+    good_replies = replies[:10] + replies[15:]
+    failed = [(r.status_code, r.text[:200]) for r in good_replies if r.status_code != 200]
+    assert not failed, f"{len(failed)} of {len(good_replies)} good requests failed: {failed[:3]}"
+    for reply in replies[10:15]:
+        assert 400 <= reply.status_code < 500, reply.text[:300]
+        assert set(reply.json()) == {"error"}
+    assert stats.batches - batches_before < 40  # the good requests really shared batches
+
+
+def test_a_request_that_breaks_its_batch_is_retried_alone_and_counted(repository, text_model):
+    """A failure the server cannot blame on validation (here a run that breaks on one
+    poison text) fails that request alone with a JSON 500, counted in the metrics."""
+    _, _, texts, _ = text_model
+    batcher = repository.get("reviews").batcher
+    run = batcher.run
+
+    def poisoned(items: Any) -> np.ndarray:
+        if any(item == "poison" for item in items):
+            raise RuntimeError("the runtime broke")
+        return run(items)
+
+    batcher.run = poisoned
+    try:
+
+        async def scenario() -> list[httpx2.Response]:
+            async with _client(create_app(repository)) as client:
+                bodies = [{"inputs": [texts[i % len(texts)]]} for i in range(30)]
+                bodies.insert(7, {"inputs": ["poison"]})
+                replies = await asyncio.gather(
+                    *(client.post("/v1/models/reviews/predict", json=b) for b in bodies)
+                )
+                return [*replies, await client.get("/metrics")]
+
+        *replies, metrics = asyncio.run(scenario())
+    finally:
+        batcher.run = run
+    assert 'tuneserve_requests_total{api="v1",code="500",model="reviews"} 1.0' in metrics.text
+    codes = [r.status_code for r in replies]
+    assert codes[7] == 500 and codes[:7] + codes[8:] == [200] * 30, codes
+    assert set(replies[7].json()) == {"error"}
