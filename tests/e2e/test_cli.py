@@ -651,3 +651,24 @@ def test_select_an_ensemble_then_predict_and_serve_it(cancer_candidates, tmp_pat
     assert "survivors: logreg, random-forest" in text and "weighted: accuracy" in text
     for name in ("logreg", "random-forest"):  # a member with its weight, or left out
         assert f"member {name} (weight" in text or re.search(f"left out.*{name}", text)
+
+
+def test_sign_a_package_and_require_the_signature(cancer_package, cancer_splits, tmp_path):
+    package = shutil.copytree(cancer_package, tmp_path / "pkg")
+    key = tmp_path / "team"
+    assert "private: keep it secret" in tuneserve("package", "keygen", "--out", str(key)).stdout
+    row = json.dumps(cancer_splits.test.X.iloc[0].to_dict())
+    trust = ["--require-signature", "--trusted-key", f"{key}.pub"]
+    proc = tuneserve("predict", str(package), row, *trust, check=False)
+    assert_one_line_error(proc, "is not signed", "tuneserve package sign")
+
+    tuneserve("package", "sign", str(package), "--key", str(key))
+    out = tuneserve("package", "verify", str(package), "--trusted-key", f"{key}.pub").stdout
+    assert "signed by ed25519:" in out
+    result = json.loads(tuneserve("predict", str(package), row, *trust, "--json").stdout)
+    assert len(result["predictions"]) == 1
+
+    tuneserve("package", "keygen", "--out", str(tmp_path / "other"))
+    other = ["--trusted-key", str(tmp_path / "other.pub")]
+    proc = tuneserve("package", "verify", str(package), *other, check=False)
+    assert_one_line_error(proc, "not a trusted key")

@@ -49,3 +49,44 @@ def show(
     for name, digest in m.files.items():
         files.add_row(name, str((pkg.path / name).stat().st_size), digest[7:23] + "...")
     out.print(files)
+
+
+@app.command("keygen")
+def keygen(
+    out: str = typer.Option(..., "--out", "-o", help="Private key file; KEY.pub is beside it."),
+    force: bool = typer.Option(False, "--force", help="Replace existing key files."),
+) -> None:
+    """Make an Ed25519 key pair for signing packages (the private key is mode 0600)."""
+    from tuneserve.signing import generate_key
+
+    private, public, key_id = generate_key(out, overwrite=force)
+    console().print(f"wrote {private} (private: keep it secret) and {public} ({key_id})")
+
+
+@app.command("sign")
+def sign(
+    package: str = typer.Argument(..., help="Package directory."),
+    key: str = typer.Option(..., "--key", "-k", help="Private key (tuneserve package keygen)."),
+) -> None:
+    """Sign a package (its id, which covers the manifest and every file) with a private key;
+    serve, predict and registry register can then insist on a trusted signature."""
+    from tuneserve.signing import SIGNATURE_FILE, sign_package
+
+    signature = sign_package(package, key)
+    console().print(
+        f"signed {signature.package_id} with {signature.key_id}: {package}/{SIGNATURE_FILE}"
+    )
+
+
+@app.command("verify")
+def verify(
+    package: str = typer.Argument(..., help="Package directory."),
+    trusted_key: list[str] = typer.Option(
+        ..., "--trusted-key", help="A trusted public key (KEY.pub); repeat for several."
+    ),
+) -> None:
+    """Check a package's checksums and that a trusted key signed it (exit 2 if not)."""
+    from tuneserve.signing import verify_signature
+
+    key_id = verify_signature(package, trusted_key)
+    console().print(f"{package}: checksums OK, signed by {key_id} (trusted)")

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from ._output import console, print_json
+from ._signature import REQUIRE, TRUSTED, check_signature
 
 
 def _path(item: str) -> Path | None:
@@ -115,11 +116,14 @@ def predict(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Inputs per ONNX Runtime call."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes shown per input (table view)."),
     text_column: str | None = typer.Option(None, "--text-column", help="Text column of a CSV."),
+    require_signature: bool = REQUIRE,
+    trusted_key: list[str] | None = TRUSTED,
 ) -> None:
     """Predict with a package (ONNX Runtime; torch is never loaded)."""
     from tuneserve.progress import with_progress
     from tuneserve.runtime import Predictor
 
+    check_signature(package, require_signature, trusted_key)
     predictor = Predictor(package, batch_size=batch_size)
     modality = predictor.manifest.modality
     if modality == "image":
