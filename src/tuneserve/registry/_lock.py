@@ -54,8 +54,15 @@ def model_lock(store: Store, name: str) -> Iterator[None]:
 def _file_lock(path: Path) -> Iterator[None]:
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError as exc:
+        raise StoreUnavailableError(
+            f"cannot create the registry's lock file {path} ({exc.strerror or exc}); "
+            "writing to the registry needs write access to the folder of its database"
+        ) from exc
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released on close, or when the process dies
         try:
             yield
