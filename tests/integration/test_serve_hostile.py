@@ -14,7 +14,7 @@ import httpx2
 import numpy as np
 import pytest
 
-from tuneserve.serving import BatchSettings, ModelSpec, Repository, create_app
+from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,123 @@ def test_a_request_that_breaks_its_batch_is_retried_alone_and_counted(repository
     codes = [r.status_code for r in replies]
     assert codes[7] == 500 and codes[:7] + codes[8:] == [200] * 30, codes
     assert set(replies[7].json()) == {"error"}
+
+
+# ---- (2) never a 5xx for bad input --------------------------------------------------
+
+
+def _deep(depth: int) -> bytes:
+    return b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _deep_oip(depth: int) -> bytes:
+    data = "[" * depth + '"x"' + "]" * depth
+    return (
+        '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ' + data + "}]}"
+    ).encode()
+
+
+BAD_INPUT = [
+    pytest.param("/v1/models/reviews/predict", _deep(100_000), "nested", id="deep-json-v1"),
+    pytest.param("/v2/models/reviews/infer", _deep(100_000), "nested", id="deep-json-v2"),
+    pytest.param("/v2/models/reviews/infer", _deep_oip(900), "nested", id="deep-oip-data"),
+    pytest.param(
+        "/v2/models/reviews/infer",
+        json.dumps(
+            {"inputs": [{"name": "text", "shape": [2**32, 2**32], "datatype": "BYTES", "data": []}]}
+        ).encode(),
+        "shape",
+        id="huge-shape",
+    ),
+    pytest.param(
+        "/v2/models/reviews/infer",
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "text", "shape": [0, 2**32, 2**32], "datatype": "FP32", "data": []}
+                ]
+            }
+        ).encode(),
+        "shape",
+        id="huge-empty-shape",
+    ),
+    pytest.param(
+        "/v2/models/reviews/infer",
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "text", "shape": [0, *[2**31 - 1] * 3], "datatype": "FP32", "data": []}
+                ]
+            }
+        ).encode(),
+        "shape",
+        id="empty-shape-past-numpy",
+    ),
+    pytest.param(
+        "/v2/models/reviews/infer",
+        json.dumps(
+            {
+                "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hi"]}],
+                "outputs": [{"name": "label", "parameters": [1]}],
+            }
+        ).encode(),
+        "parameters",
+        id="output-parameters-not-an-object",
+    ),
+    pytest.param(
+        "/v1/models/cancer/predict",
+        json.dumps({"inputs": [{"mean radius": [1, 2]}]}).encode(),
+        "mean radius",
+        id="list-valued-table-cell",
+    ),
+    pytest.param(
+        "/v1/models/cancer/predict",
+        json.dumps({"inputs": [[[1, 2]] * 30]}).encode(),
+        "row 0",
+        id="list-valued-table-cell-in-a-list-row",
+    ),
+    pytest.param(
+        "/v2/models/reviews/infer", _text_tensor("\ud800"), "surrogate", id="surrogate-bytes"
+    ),
+    pytest.param(
+        "/v1/models/digits/predict",
+        b'{"inputs": [[[1e300, 0], [0, 0]]]}',
+        "finite 32-bit",
+        id="pixel-past-float32",
+    ),
+    pytest.param(
+        "/v1/models/reviews/predict",
+        json.dumps({"inputs": ["\ud800"]}).encode(),
+        "surrogate",
+        id="surrogate-v1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "message"), BAD_INPUT)
+def test_bad_input_gets_a_4xx_json_error(repository, path, body, message):
+    async def call() -> httpx2.Response:
+        async with _client(create_app(repository, Limits(max_body_bytes=10_000_000))) as client:
+            return await client.post(path, content=body)
+
+    reply = asyncio.run(call())
+    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text[:300])
+    payload = reply.json()
+    assert set(payload) == {"error"} and message in payload["error"], payload
+
+
+def test_a_non_ascii_api_key_gets_401_not_500(repository):
+    app = create_app(repository, api_keys={"secret-key-1": "predict"})
+
+    async def call(key: bytes) -> httpx2.Response:
+        async with _client(app) as client:
+            return await client.post(
+                "/v1/models/reviews/predict",
+                json={"inputs": ["hi"]},
+                headers=[(b"authorization", b"Bearer " + key)],
+            )
+
+    reply = asyncio.run(call("clé-secrète".encode()))
+    assert reply.status_code == 401, reply.text[:300]
+    assert set(reply.json()) == {"error"}
+    assert asyncio.run(call(b"secret-key-1")).status_code == 200

@@ -58,9 +58,15 @@ def check(keys: dict[str, str], key: str | None, scope: str) -> int | None:
     """None when allowed, else the HTTP status: 401 (no or unknown key) or 403 (scope)."""
     if key is None:
         return 401
-    found = next((s for k, s in keys.items() if hmac.compare_digest(k, key)), None)
+    # compared as bytes: compare_digest raises TypeError on str with non-ASCII characters
+    presented = _raw(key)
+    found = next((s for k, s in keys.items() if hmac.compare_digest(_raw(k), presented)), None)
     if found is None:
         return 401
     if scope == "admin" and found != "admin":
         return 403
     return None
+
+
+def _raw(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")  # any str, even one from odd argv bytes

@@ -147,11 +147,18 @@ def _image(value: Any, index: int) -> Any:
             ) from None
     if isinstance(value, list):
         try:
-            return np.asarray(value, dtype=np.float32)
-        except (ValueError, TypeError):
+            pixels = np.asarray(value, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
             raise InvalidInputError(
                 f"inputs[{index}] is not a rectangular array of numbers"
             ) from None
+        # NaN, infinity, or a number float32 cannot hold (the cast would overflow)
+        if not np.all(np.abs(pixels) <= np.finfo(np.float32).max):
+            raise InvalidInputError(
+                f"inputs[{index}] holds a pixel value that is not a finite 32-bit float "
+                "(NaN, Infinity or beyond 3.4e38); send pixels 0-255 or 0-1"
+            )
+        return pixels.astype(np.float32)
     raise InvalidInputError(f"inputs[{index}] must be base64 image bytes or a pixel array")
 
 

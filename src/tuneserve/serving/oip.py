@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,10 @@ import numpy as np
 from tuneserve.exceptions import InvalidInputError
 
 HEADER = "Inference-Header-Content-Length"
+#: Most dimensions of a tensor (numpy's own limit is 64), and the largest size of one.
+MAX_RANK = 32
+MAX_DIM = 2**31 - 1
+_END = object()
 
 #: OIP datatype -> numpy dtype (BYTES is handled apart).
 DTYPES: dict[str, Any] = {
@@ -91,8 +96,25 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+def _short(value: Any) -> str:
+    return reprlib.repr(value)
+
+
 def _count(shape: list[int]) -> int:
     return math.prod(shape)  # not np.prod: 30 column tensors would cost more than the model
+
+
+def load_json(body: bytes) -> Any:
+    """A request's JSON document; malformed or too deeply nested JSON is the client's error."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError(
+            "the request's JSON is nested deeper than the server parses (about 1000 levels); "
+            "send inputs nested at most as deep as their shape"
+        ) from None
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -110,10 +132,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         head, binary = body[:size], body[size:]
     else:
         head, binary = body, b""
-    try:
-        doc = json.loads(head)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
+    doc = load_json(head)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise InvalidInputError('an infer request is a JSON object with a non-empty "inputs" list')
     offset = 0
@@ -133,6 +152,12 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise InvalidInputError(f"input {name!r}: shape must be a list of sizes >= 0")
+        if len(shape) > MAX_RANK or any(d > MAX_DIM for d in shape):
+            raise InvalidInputError(
+                f"input {name!r}: shape {_short(shape)} is beyond what any request can hold (at "
+                f"most {MAX_RANK} dimensions of at most {MAX_DIM} each); send the tensor's real "
+                "shape"
+            )
         params = raw.get("parameters") or {}
         blob_size = params.get("binary_data_size") if isinstance(params, dict) else None
         if blob_size is not None:
@@ -162,7 +187,14 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
                 f"input {name!r}: shape {shape} holds {_count(shape)} elements but "
                 f"{values.size} were sent"
             )
-        tensors.append(Tensor(name, datatype, shape, values.reshape(shape)))
+        try:
+            shaped = values.reshape(shape)
+        except ValueError:  # an empty tensor whose other sizes multiply past numpy's limit
+            raise InvalidInputError(
+                f"input {name!r}: shape {_short(shape)} is larger than numpy can address; send "
+                "the tensor's real shape"
+            ) from None
+        tensors.append(Tensor(name, datatype, shape, shaped))
     if offset != len(binary):
         raise InvalidInputError(
             f"{len(binary) - offset} binary bytes follow the tensors; binary_data_size must "
@@ -170,9 +202,16 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         )
     outputs = doc.get("outputs")
     if outputs is not None and not (
-        isinstance(outputs, list) and all(isinstance(o, dict) and "name" in o for o in outputs)
+        isinstance(outputs, list)
+        and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     ):
         raise InvalidInputError('"outputs" must be a list of objects with a name')
+    for o in outputs or ():
+        if not isinstance(o.get("parameters") or {}, dict):
+            raise InvalidInputError(
+                f"outputs {o['name']!r}: parameters is {_short(o['parameters'])}; it must be an "
+                'object, such as {"binary_data": true}'
+            )
     params = doc.get("parameters") or {}
     binary_output = bool(isinstance(params, dict) and params.get("binary_data_output"))
     request_id = doc.get("id")
@@ -184,14 +223,33 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     )
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [v for item in data for v in _flatten(item)]
-    return [data]
+def _flatten(data: Any, name: str) -> list[Any]:
+    """Nested lists -> their leaves in order; a loop, not recursion, so that no nesting
+    reaches Python's recursion limit (``data`` nests at most as deep as the shape)."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(v, list) for v in data):
+        return data  # flat already: the common case, no copy
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list):
+            if len(stack) >= MAX_RANK:
+                raise InvalidInputError(
+                    f"input {name!r}: data is nested more than {MAX_RANK} lists deep; send it "
+                    "flat (row-major) or nested as its shape"
+                )
+            stack.append(iter(item))
+        else:
+            out.append(item)
+    return out
 
 
 def _json_values(data: Any, datatype: str, name: str) -> np.ndarray:
-    flat = _flatten(data)
+    flat = _flatten(data, name)
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise InvalidInputError(f"input {name!r}: BYTES data must be strings in JSON")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from tuneserve.exceptions import InvalidInputError
 
-from . import decode
+from . import decode, oip
 from .state import ServerState
 
 __all__ = ["add_simple_routes"]
@@ -53,10 +52,8 @@ def add_simple_routes(router: APIRouter, state: ServerState) -> None:
         "/v1/models/{name}/predict", summary="Predict (simple JSON)", openapi_extra=_PREDICT_DOC
     )
     async def predict(name: str, request: Request) -> dict[str, Any]:
-        try:  # JSON whatever the Content-Type says (curl -d sends form-urlencoded)
-            payload = json.loads(await state.read_body(request))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
+        # JSON whatever the Content-Type says (curl -d sends form-urlencoded)
+        payload = oip.load_json(await state.read_body(request))
         if not isinstance(payload, dict):
             raise InvalidInputError('send a JSON object: {"inputs": [...]}')
         inputs = payload.get("inputs")
