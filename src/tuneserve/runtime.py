@@ -20,7 +20,7 @@ import numpy as np
 from tuneserve.ensemble_package import INPUT, EnsembleSpec, is_ensemble
 from tuneserve.exceptions import InputItemError, InvalidInputError, PackageFormatError
 from tuneserve.package import Package
-from tuneserve.preprocessing import Preprocessor, preprocessor_from_spec
+from tuneserve.preprocessing import Preprocessor, TablePreprocessor, preprocessor_from_spec
 
 __all__ = ["EnsembleMembers", "Prediction", "Predictor"]
 
@@ -218,6 +218,16 @@ class Predictor:
                 f"{where}: the graph outputs {width} class probabilities but the manifest "
                 f"names {len(m.label_names or [])} labels"
             )
+        # a table's preprocessing and graph must agree on the number of features
+        if isinstance(self.preprocessor, TablePreprocessor):
+            made = len(self.preprocessor.feature_names)
+            shapes = {i.name: i.shape for i in self.session.get_inputs()}
+            wanted = (shapes.get("input") or [None])[-1]
+            if isinstance(wanted, int) and wanted != made:
+                raise PackageFormatError(
+                    f"{where}: the preprocessing makes {made} features per row but the graph "
+                    f"takes {wanted}. Hint: the package is damaged; re-export it"
+                )
 
     @property
     def labels(self) -> list[str] | None:

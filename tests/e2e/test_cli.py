@@ -672,3 +672,21 @@ def test_sign_a_package_and_require_the_signature(cancer_package, cancer_splits,
     other = ["--trusted-key", str(tmp_path / "other.pub")]
     proc = tuneserve("package", "verify", str(package), *other, check=False)
     assert_one_line_error(proc, "not a trusted key")
+
+
+def test_labels_a_package_chose_cannot_drive_the_terminal(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    evil = ["\x1b]0;pwned\x07yes", "[red]no[/red]"]
+    labels = [evil[int(a > 0)] for a in x[:, 0]]
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": labels}).to_csv(tmp_path / "t.csv")
+    tuneserve("train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "p"), "-b", "logreg")
+    shown = tuneserve("package", "show", str(tmp_path / "p")).stdout
+    row = json.dumps({"Unnamed: 0": 0, "a": 1.5, "b": 0.0})
+    predicted = tuneserve("predict", str(tmp_path / "p"), row).stdout
+    for out in (shown, predicted):
+        assert "\x1b" not in out and "\x07" not in out  # no escape sequence reaches the terminal
+        assert "\\x1b]0;pwned\\x07yes" in out  # but the label is shown, escaped
+    assert "[red]no[/red]" in shown  # rich markup in a label is printed as written

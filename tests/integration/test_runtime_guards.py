@@ -151,3 +151,14 @@ def test_inconsistent_ensemble_is_refused(ensemble, tmp_path, edit, message):
     bad = _resealed_copy(ensemble, tmp_path / "bad", edit)
     with pytest.raises(PackageFormatError, match=message):
         Predictor(bad)
+
+
+def test_a_table_whose_columns_disagree_with_the_graph_is_refused(cancer_package, tmp_path):
+    raw = json.loads((cancer_package / MANIFEST_FILE).read_text())
+    spec = raw["preprocessing"]
+    fewer = {**spec, "columns": spec["columns"][:-1]}  # 29 features for a 30-wide graph
+    damaged = _resealed_copy(cancer_package, tmp_path / "p", {"preprocessing": fewer})
+    with pytest.raises(
+        PackageFormatError, match=r"makes 29 features per row but the graph takes 30"
+    ):
+        Predictor(damaged)

@@ -16,3 +16,14 @@ def console() -> Any:
     from rich.console import Console
 
     return Console()
+
+
+def shown(text: object) -> str:
+    """``text`` safe to print through rich: control characters escaped (a label could move
+    the cursor or recolour the terminal) and rich markup (``[red]``, ``[link=...]``) shown
+    as written."""
+    from rich.markup import escape
+
+    from tuneserve.package import printable
+
+    return escape(printable(str(text)))

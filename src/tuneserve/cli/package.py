@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ._output import console, print_json
+from ._output import console, print_json, shown
 
 app = typer.Typer(help="Inspect model packages.", no_args_is_help=True)
 
@@ -25,11 +25,11 @@ def show(
         print_json({"path": str(pkg.path), "size_bytes": pkg.size_bytes(), **m.model_dump()})
         return
     out = console()
-    out.print(f"[bold]{m.name}[/bold]  {pkg.id}  ({pkg.path})")
+    out.print(f"[bold]{shown(m.name)}[/bold]  {pkg.id}  ({shown(pkg.path)})")
     size_mb = pkg.size_bytes() / 1e6
     out.print(f"{m.task}, {m.modality}, format {m.format_version}, {size_mb:.2f} MB, checksums OK")
     if m.label_names:
-        out.print(f"labels ({len(m.label_names)}): {', '.join(m.label_names)}")
+        out.print(f"labels ({len(m.label_names)}): {', '.join(shown(n) for n in m.label_names)}")
     out.print(f"input: {m.input_schema}")
     out.print(
         f"graph: {m.graph.file}, inputs {m.graph.inputs} -> {m.graph.output} "

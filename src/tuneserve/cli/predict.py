@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from ._output import console, print_json
+from ._output import console, print_json, shown
 from ._signature import REQUIRE, TRUSTED, check_signature
 
 
@@ -152,21 +152,21 @@ def predict(
             assert p.embedding is not None
             head = ", ".join(f"{v:.3f}" for v in p.embedding[:6])
             table.add_row(
-                n, str(len(p.embedding)), head + (", ..." if len(p.embedding) > 6 else "")
+                shown(n), str(len(p.embedding)), head + (", ..." if len(p.embedding) > 6 else "")
             )
     elif predictor.manifest.task == "regression":
         table = Table("input", "prediction")
         for n, p in zip(names, predictions, strict=True):
-            table.add_row(n, f"{p.value:.6g}")
+            table.add_row(shown(n), f"{p.value:.6g}")
     else:
         table = Table("input", "label", "confidence", f"top {top_k}")
         for n, p in zip(names, predictions, strict=True):
             assert p.probabilities is not None and p.label is not None
             top = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:top_k]
             table.add_row(
-                n,
-                p.label,
+                shown(n),
+                shown(p.label),
                 f"{p.probabilities[p.label]:.3f}",
-                ", ".join(f"{k} {v:.2f}" for k, v in top),
+                ", ".join(f"{shown(k)} {v:.2f}" for k, v in top),
             )
     console().print(table)
