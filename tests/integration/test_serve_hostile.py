@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import socket
+import threading
+import time
 from typing import Any
 
 import httpx2
 import numpy as np
 import pytest
+import uvicorn
 
 from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
 
@@ -238,3 +243,65 @@ def test_a_non_ascii_api_key_gets_401_not_500(repository):
     assert reply.status_code == 401, reply.text[:300]
     assert set(reply.json()) == {"error"}
     assert asyncio.run(call(b"secret-key-1")).status_code == 200
+
+
+# ---- (3) a chunked body over the limit ----------------------------------------------
+
+
+class _Server:
+    def __init__(self, app) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(repository):
+    """1 MB limit; the client streams up to 256 MB in 64 KB chunks, without a
+    Content-Length, and stops as soon as an answer comes. The answer is 413, and it comes
+    after a few MB at most (what the socket buffers hold), not after the whole body."""
+    limit, chunk, total = 1_000_000, b"x" * 65_536, 256 * 1024 * 1024
+    server = _Server(create_app(repository, Limits(max_body_bytes=limit)))
+    sent = 0
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/models/reviews/predict HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+            while sent < total:
+                if select.select([sock], [], [], 0)[0]:  # the server answered: stop sending
+                    break
+                try:
+                    sock.sendall(framed)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += len(chunk)
+            else:
+                sock.sendall(b"0\r\n\r\n")  # all sent, no answer yet: end the body
+            sock.settimeout(30)
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                data = sock.recv(65_536)
+                if not data:
+                    break
+                reply += data
+    finally:
+        server.stop()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b"over the limit of 1000000" in body, body[:300]
+    assert sent < 32 * 1024 * 1024, f"the client sent {sent} bytes before the server answered"

@@ -6,6 +6,7 @@ of the framework's own; this module maps them to a status and the body is always
 
 ==========================================  =====================================
 ``NotFoundError`` (model, version)          404
+``BodyTooLargeError`` (counted as it came)  413
 ``QueueFullError``                          503, with ``Retry-After: 1``
 ``TimeoutError`` (the request's time limit) 504
 any other ``TuneserveError`` (bad input)    400
@@ -14,8 +15,8 @@ Starlette's HTTP errors (405, 404 route)    their own status
 anything else (the server's fault)          500, logged with its traceback
 ==========================================  =====================================
 
-The :class:`~tuneserve.serving.gate.Gate` answers 401, 403 and 413 before a request gets
-this far.
+The :class:`~tuneserve.serving.gate.Gate` answers 401, 403 and 413 (a ``Content-Length``
+over the limit) before a request gets this far.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tuneserve.exceptions import NotFoundError, TuneserveError
 
 from .batcher import QueueFullError
+from .gate import BodyTooLargeError
 
 __all__ = ["error_response", "install", "status_of"]
 
@@ -40,6 +42,8 @@ def status_of(exc: BaseException) -> int:
     """The HTTP status of an exception (500 for one that is not the client's doing)."""
     if isinstance(exc, NotFoundError):
         return 404
+    if isinstance(exc, BodyTooLargeError):
+        return 413
     if isinstance(exc, QueueFullError):
         return 503
     if isinstance(exc, TimeoutError):

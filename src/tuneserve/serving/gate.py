@@ -1,6 +1,11 @@
 """What every HTTP request meets first: the body size limit (413) and API keys (401/403);
 every response gets an ``X-Tuneserve-Worker`` header naming the process that answered.
 
+The body limit holds twice: a ``Content-Length`` over it is refused before the body is
+read, and a body without one (chunked) is counted as it streams in and refused the moment
+it passes the limit (:class:`BodyTooLargeError`, 413), so no request body over the limit
+is ever held in memory.
+
 A plain ASGI middleware: Starlette's ``@app.middleware("http")`` wraps each request in
 extra tasks and streams, which cost more than the model itself on small models.
 """
@@ -12,9 +17,15 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tuneserve.exceptions import InvalidInputError
+
 from . import auth
 
 Refusal = tuple[int, str, dict[str, str] | None]
+
+
+class BodyTooLargeError(InvalidInputError):
+    """A request body passed the size limit while it streamed in (HTTP 413)."""
 
 
 class Gate:
@@ -62,8 +73,29 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refused = self.refusal(scope["method"], scope["path"], headers)
         if refused is None:
-            await self.app(scope, receive, send_named)
+            await self.app(scope, self._counted(receive), send_named)
             return
         status, message, extra = refused
         response: Any = JSONResponse({"error": message}, status_code=status, headers=extra)
         await response(scope, receive, send_named)
+
+    def _counted(self, receive: Receive) -> Receive:
+        """``receive`` that counts body bytes and raises :class:`BodyTooLargeError` past
+        the limit, before the app can keep them."""
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLargeError(
+                        f"request body is over the limit of {limit} bytes ({seen} bytes "
+                        "received so far, sent without a Content-Length); send fewer inputs "
+                        "per request"
+                    )
+            return message
+
+        return counted
