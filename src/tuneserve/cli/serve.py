@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from ._signature import REQUIRE, TRUSTED
+
 
 def serve(
     model: list[str] = typer.Option(
@@ -48,6 +50,8 @@ def serve(
         "--api-key",
         help="KEY:SCOPE (predict or admin); repeat. Also TUNESERVE_API_KEYS. None: open.",
     ),
+    require_signature: bool = REQUIRE,
+    trusted_key: list[str] | None = TRUSTED,
 ) -> None:
     """Serve packages over HTTP: simple JSON (/v1) and the Open Inference Protocol (/v2)."""
     import os
@@ -81,6 +85,8 @@ def serve(
         shadow=shadow,
         api_keys=api_key,
         max_image_pixels=max_image_pixels,
+        require_signature=require_signature,
+        trusted_keys=trusted_key or [],
     )
     app = build_app(config)  # every model must load before the server starts
     repository = app.state.repository

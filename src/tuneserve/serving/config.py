@@ -26,6 +26,8 @@ class ServeConfig:
     shadow: list[str] = field(default_factory=list)
     api_keys: list[str] = field(default_factory=list)
     max_image_pixels: int = 40_000_000  # preprocessing.image.DEFAULT_MAX_IMAGE_PIXELS
+    require_signature: bool = False
+    trusted_keys: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -49,6 +51,9 @@ def build_app(config: ServeConfig) -> Any:
         specs + traffic.companions(specs),
         BatchSettings(config.max_batch_size, config.max_queue_delay_ms, config.max_queue),
         intra_op_threads=config.threads,
+        trusted_keys=(
+            config.trusted_keys if config.require_signature or config.trusted_keys else None
+        ),
     )
     repository.load_all()
     limits = Limits(config.max_body_bytes, config.max_items, config.timeout_s)

@@ -74,6 +74,7 @@ class Repository:
         settings: BatchSettings | None = None,
         on_batch: Callable[[str, int, list[float]], None] | None = None,
         intra_op_threads: int | None = None,
+        trusted_keys: list[str] | None = None,
     ) -> None:
         if not specs:
             raise InvalidInputError("serve at least one model: --model NAME[@ALIAS] or a path")
@@ -84,6 +85,8 @@ class Repository:
         self.settings = settings or BatchSettings()
         self.on_batch = on_batch
         self.intra_op_threads = intra_op_threads
+        #: When set, a version loads only if one of these public keys signed it.
+        self.trusted_keys = trusted_keys
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         self._lock = threading.Lock()
         self._loading = threading.Lock()  # one load or reload at a time
@@ -155,6 +158,10 @@ class Repository:
         version, path = self._resolve(spec)
         existing = self.versions.get(name, {}).get(version)
         if existing is None:
+            if self.trusted_keys is not None:  # an unsigned new champion is refused, and the
+                from tuneserve.signing import verify_signature  # current version stays
+
+                verify_signature(path, self.trusted_keys)
             predictor = Predictor(path, intra_op_threads=self.intra_op_threads)
             predictor.run([warm_up_input(predictor)])  # the first real request is not slow
 
