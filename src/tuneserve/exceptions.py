@@ -20,6 +20,7 @@ __all__ = [
     "PackageFormatError",
     "TrainingDivergedError",
     "TuneserveError",
+    "UnavailableError",
 ]
 
 
@@ -74,6 +75,11 @@ class PackageFormatError(PackageError):
 
 class ChecksumError(PackageError):
     """A file in a package does not match the checksum recorded in its manifest."""
+
+
+class UnavailableError(TuneserveError):
+    """A service tuneserve relies on cannot serve now (a full queue, a store that is down
+    or damaged): the fault is not the request's (HTTP 503)."""
 
 
 class ExportError(TuneserveError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneserve.exceptions import TuneserveError
+from tuneserve.exceptions import TuneserveError, UnavailableError
 from tuneserve.home import tuneserve_home
 
 #: The MLflow experiment tuneserve's runs go to (``TUNESERVE_EXPERIMENT`` overrides).
@@ -28,7 +28,7 @@ class RegistryError(TuneserveError):
     """The MLflow store refused an operation or cannot be reached."""
 
 
-class StoreUnavailableError(RegistryError):
+class StoreUnavailableError(RegistryError, UnavailableError):
     """The store cannot serve at all: its server is down or unreachable, or its database
     file is damaged. The fault is the store's, not the request's (HTTP 503)."""
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneserve.exceptions import TuneserveError
+from tuneserve.exceptions import UnavailableError
 
 GAP_DECAY = 0.8  # weight of the past in the moving average of arrival gaps
 
@@ -76,7 +76,7 @@ class CostModel:
         return float(max((t - per_item * n) / w, 0.0))
 
 
-class QueueFullError(TuneserveError):
+class QueueFullError(UnavailableError):
     """The model's queue is full: retry later (HTTP 503 with Retry-After)."""
 
 

@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneserve.exceptions import NotFoundError, TuneserveError
+from tuneserve.exceptions import NotFoundError, TuneserveError, UnavailableError
 
 from .batcher import QueueFullError
 from .gate import BodyTooLargeError
@@ -44,7 +44,7 @@ def status_of(exc: BaseException) -> int:
         return 404
     if isinstance(exc, BodyTooLargeError):
         return 413
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, UnavailableError):  # a full queue, a store that is down
         return 503
     if isinstance(exc, TimeoutError):
         return 504
