@@ -661,12 +661,16 @@ def test_sign_a_package_and_require_the_signature(cancer_package, cancer_splits,
     trust = ["--require-signature", "--trusted-key", f"{key}.pub"]
     proc = tuneserve("predict", str(package), row, *trust, check=False)
     assert_one_line_error(proc, "is not signed", "tuneserve package sign")
+    proc = tuneserve("registry", "register", str(package), "-n", "signed", *trust, check=False)
+    assert_one_line_error(proc, "is not signed")
 
     tuneserve("package", "sign", str(package), "--key", str(key))
     out = tuneserve("package", "verify", str(package), "--trusted-key", f"{key}.pub").stdout
     assert "signed by ed25519:" in out
     result = json.loads(tuneserve("predict", str(package), row, *trust, "--json").stdout)
     assert len(result["predictions"]) == 1
+    out = tuneserve("registry", "register", str(package), "-n", "signed", *trust).stdout
+    assert "registered signed/1" in out
 
     tuneserve("package", "keygen", "--out", str(tmp_path / "other"))
     other = ["--trusted-key", str(tmp_path / "other.pub")]

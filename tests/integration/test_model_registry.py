@@ -508,3 +508,22 @@ def test_a_register_killed_midway_leaves_nothing_visible(registry, iris_packages
     assert done.created and done.version.version == "1"
     assert mlflow.search_runs([exp], "attributes.status = 'RUNNING'") == []
     assert [m["versions"] for m in registry.models()] == [1]
+
+
+def test_register_can_insist_on_a_trusted_signature(registry, packages, tmp_path):
+    import shutil
+
+    from tuneserve.signing import SignatureError, generate_key, sign_package
+
+    package = shutil.copytree(packages["logreg"], tmp_path / "pkg")
+    private, public, _ = generate_key(tmp_path / "team")
+    with pytest.raises(SignatureError, match="is not signed"):
+        registry.register(package, "wine", trusted_keys=[str(public)])
+    assert registry.models() == []  # refused before anything was created
+    sign_package(package, private)
+    done = registry.register(package, "wine", trusted_keys=[str(public)])
+    assert done.created and done.version.version == "1"
+    # the signature travels with the package: the stored copy still verifies
+    from tuneserve.signing import verify_signature
+
+    assert verify_signature(registry.resolve("wine/1"), [str(public)])

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from ._output import console, print_json
+from ._signature import REQUIRE, TRUSTED, check_signature
 
 app = typer.Typer(
     help="Model registry on MLflow: register, list, show, compare, promote, rollback, alias, "
@@ -42,8 +43,11 @@ def register(
     name: str = typer.Option(..., "--name", "-n", help="Registered model name."),
     description: str | None = typer.Option(None, "--description", "-d"),
     as_json: bool = typer.Option(False, "--json"),
+    require_signature: bool = REQUIRE,
+    trusted_key: list[str] | None = TRUSTED,
 ) -> None:
     """Register PACKAGE as a new version of NAME (checksums verified first)."""
+    check_signature(package, require_signature, trusted_key)  # before the store is opened
     done = _registry().register(package, name, description)
     if as_json:
         print_json({**done.version.to_dict(), "created": done.created, "notes": done.warnings})

@@ -385,7 +385,11 @@ class Registry:
     # ---- writing -------------------------------------------------------------------------
 
     def register(
-        self, package: str | Path | Package, name: str, description: str | None = None
+        self,
+        package: str | Path | Package,
+        name: str,
+        description: str | None = None,
+        trusted_keys: list[str] | None = None,
     ) -> Registered:
         """Register a package as a new version of ``name`` (created on first use).
 
@@ -393,7 +397,9 @@ class Registry:
         already registered under ``name`` is not registered twice; its version is returned.
         The version carries lineage tags (package id, data fingerprint, parent package and,
         when the parent is registered, its version; config hash) and the metrics of the run
-        that logged the package (reused when ``train`` tracked it, else created here).
+        that logged the package (reused when ``train`` tracked it, else created here). With
+        ``trusted_keys``, only a package one of those public keys signed is registered
+        (:mod:`tuneserve.signing`).
         """
         if not _NAME.match(name):
             raise TuneserveError(
@@ -405,6 +411,10 @@ class Registry:
             pkg = package
         else:
             pkg = Package.load(package)  # checks every file's checksum
+        if trusted_keys is not None:
+            from tuneserve.signing import verify_signature
+
+            verify_signature(pkg, trusted_keys)
         # under the model's lock, so that parallel registers of one package make one version
         with model_lock(self.store, name), _mlflow_errors(self.store):
             existing = self.client.search_model_versions(

@@ -75,6 +75,10 @@ def _artifact_root(local: Path) -> str:
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """Silence MLflow's and alembic's start-up logging, progress bars and warnings."""
+    # importing mlflow configures its loggers (level INFO): import it before quieting them,
+    # or a first store's "Creating initial MLflow database tables" reaches stderr
+    import mlflow  # noqa: F401
+
     names = ("mlflow", "alembic", "sqlalchemy")
     levels = {n: logging.getLogger(n).level for n in names}
     previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
