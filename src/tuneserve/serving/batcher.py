@@ -94,6 +94,7 @@ class BatchStats:
     batches: int = 0
     items: int = 0
     largest: int = 0
+    dropped: int = 0  # items of requests that timed out or left before they ran
     sizes: list[int] = field(default_factory=list)
 
 
@@ -182,11 +183,22 @@ class Batcher:
         await queue.put(pending)
         return await future
 
+    def _live(self, pending: _Pending) -> bool:
+        """Whether a queued request still waits for its answer; the work of one that timed
+        out (or whose client left) is dropped, so it delays nobody behind it."""
+        if not pending.future.done():
+            return True
+        self._waiting -= len(pending.items)
+        self.stats.dropped += len(pending.items)
+        return False
+
     async def _loop(self) -> None:
         assert self._queue is not None
         queue = self._queue
         while True:
             first = await queue.get()
+            if not self._live(first):
+                continue
             batch = [first]
             size = len(first.items)
             deadline = first.enqueued + self.max_delay
@@ -202,6 +214,8 @@ class Batcher:
                     )
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
+                if not self._live(nxt):
+                    continue
                 batch.append(nxt)
                 size += len(nxt.items)
             self._waiting -= size

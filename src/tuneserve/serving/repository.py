@@ -87,7 +87,8 @@ class Repository:
         self.intra_op_threads = intra_op_threads
         #: When set, a version loads only if one of these public keys signed it.
         self.trusted_keys = trusted_keys
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        #: One thread per model: a slow model holds only its own queue, never another's.
+        self.executors: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
         self._loading = threading.Lock()  # one load or reload at a time
         self.versions: dict[str, dict[str, ServedModel]] = {}
@@ -176,7 +177,9 @@ class Repository:
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_delay_ms=self.settings.max_queue_delay_ms,
                 max_queue=self.settings.max_queue,
-                executor=self.executor,
+                executor=self.executors.setdefault(
+                    name, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+                ),
                 on_batch=observe,
             )
             existing = ServedModel(name, version, spec.ref or str(path), predictor, batcher)

@@ -1,4 +1,5 @@
-"""The batcher's cost model: the fixed cost of one call, from recent batch timings."""
+"""The batcher: its cost model, a failed batch retried request by request, timed-out
+requests dropped from the queue, and one thread per model."""
 
 from __future__ import annotations
 
@@ -51,3 +52,48 @@ def test_a_batch_that_fails_is_retried_one_request_at_a_time():
         (2, 1),
         (1, 1),
     ]
+
+
+def test_work_of_requests_that_timed_out_is_dropped_from_the_queue():
+    """A request that timed out (504) must not keep the model busy for those behind it."""
+    import asyncio
+    import threading
+
+    import numpy as np
+
+    from tuneserve.serving.batcher import Batcher
+
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def run(items):
+        calls.append(list(items))
+        release.wait(5)  # the first call blocks the model while the others queue
+        return np.zeros((len(items), 1))
+
+    batcher = Batcher(run, max_batch_size=1, max_queue_delay_ms=0)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(batcher.submit(["first"]))
+        await asyncio.sleep(0.05)  # the first runs; the next ten wait in the queue
+        late = [asyncio.wait_for(batcher.submit([f"late-{i}"]), 0.05) for i in range(10)]
+        outcomes = await asyncio.gather(*late, return_exceptions=True)
+        assert all(isinstance(o, TimeoutError) for o in outcomes)
+        release.set()
+        await first
+        assert (await batcher.submit(["after"])).shape == (1, 1)
+
+    asyncio.run(scenario())
+    assert calls == [["first"], ["after"]]  # none of the timed-out requests ran
+    assert batcher.stats.dropped == 10
+
+
+def test_each_model_runs_on_its_own_thread(cancer_package, digits_package):
+    from tuneserve.serving.repository import ModelSpec, Repository
+
+    repository = Repository(
+        [ModelSpec.parse(f"a={cancer_package}"), ModelSpec.parse(f"b={digits_package}")]
+    )
+    repository.load_all()
+    a, b = repository.get("a").batcher, repository.get("b").batcher
+    assert a.executor is not b.executor  # a slow model holds only its own queue
