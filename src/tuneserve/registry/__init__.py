@@ -7,7 +7,8 @@ verified local package. ``track_package`` logs a training run. ``export_bundle``
 """
 
 from ._bundle import export_bundle, import_bundle
-from ._registry import CHAMPION, AuditEntry, Ref, Registered, Registry, Version, resolve
+from ._records import AuditEntry, Ref, Registered, Version
+from ._registry import CHAMPION, Registry, resolve
 from ._store import RegistryError, Store, StoreUnavailableError, current_store
 from .tracking import track_package, tracking_enabled, training_report
 

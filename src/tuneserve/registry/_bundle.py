@@ -20,7 +20,8 @@ from typing import Any
 from tuneserve.exceptions import DataError, InvalidInputError, NotFoundError, PackageError
 from tuneserve.package import Package
 
-from ._registry import AUDIT_PREFIX, CHAMPION, Ref, Registry, _mlflow_errors
+from ._records import Ref
+from ._registry import AUDIT_PREFIX, CHAMPION, Registry, _mlflow_errors
 from .tracking import PACKAGE_TAG
 
 BUNDLE_FORMAT = 1

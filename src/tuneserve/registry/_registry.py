@@ -7,14 +7,12 @@ import getpass
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from tuneserve.lineage import Lineage
 from tuneserve.package import Package
 
 from ._lock import model_lock
+from ._records import NAME, AuditEntry, Ref, Registered, Version
 from ._store import (
     RegistryError,
     Store,
@@ -46,95 +45,6 @@ CHAMPION = "champion"
 AUDIT_PREFIX = "tuneserve.audit."
 #: The longest ``--note`` the audit trail keeps (an entry is one registered-model tag).
 NOTE_LIMIT = 2000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_REF = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@]+))?$")
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A parsed reference: ``N``, ``N/V``, ``N@ALIAS`` (optionally ``models:/`` first)."""
-
-    name: str
-    version: str | None = None
-    alias: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Ref:
-        match = _REF.match(text.strip())
-        if not match or not _NAME.match(match["name"]):
-            raise TuneserveError(
-                f"bad model reference {text!r}; write NAME, NAME/VERSION or NAME@ALIAS "
-                "(models:/ in front is accepted), e.g. digits@champion"
-            )
-        return cls(match["name"], match["version"], match["alias"])
-
-    def __str__(self) -> str:
-        if self.version:
-            return f"{self.name}/{self.version}"
-        return f"{self.name}@{self.alias}" if self.alias else self.name
-
-
-@dataclass
-class Version:
-    """One registered version, as ``show`` and ``list`` report it."""
-
-    name: str
-    version: str
-    aliases: list[str]
-    package_id: str
-    description: str
-    tags: dict[str, str]
-    metrics: dict[str, float]
-    run_id: str | None
-    source: str
-    created: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": int(self.version),
-            "aliases": self.aliases,
-            "package_id": self.package_id,
-            "description": self.description,
-            "metrics": self.metrics,
-            "tags": self.tags,
-            "run_id": self.run_id,
-            "created": self.created,
-        }
-
-
-@dataclass
-class AuditEntry:
-    """One change of an alias: who moved it, when, from which version to which."""
-
-    action: str
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    who: str
-    when: str
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "alias": self.alias,
-            "from": self.from_version,
-            "to": self.to_version,
-            "who": self.who,
-            "when": self.when,
-            "note": self.note,
-        }
-
-
-@dataclass
-class Registered:
-    """What :meth:`Registry.register` did: the version, and whether it is new."""
-
-    version: Version
-    created: bool
-    run_id: str
-    warnings: list[str] = field(default_factory=list)
 
 
 def _who() -> str:
@@ -239,7 +149,7 @@ class Registry:
         return out
 
     def _model(self, name: str) -> Any:
-        if not _NAME.match(name):
+        if not NAME.match(name):
             raise TuneserveError(f"bad model name {name!r}; names use letters, digits, . _ -")
         with _mlflow_errors(self.store):
             try:
@@ -401,7 +311,7 @@ class Registry:
         ``trusted_keys``, only a package one of those public keys signed is registered
         (:mod:`tuneserve.signing`).
         """
-        if not _NAME.match(name):
+        if not NAME.match(name):
             raise TuneserveError(
                 f"model name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "
                 "(no '/' or '@', they separate versions and aliases), at most 128 characters"
