@@ -18,11 +18,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneserve.atomic import write_bytes, write_text
 from tuneserve.exceptions import InvalidInputError, PackageError
 from tuneserve.package import SIGNATURE_FILE, Package
 
@@ -73,27 +73,6 @@ def _key_id(public_key: object) -> str:
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret readable by its owner only, through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def generate_key(out: str | Path, *, overwrite: bool = False) -> tuple[Path, Path, str]:
     """Make an Ed25519 key pair: the private key at ``out`` (PEM, mode 0600) and the public
     key at ``out.pub``; returns both paths and the key id.
@@ -114,19 +93,15 @@ def generate_key(out: str | Path, *, overwrite: bool = False) -> tuple[Path, Pat
             )
     private_path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    _write_private(
-        private_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    secret = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    write_bytes(private_path, secret, private=True)
     public = key.public_key()
     pem = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_text(public_path, pem.decode())
+    write_text(public_path, pem.decode())
     return private_path, public_path, _key_id(public)
 
 
@@ -178,7 +153,7 @@ def sign_package(package: str | Path | Package, key: str | Path) -> Signature:
         key_id=_key_id(private.public_key()),
         signature=private.sign(_DOMAIN + pkg.id.encode()),
     )
-    _write_text(pkg.path / SIGNATURE_FILE, signature.to_json() + "\n")
+    write_text(pkg.path / SIGNATURE_FILE, signature.to_json() + "\n")
     return signature
 
 

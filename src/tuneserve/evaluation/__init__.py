@@ -18,7 +18,7 @@ from ._metrics import (
     with_intervals,
 )
 from ._report import cv_report, evaluation_report
-from ._scored import Evaluation, as_dataset, in_label_order, scored_output, write_text_atomic
+from ._scored import Evaluation, as_dataset, in_label_order, scored_output
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -48,5 +48,4 @@ __all__ = [
     "scored_output",
     "single_metric",
     "with_intervals",
-    "write_text_atomic",
 ]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tuneserve.atomic import write_text
 from tuneserve.data import DataLike, Dataset, holdout_indices, kfold_indices
 from tuneserve.exceptions import InvalidInputError, PackageError, TuneserveError
 from tuneserve.package import Package
@@ -20,7 +21,7 @@ from tuneserve.runtime import Predictor
 
 from ._metrics import Estimate, per_class, point_metrics, with_intervals
 from ._report import cv_report
-from ._scored import Evaluation, as_dataset, in_label_order, scored_output, write_text_atomic
+from ._scored import Evaluation, as_dataset, in_label_order, scored_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from tuneserve.training import Plan
@@ -296,8 +297,8 @@ def _write(result: CrossValidation, folder: Path) -> None:
         labels=np.array(result.labels or [], dtype=str),
     )
     tmp.replace(folder / OOF_FILE)
-    write_text_atomic(folder / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2))
-    write_text_atomic(folder / REPORT_FILE, cv_report(result))
+    write_text(folder / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2))
+    write_text(folder / REPORT_FILE, cv_report(result))
 
 
 def load_oof(folder: str | Path) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuneserve.atomic import write_text
 from tuneserve.data import DataLike, Dataset, holdout_indices, kfold_indices, split_indices
 from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.package import Package
@@ -15,7 +16,7 @@ from tuneserve.runtime import Predictor
 
 from ._metrics import per_class, with_intervals
 from ._report import evaluation_report
-from ._scored import Evaluation, as_dataset, scored_output, write_text_atomic
+from ._scored import Evaluation, as_dataset, scored_output
 
 ROWS = ("auto", "test", "all")
 
@@ -156,7 +157,7 @@ def evaluate(
         output=output,
     )
     if report is not None:
-        write_text_atomic(Path(report), report_page(evaluation, predictor.package))
+        write_text(Path(report), report_page(evaluation, predictor.package))
     return evaluation
 
 

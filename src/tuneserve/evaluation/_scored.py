@@ -4,11 +4,9 @@ probability columns in label order, and writing a report file atomically."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,14 +81,3 @@ def in_label_order(proba: Any, columns: Sequence[str], labels: Sequence[str]) ->
     in ``labels`` order."""
     order = [list(columns).index(n) for n in labels]
     return np.asarray(proba, dtype=np.float64)[:, order]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
