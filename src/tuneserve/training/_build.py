@@ -96,7 +96,7 @@ def build(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    keep: Callable[[TrainedModel], None] | None = None,
+    keep: Callable[[TrainedModel, Parts], None] | None = None,
 ) -> Package:
     """Train what ``plan`` says on ``data`` and write the package to ``out``.
 
@@ -108,8 +108,9 @@ def build(
         checkpoint_dir, resume: Per-epoch checkpoints and continuing an interrupted build
             (loop-trained strategies).
         overwrite: Replace an existing package at ``out``.
-        keep: Called with the trained model in memory (before export), for callers that
-            use it further (``train`` returns it; distillation will start from it).
+        keep: Called with the trained model in memory and the parts it was trained and
+            scored on (before export), for callers that use them further (``train``
+            returns both; distillation will start from the model).
 
     Returns:
         The package, written atomically, parity-checked and (labeled data) scored on the
@@ -134,7 +135,7 @@ def build(
     run = Run(Path(checkpoint_dir) if checkpoint_dir is not None else None, resume)
     trained = plan.strategy.fit(parts, plan, run)
     if keep is not None:
-        keep(trained)
+        keep(trained, parts)
     found = trained.lineage
     lineage = found.model_copy(
         update={

@@ -49,6 +49,8 @@ class Strategy:
             package on new rows) or ``pretrain`` (learn features without labels).
         config_class: The loop settings' class; ``None`` for one-shot estimators.
         defaults: Settings of ``config_class`` that suit this strategy.
+        options: The :class:`Options` fields it uses (``max_length``, ``unfreeze``, ...):
+            recorded in the lineage with the settings, and matched on resume.
         description: One line for help texts.
     """
 
@@ -58,6 +60,7 @@ class Strategy:
     stage: Stage = "train"
     config_class: type[TrainConfig] | None = TrainConfig
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
     description: str = ""
 
     def default_config(self, **overrides: Any) -> TrainConfig | None:
@@ -183,14 +186,7 @@ class Plan:
         """The settings recorded in the package's lineage (and matched on resume)."""
         out: dict[str, Any] = self.config.to_dict() if self.config is not None else {}
         out.setdefault("seed", self.seed)  # the loop's own seed, where it has one
-        if self.spec.family == "text":
-            out["max_length"] = self.options.max_length
-        if self.strategy.name == "partial":
-            out["unfreeze"] = self.options.unfreeze
-        if self.strategy.name == "lora":
-            out["lora_rank"] = self.options.lora_rank
-        if self.strategy.stage == "update" and self.config is None:
-            out["passes"] = self.options.passes
+        out.update({name: getattr(self.options, name) for name in self.strategy.options})
         return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from tuneserve.data import DataLike, Dataset, Splits, load
 from tuneserve.package import Package
 
-from ._build import build, check_out, split_for
+from ._build import Parts, build, check_out
 from ._plan import Options, plan
 from ._result import TrainedModel
 from .config import TrainConfig
@@ -124,7 +124,7 @@ def train(
         parent_version=parent_version,
         options=Options(max_length=max_length, unfreeze=unfreeze),
     )
-    kept: list[TrainedModel] = []
+    kept: list[tuple[TrainedModel, Parts]] = []
     package = build(
         dataset,
         chosen,
@@ -132,14 +132,14 @@ def train(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         overwrite=overwrite,
-        keep=kept.append,
+        keep=lambda trained, parts: kept.append((trained, parts)),
     )
-    parts = split_for(dataset, chosen)  # the same seeded split build trained on
+    trained, parts = kept[0]
     assert parts.test is not None
     test_metrics = {k: v for k, v in package.manifest.metrics.items() if k.startswith("test_")}
     return TrainResult(
         package=package,
-        trained=kept[0],
+        trained=trained,
         splits=Splits(parts.train, parts.validation, parts.test),
         test_metrics=test_metrics,
     )

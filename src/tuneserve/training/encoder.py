@@ -308,6 +308,15 @@ def register_encoder_strategies(
 
     for name in STRATEGIES:
         settings = PROBE_DEFAULTS if name == "probe" else defaults[name]
+        used = {"partial": ("unfreeze",), "lora": ("lora_rank",)}.get(name, ())
+        options = ("max_length", *used) if family == "text" else used
         register_strategy(
-            Strategy(family, name, fit, defaults=settings, description=_DESCRIPTIONS[name])
+            Strategy(
+                family,
+                name,
+                fit,
+                defaults=settings,
+                options=options,
+                description=_DESCRIPTIONS[name],
+            )
         )

@@ -173,6 +173,7 @@ for _family, _objectives in OBJECTIVES.items():
                     **({"augment": False} if _family == "cnn" else {}),
                     **_DEFAULTS[_family],
                 },
+                options=("max_length",) if _family == "text" else (),
                 description=f"{_objective} learning on unlabeled data",
             )
         )

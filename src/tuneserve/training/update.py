@@ -122,6 +122,7 @@ register_strategy(
         _partial_fit,
         stage="update",
         config_class=None,
+        options=("passes",),
         description="passes of partial_fit over the new rows",
     )
 )
@@ -225,7 +226,7 @@ def update(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         overwrite=overwrite,
-        keep=kept.append,
+        keep=lambda trained, _: kept.append(trained),
     )
     test_metrics = {k: v for k, v in result.manifest.metrics.items() if k.startswith("test_")}
     return Updated(
