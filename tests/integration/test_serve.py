@@ -20,39 +20,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
+from _live_server import LiveServer
 
 from tuneserve.runtime import Predictor
 from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
 
 
-class _Server:
-    def __init__(self, app) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def _start(specs, settings=None, limits=None) -> tuple[_Server, Repository]:
+def _start(specs, settings=None, limits=None) -> tuple[LiveServer, Repository]:
     repository = Repository([ModelSpec.parse(s) for s in specs], settings)
     repository.load_all()
-    return _Server(create_app(repository, limits)), repository
+    return LiveServer(create_app(repository, limits)), repository
 
 
 @pytest.fixture(scope="module")
@@ -381,7 +358,7 @@ def test_api_keys_and_scopes(digits_package, digits_splits):
     keys = parse_keys(["reader-key-1:predict", "admin-key-1:admin"])
     repository = Repository([ModelSpec.parse(f"digits={digits_package}")])
     repository.load_all()
-    server = _Server(create_app(repository, api_keys=keys))
+    server = LiveServer(create_app(repository, api_keys=keys))
     try:
         request = {"inputs": [digits_splits.test.X[0][:, :, 0].tolist()]}
         path = "/v1/models/digits/predict"
@@ -426,7 +403,7 @@ def test_alias_moves_are_followed_without_dropping_requests(tmp_path, monkeypatc
     specs = [ModelSpec.parse("iris"), ModelSpec.parse("iris-canary=iris@challenger")]
     repository = Repository(specs, BatchSettings(max_batch_size=16, max_queue_delay_ms=1))
     repository.load_all()
-    server = _Server(create_app(repository, watch_interval=0.05))
+    server = LiveServer(create_app(repository, watch_interval=0.05))
     row = {
         "sepal length (cm)": 5.9,
         "sepal width (cm)": 3.0,
@@ -501,7 +478,7 @@ def test_canary_and_shadow_traffic(tmp_path, monkeypatch):
     repository = Repository(specs + traffic.companions(specs))
     repository.load_all()
     assert repository.get("iris:challenger").version == "2"
-    server = _Server(create_app(repository, traffic=traffic))
+    server = LiveServer(create_app(repository, traffic=traffic))
     random.seed(0)
     row = [5.9, 3.0, 4.2, 1.5]
     try:

@@ -10,14 +10,12 @@ import asyncio
 import json
 import select
 import socket
-import threading
-import time
 from typing import Any
 
 import httpx2
 import numpy as np
 import pytest
-import uvicorn
+from _live_server import LiveServer
 
 from tuneserve.serving import BatchSettings, Limits, ModelSpec, Repository, create_app
 
@@ -248,32 +246,12 @@ def test_a_non_ascii_api_key_gets_401_not_500(repository):
 # ---- (3) a chunked body over the limit ----------------------------------------------
 
 
-class _Server:
-    def __init__(self, app) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(repository):
     """1 MB limit; the client streams up to 256 MB in 64 KB chunks, without a
     Content-Length, and stops as soon as an answer comes. The answer is 413, and it comes
     after a few MB at most (what the socket buffers hold), not after the whole body."""
     limit, chunk, total = 1_000_000, b"x" * 65_536, 256 * 1024 * 1024
-    server = _Server(create_app(repository, Limits(max_body_bytes=limit)))
+    server = LiveServer(create_app(repository, Limits(max_body_bytes=limit)))
     sent = 0
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:

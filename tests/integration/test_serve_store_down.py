@@ -4,13 +4,10 @@ server's fault, worth a retry), never 400 (the client's)."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 
-import uvicorn
+from _live_server import LiveServer
 
 from tuneserve.serving.app import create_app
 from tuneserve.serving.repository import ModelSpec, Repository
@@ -33,16 +30,9 @@ def test_a_damaged_store_during_a_load_is_a_503(tmp_path, monkeypatch):
         fh.write(b"this is not a database" * 1000)
     repository.registry = None  # a fresh client, as a restarted worker would have
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    server = LiveServer(app)
     try:
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}/v2/repository/models/iris/load"
+        url = f"http://{server.url}/v2/repository/models/iris/load"
         request = urllib.request.Request(url, data=b"", method="POST")
         try:
             urllib.request.urlopen(request, timeout=60)
@@ -51,8 +41,7 @@ def test_a_damaged_store_during_a_load_is_a_503(tmp_path, monkeypatch):
             status, body = exc.code, json.loads(exc.read())
             exc.close()
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.stop()
     assert status == 503, body
     assert "mlflow.db" in body["error"]
     assert repository.current["iris"] == "1"  # the loaded version keeps serving

@@ -6,9 +6,6 @@ one tensor per column, or for an all-number table one ``[n, n_columns]`` FP32/FP
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
+from _live_server import LiveServer
 
 from tuneserve.runtime import Predictor
 from tuneserve.serving import BatchSettings, ModelSpec, Repository, create_app
@@ -46,21 +43,9 @@ def server(cancer_package, mixed_package):
         BatchSettings(max_batch_size=64, max_queue_delay_ms=50),
     )
     repository.load_all()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uv = uvicorn.Server(
-        uvicorn.Config(create_app(repository), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}", repository
-    uv.should_exit = True
-    thread.join(timeout=30)
+    live = LiveServer(create_app(repository))
+    yield live.url, repository
+    live.stop()
 
 
 def _post(url: str, path: str, body: dict) -> tuple[int, dict]:
