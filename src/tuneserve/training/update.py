@@ -188,19 +188,14 @@ def update(
     names = list(source.manifest.label_names) if source.manifest.label_names else None
     rows = split_indices(dataset, validation=validation, test=test, seed=seed)
     coded = _recode(dataset, names)  # the package's label codes; the rows stay the same
-    parts = Splits(
-        *(
-            coded.subset(r, name=f"{dataset.name}[{n}]")
-            for r, n in zip(rows, ("train", "validation", "test"), strict=True)
-        )
-    )
+    held = coded.subset(rows[2], name=f"{dataset.name}[test]")
     predictor = Predictor(source)
     before_out = (
-        predictor.predict_proba(parts.test.X)
+        predictor.predict_proba(held.X)
         if dataset.task == "classification"
-        else predictor.run(parts.test.X)
+        else predictor.run(held.X)
     )
-    before = metrics_of(before_out, parts.test.y, dataset.task, "test")
+    before = metrics_of(before_out, held.y, dataset.task, "test")
     plan = make_plan(
         dataset.modality,
         backbone=source_backbone(source),
@@ -218,7 +213,7 @@ def update(
         split=replace(plan.split, rows=rows, data_fingerprint=dataset.fingerprint),
         update=UpdateRecord(parent=source.id, before=before),
     )
-    kept: list[TrainedModel] = []
+    kept: list[tuple[TrainedModel, Parts]] = []
     result = build(
         coded,
         plan,
@@ -226,9 +221,15 @@ def update(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         overwrite=overwrite,
-        keep=lambda trained, _: kept.append(trained),
+        keep=lambda trained, parts: kept.append((trained, parts)),
     )
+    trained, parts = kept[0]
+    assert parts.test is not None
     test_metrics = {k: v for k, v in result.manifest.metrics.items() if k.startswith("test_")}
     return Updated(
-        package=result, trained=kept[0], splits=parts, before=before, test_metrics=test_metrics
+        package=result,
+        trained=trained,
+        splits=Splits(parts.train, parts.validation, parts.test),
+        before=before,
+        test_metrics=test_metrics,
     )
