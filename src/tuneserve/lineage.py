@@ -19,6 +19,7 @@ from tuneserve._version import __version__, git_revision
 
 __all__ = [
     "Backbone",
+    "Compression",
     "Ensemble",
     "EnsembleMember",
     "Fold",
@@ -27,6 +28,7 @@ __all__ = [
     "Split",
     "Update",
     "from_training_config",
+    "next_compression",
 ]
 
 
@@ -92,6 +94,45 @@ class Ensemble(_Record):
     selection: dict[str, Any] = Field(default_factory=dict)
 
 
+class Compression(_Record):
+    """How a compressed variant was made from its parent (``tuneserve compress``).
+
+    Attributes:
+        method: This step's method (``int8-dynamic``, ``distill``, ``prune``, ...).
+        settings: The step's settings (calibration method, sparsity, layers kept, ...).
+        steps: Every method from the uncompressed package to this one, in order
+            (``["distill", "int8-dynamic"]``).
+        source: ``package_id`` of the uncompressed package the chain started from.
+        details: What the step measured or decided (sparsity reached, nodes left in
+            float, ...).
+    """
+
+    method: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list)
+    source: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def next_compression(
+    parent_id: str,
+    parent: Lineage,
+    method: str,
+    settings: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Compression:
+    """The :class:`Compression` record of a step ``method`` applied to a package whose id is
+    ``parent_id`` and lineage ``parent``: the chain continues the parent's, if it has one."""
+    before = parent.compression
+    return Compression(
+        method=method,
+        settings=dict(settings or {}),
+        steps=[*(before.steps if before else []), method],
+        source=before.source if before and before.source else parent_id,
+        details=dict(details or {}),
+    )
+
+
 class Lineage(_Record):
     """Where a package came from: data, parent, what was trained and how, and the code.
 
@@ -110,6 +151,7 @@ class Lineage(_Record):
         history: One dict of metrics per epoch.
         best_epoch: The kept epoch (1-based), for loop-trained models.
         ensemble: Members and combiner (ensemble packages).
+        compression: How a compressed variant was made from its parent.
         details: Other facts worth keeping that no stage reads (feature-cache hits, ...).
     """
 
@@ -126,6 +168,7 @@ class Lineage(_Record):
     history: list[dict[str, float]] = Field(default_factory=list)
     best_epoch: int | None = None
     ensemble: Ensemble | None = None
+    compression: Compression | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     tuneserve_version: str = __version__
     git_revision: str | None = Field(default_factory=git_revision)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._build import Parts, Run
     from ._result import TrainedModel
 
-Stage = Literal["train", "update", "pretrain"]
+Stage = Literal["train", "update", "pretrain", "compress"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class Strategy:
         fit: ``fit(parts, plan, run) -> TrainedModel``: train on ``parts.train``, keep the
             model that does best on ``parts.validation``.
         stage: ``train`` (from a pretrained or fresh model), ``update`` (continue a
-            package on new rows) or ``pretrain`` (learn features without labels).
+            package on new rows), ``pretrain`` (learn features without labels) or
+            ``compress`` (make a smaller model from the package ``plan.init``: distill,
+            prune, quantization-aware training).
         config_class: The loop settings' class; ``None`` for one-shot estimators.
         defaults: Settings of ``config_class`` that suit this strategy.
         options: The :class:`Options` fields it uses (``max_length``, ``unfreeze``, ...):
@@ -165,6 +167,8 @@ class Plan:
         update: The parent and its before-metrics, when this plan updates a package.
         parent_version: ``init``'s registry version (``name/version``), when it came from
             the registry.
+        unlabeled: Inputs without labels (a list of texts, images or table rows) that a
+            ``compress`` strategy may feed its teacher for soft labels (distillation).
     """
 
     backbone: str
@@ -177,6 +181,7 @@ class Plan:
     fold: tuple[int, int] | None = None
     update: Update | None = None
     parent_version: str | None = None
+    unlabeled: Any = None
 
     @property
     def seed(self) -> int:
