@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tuneserve.compression import CompressionResult
     from tuneserve.evaluation import CrossValidation, Evaluation
     from tuneserve.package import Package
     from tuneserve.training import PretrainResult, TrainResult, Updated
 
-__all__ = ["cross_validate", "evaluate", "pretrain", "registered", "train", "update"]
+__all__ = [
+    "compress",
+    "cross_validate",
+    "evaluate",
+    "pretrain",
+    "registered",
+    "train",
+    "update",
+]
 
 
 def registered(ref: Any) -> tuple[Any, str | None]:
@@ -150,4 +159,60 @@ def cross_validate(data: Any, *, track: bool | None = None, **options: Any) -> C
         )
     except Exception as exc:  # the store is down or refuses: the results still stand
         warn_untracked(exc, "the cross-validation")
+    return result
+
+
+def compress(
+    package: Any,
+    data: Any,
+    out: str | Path,
+    *,
+    track: bool | None = None,
+    register: str | None = None,
+    **options: Any,
+) -> CompressionResult:
+    """:func:`tuneserve.compression.compress`, then each variant logged as an MLflow run
+    (its measurements and the search's report) and, with ``register``, the chosen variant
+    registered under that name. ``package`` may be a registry reference
+    (``models:/NAME@champion``).
+
+    Raises:
+        CompressionError: no variant meets the rules; its ``result`` holds the measurements
+            and its message the closest variants and what limited each (the report is
+            written first).
+    """
+    from tuneserve.compression import CompressionError
+    from tuneserve.compression import compress as run
+    from tuneserve.registry.tracking import track_evaluation, tracking_enabled, warn_untracked
+
+    package, _ = registered(package)
+    result = run(package, data, out, **options)
+    if tracking_enabled(track):
+        from tuneserve.package import Package
+
+        report = result.report.read_text(encoding="utf-8")
+        for m in result.variants:
+            metrics = {
+                k: float(v)
+                for k, v in m.to_dict().items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            try:
+                result.run_ids[m.name] = track_evaluation(
+                    Package.load(m.path, verify=False),
+                    metrics,
+                    report,
+                    data=str(getattr(data, "name", data)),
+                    kind="compress",
+                    name=f"compress {result.name}: {m.name}",
+                )
+            except Exception as exc:  # the store is down or refuses: the variants stand
+                warn_untracked(exc, f"the variant {m.name}")
+                break
+    if result.package is None:
+        raise CompressionError(result.why, result)
+    if register is not None:
+        from tuneserve.registry import Registry
+
+        Registry().register(result.package, register, f"compressed: {result.why}")
     return result

@@ -12,6 +12,7 @@ from tuneserve._version import __version__
 
 from . import (
     compare,
+    compress,
     cv,
     data,
     demo,
@@ -44,6 +45,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("cv")(cv.cv)
 app.command("select")(select.select)
+app.command("compress")(compress.compress)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)

@@ -2,6 +2,28 @@
 pruning, quantization-aware training, distillation), each measured through the runtime on
 held-out rows, searched for the most compressed one within an accuracy budget."""
 
+from ._choice import PREFERENCES, Budget, pareto_front
+from ._measure import Measurement, measure
+from ._recipes import METHOD_HELP, METHODS, Recipe, Step, catalogue, family_of
+from ._search import CompressionError, CompressionResult, compress
+from ._shorten import shorten_package
 from ._variant import write_graph_variant
 
-__all__ = ["write_graph_variant"]
+__all__ = [
+    "METHODS",
+    "METHOD_HELP",
+    "PREFERENCES",
+    "Budget",
+    "CompressionError",
+    "CompressionResult",
+    "Measurement",
+    "Recipe",
+    "Step",
+    "catalogue",
+    "compress",
+    "family_of",
+    "measure",
+    "pareto_front",
+    "shorten_package",
+    "write_graph_variant",
+]

@@ -49,9 +49,7 @@ def write_graph_variant(
     lineage = manifest.lineage.model_copy(
         update={
             "parent": parent.id,
-            "compression": next_compression(
-                parent.id, manifest.lineage, method, settings, details
-            ),
+            "compression": next_compression(parent.id, manifest.lineage, method, settings, details),
         }
     )
     graph_info = manifest.graph.model_copy(update={"parity_max_abs_diff": parity_max_abs_diff})

@@ -5,7 +5,7 @@ tests, package cost, HTML reports."""
 from ._compare import Comparison, Significance, compare
 from ._cost import Cost, package_cost
 from ._cv import CrossValidation, cross_validate, load_oof
-from ._evaluate import evaluate, held_out_part, held_out_rows, report_page
+from ._evaluate import evaluate, held_out_part, held_out_rows, label_targets, report_page
 from ._metrics import (
     LOWER_IS_BETTER,
     Estimate,
@@ -17,7 +17,10 @@ from ._metrics import (
     single_metric,
     with_intervals,
 )
+from ._report import _png as plot_image
+from ._report import _pyplot as pyplot
 from ._report import cv_report, evaluation_report
+from ._report import page as html_page
 from ._scored import Evaluation, as_dataset, in_label_order, scored_output
 
 __all__ = [
@@ -38,12 +41,16 @@ __all__ = [
     "expected_calibration_error",
     "held_out_part",
     "held_out_rows",
+    "html_page",
     "in_label_order",
+    "label_targets",
     "load_oof",
     "metric_names",
     "oriented",
     "package_cost",
+    "plot_image",
     "point_metrics",
+    "pyplot",
     "report_page",
     "scored_output",
     "single_metric",

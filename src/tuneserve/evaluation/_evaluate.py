@@ -81,7 +81,7 @@ def held_out_part(package: Package, data: Dataset, rows: str) -> tuple[Dataset, 
     return data.subset(index, name=f"{data.name}[test]"), described
 
 
-def _targets(package: Predictor, data: Dataset) -> np.ndarray:
+def label_targets(package: Predictor, data: Dataset) -> np.ndarray:
     """``data.y`` as indices into the package's labels (classification) or values."""
     manifest = package.manifest
     if manifest.task != data.task:
@@ -137,7 +137,7 @@ def evaluate(
     predictor = Predictor(package if isinstance(package, Package) else Package.load(package))
     dataset = as_dataset(data, label_column, text_column)
     scored, described = held_out_part(predictor.package, dataset, rows)
-    y = _targets(predictor, scored)
+    y = label_targets(predictor, scored)
     output = scored_output(predictor, scored.X)
     task = predictor.manifest.task
     with progress_bar(f"bootstrap {predictor.manifest.name}", total=bootstrap) as advance:
