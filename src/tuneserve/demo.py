@@ -4,8 +4,9 @@ Trains the built-in CNN on scikit-learn's digits, writes a package, predicts tes
 saved as PNG files through the torch-free runtime, and reports test accuracy; then does the
 same for logistic regression on breast_cancer; shows transfer learning (digits 0-4 ->
 5-9 from 10 images per class); registers the fine-tuned package in the MLflow registry and
-promotes it to champion; serves the champion over HTTP and calls it (simple JSON and the
-Open Inference Protocol). Later stages extend it.
+promotes it to champion; compresses the digits CNN (quantization, pruning, distillation,
+QAT), prints the trade-off and registers the chosen variant; serves the champion over HTTP
+and calls it (simple JSON and the Open Inference Protocol).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tuneserve.data import Dataset
+    from tuneserve.lineage import Lineage
     from tuneserve.training import TrainedModel
 
 
@@ -33,6 +37,7 @@ class DemoResult:
     tabular_test_accuracy: float
     transfer: dict[str, float]
     registered: str
+    compressed: str | None = None
 
 
 def _save_samples(images: list[np.ndarray], labels: list[str], folder: Path) -> list[Path]:
@@ -88,6 +93,7 @@ def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoRe
         parts.test.X,
         name="digits-cnn",
         metrics={"test_accuracy": memory_acc},
+        lineage=_with_held_out(trained, digits, seed),
         torchscript=True,
         overwrite=True,
     )
@@ -162,13 +168,17 @@ def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoRe
     con.print(f"models:/digits-5-9@champion -> {resolved} (checksums verified)")
     con.print(f"[bold]champion test accuracy (runtime): {served:.4f}[/bold]")
 
-    con.rule("[bold]8. serving: the champion over HTTP (simple JSON and OIP)")
+    con.rule("[bold]8. compress the digits CNN, register the chosen variant")
+    compressed = _compress(con, package.path, out, digits, epochs, seed)
+
+    con.rule("[bold]9. serving: the champion over HTTP (simple JSON and OIP)")
     from tuneserve.demo_serve import serve_and_call
 
     serve_and_call(con, out, "digits-5-9", transfer_test.X[0])
 
     con.rule("[bold]next")
     con.print(f"tuneserve package show {cnn_dir}")
+    con.print(f"open {out / 'digits-cnn-compressed' / 'report.html'}   # the compression report")
     con.print(f"tuneserve predict {cnn_dir} {sample_dir}")
     con.print("tuneserve data show digits")
     con.print("tuneserve registry show digits-5-9@champion    # tuneserve ui: the MLflow UI")
@@ -181,7 +191,78 @@ def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoRe
         tabular_test_accuracy=tab_acc,
         transfer=transfer,
         registered=f"digits-5-9/{version}",
+        compressed=compressed,
     )
+
+
+def _with_held_out(trained: TrainedModel, digits: Dataset, seed: int) -> Lineage:
+    """The CNN's lineage with the split it was trained on and the rows it never saw, so that
+    ``compress`` scores every variant on exactly those rows."""
+    from tuneserve.data import split_indices
+    from tuneserve.lineage import HeldOut, Split
+
+    test_rows = split_indices(digits, validation=0.1, test=0.2, seed=seed)[2]
+    return trained.lineage.model_copy(
+        update={
+            "data_fingerprint": digits.fingerprint,
+            "split": Split(seed=seed, validation=0.1, test=0.2),
+            "held_out": HeldOut(
+                data_fingerprint=digits.fingerprint,
+                rows=[int(i) for i in test_rows],
+                what=f"the held-out test split (20% of rows, seed {seed})",
+            ),
+        }
+    )
+
+
+def _compress(
+    con: Console, package: Path, out: Path, digits: Dataset, epochs: int, seed: int
+) -> str | None:
+    """Compress the digits CNN within one point of accuracy; print the trade-off and
+    register the chosen variant as ``digits``."""
+    from rich.table import Table
+
+    from tuneserve.compression import CompressionError, compress
+    from tuneserve.registry import Registry
+
+    try:
+        result = compress(
+            package,
+            digits,
+            out / "digits-cnn-compressed",
+            max_accuracy_drop=0.01,
+            epochs=max(3, epochs // 3),
+            seed=seed,
+            overwrite=True,
+        )
+    except CompressionError as exc:
+        con.print(f"[yellow]{exc}[/yellow]")
+        return None
+    table = Table("variant", "accuracy", "drop (points)", "size MB", "ms @1", "ms @32", "")
+    for m in [result.original, *result.variants]:
+        mark = "chosen" if result.chosen is not None and m.name == result.chosen.name else ""
+        table.add_row(
+            m.name,
+            f"{m.value:.4f}",
+            f"{100 * m.drop:+.2f}",
+            f"{m.size_mb:.3f}",
+            f"{m.latency_ms:.2f}",
+            f"{m.batch_latency_ms:.2f}",
+            mark or ("front" if m.name in result.front else ""),
+        )
+    con.print(table)
+    for method, reason in result.not_applicable.items():
+        con.print(f"not applicable: {method}: {reason}")
+    for name, error in result.failed.items():
+        con.print(f"[yellow]failed: {name}: {error}[/yellow]")
+    con.print(f"[bold]chosen {result.why}[/bold]")
+    assert result.package is not None
+    done = Registry().register(result.package, "digits", "the compressed digits CNN")
+    con.print(
+        f"{'registered' if done.created else 'already registered as'} "
+        f"digits/{done.version.version} (report: {result.report})"
+    )
+    return f"digits/{done.version.version}"
 
 
 def _transfer(

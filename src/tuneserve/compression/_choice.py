@@ -11,6 +11,9 @@ from tuneserve.exceptions import InvalidInputError
 from ._measure import Measurement
 
 PREFERENCES = ("latency", "throughput", "size")
+#: Latencies (or throughputs) within this share of the best are a tie on this noisy
+#: machine; the smaller package, then the more accurate one, wins a tie.
+TIE = 0.05
 
 
 @dataclass(frozen=True)
@@ -75,17 +78,27 @@ def broken_rules(m: Measurement, budget: Budget) -> list[str]:
     return out
 
 
-def _rank(m: Measurement, prefer: str) -> tuple[float, float]:
-    primary = {
-        "latency": m.latency_ms,
-        "throughput": -m.items_per_s,
-        "size": m.size_mb,
-    }[prefer]
-    return primary, -m.value
+def _cost(m: Measurement, prefer: str) -> float:
+    """What ``prefer`` minimizes (a positive number)."""
+    return {"latency": m.latency_ms, "throughput": 1.0 / m.items_per_s, "size": m.size_mb}[prefer]
 
 
-def _ratio(original: float, variant: float) -> str:
-    return f"{original / variant:.2f}x" if variant > 0 else "n/a"
+def _best(feasible: Sequence[Measurement], prefer: str) -> Measurement:
+    """The lowest cost, where costs within :data:`TIE` of it tie (then size, accuracy)."""
+    lowest = min(_cost(m, prefer) for m in feasible)
+    tied = [m for m in feasible if _cost(m, prefer) <= lowest * (1 + TIE)]
+    return min(tied, key=lambda m: (m.size_mb, -m.value, _cost(m, prefer)))
+
+
+def _compared(original: float, variant: float, faster: str, slower: str) -> str:
+    if variant <= 0 or original <= 0:
+        return "n/a"
+    ratio = original / variant
+    if ratio >= 1 + TIE:
+        return f"{ratio:.2f}x {faster}"
+    if ratio <= 1 - TIE:
+        return f"{1 / ratio:.2f}x {slower}"
+    return "within 5%: no faster on this machine"
 
 
 def choose(
@@ -104,14 +117,17 @@ def choose(
             "more fine-tuning epochs (--epochs)",
             limits,
         )
-    best = min(feasible, key=lambda m: _rank(m, budget.prefer))
+    best = _best(feasible, budget.prefer)
+    size = _compared(original.size_mb, best.size_mb, "smaller", "larger")
     what = {
-        "latency": f"the lowest latency at batch 1 ({best.latency_ms:.2f} ms against "
-        f"{original.latency_ms:.2f} ms, {_ratio(original.latency_ms, best.latency_ms)} faster)",
+        "latency": f"the lowest latency at batch 1 ({best.latency_ms:.3f} ms against "
+        f"{original.latency_ms:.3f} ms: "
+        f"{_compared(original.latency_ms, best.latency_ms, 'faster', 'slower')}; "
+        f"{best.size_mb:.3f} MB against {original.size_mb:.3f} MB: {size})",
         "throughput": f"the most items/s at batch 32 ({best.items_per_s:.0f} against "
-        f"{original.items_per_s:.0f})",
+        f"{original.items_per_s:.0f}; {best.size_mb:.3f} MB: {size})",
         "size": f"the smallest package ({best.size_mb:.3f} MB against "
-        f"{original.size_mb:.3f} MB, {_ratio(original.size_mb, best.size_mb)} smaller)",
+        f"{original.size_mb:.3f} MB: {size})",
     }[budget.prefer]
     why = (
         f"{best.name}: {what} among the {len(feasible)} of {len(variants)} variants whose "

@@ -1,0 +1,141 @@
+"""``compress``: the search on real packages, measured through ONNX Runtime on the rows the
+package never saw; bad input refused with the rule, the value and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tuneserve
+from tuneserve.compression import CompressionError, compress
+from tuneserve.data import load
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.package import Package
+from tuneserve.runtime import Predictor
+
+PTQ = ["int8-dynamic", "int8-static", "fp16"]
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory) -> Package:
+    """The digits CNN trained through the seam: its held-out rows are in its lineage."""
+    out = tmp_path_factory.mktemp("compress") / "digits-cnn"
+    return tuneserve.train("digits", out, backbone="cnn", settings={"epochs": 4}).package
+
+
+@pytest.fixture(scope="module")
+def searched(cnn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress") / "search"
+    return compress(cnn, "digits", out, methods=PTQ, max_accuracy_drop=0.02)
+
+
+def test_every_variant_is_measured_on_the_held_out_rows_and_the_best_is_written(
+    cnn, searched
+) -> None:
+    held = cnn.manifest.lineage.held_out
+    assert searched.scored == len(held.rows) and searched.rows == held.what
+    names = {m.name for m in searched.variants}
+    assert {"int8-dynamic", "int8-static-minmax", "int8-static-entropy", "fp16"} <= names
+    # the original is scored the way evaluate scores it: on the held-out rows only
+    digits = load("digits")
+    test = digits.subset(np.asarray(held.rows))
+    accuracy = float(np.mean(Predictor(cnn).run(test.X).argmax(1) == test.y))
+    assert searched.original.value == pytest.approx(accuracy)
+    for m in searched.variants:
+        variant = Package.load(m.path)
+        assert variant.manifest.lineage.parent == cnn.id
+        assert variant.manifest.lineage.compression.source == cnn.id
+        assert variant.manifest.lineage.held_out.rows == held.rows
+        assert m.drop == pytest.approx(searched.original.value - m.value)
+        assert m.drop_low is not None and m.drop_low <= m.drop <= m.drop_high
+        assert m.latency_ms > 0 and m.batch_latency_ms > 0 and m.size_mb > 0
+    int8 = next(m for m in searched.variants if m.name == "int8-static-minmax")
+    assert int8.size_mb < 0.5 * searched.original.size_mb  # 8-bit weights
+
+
+def test_the_chosen_variant_meets_the_budget_and_is_a_package(searched) -> None:
+    chosen = searched.chosen
+    assert chosen is not None and searched.package is not None
+    assert chosen.drop <= 0.02 and not searched.limits[chosen.name]
+    assert searched.package.path == searched.out / "chosen"
+    assert searched.package.id == chosen.package_id  # the same package, copied whole
+    assert Predictor(searched.package).predict(load("digits").X[:3])[0].label is not None
+    assert chosen.name in searched.front or any(
+        m.name in searched.front and m.latency_ms <= chosen.latency_ms for m in searched.variants
+    )
+
+
+def test_the_report_and_summary_are_written(searched) -> None:
+    page = searched.report.read_text()
+    assert "<img" in page and "rules broken" in page
+    for m in searched.variants:
+        assert m.name in page
+    summary = json.loads((searched.out / "compression.json").read_text())
+    assert summary["chosen"] == searched.chosen.name
+    assert {v["name"] for v in summary["variants"]} == {m.name for m in searched.variants}
+
+
+def test_a_rerun_reuses_the_variants_it_built(cnn, searched, monkeypatch) -> None:
+    import tuneserve.compression._search as search
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a variant was rebuilt instead of reused")
+
+    monkeypatch.setattr(search, "apply_step", refuse)
+    again = compress(cnn, "digits", searched.out, methods=["int8-dynamic", "fp16"])
+    before = {m.name: m.package_id for m in searched.variants}
+    assert all(before[m.name] == m.package_id for m in again.variants)
+
+
+def test_a_budget_no_variant_meets_names_the_closest_and_what_limited_each(
+    cnn, tmp_path
+) -> None:
+    with pytest.raises(CompressionError) as raised:
+        tuneserve.compress(
+            cnn, "digits", tmp_path / "s", methods=["fp16"], latency_ms=1e-6, track=False
+        )
+    message = str(raised.value)
+    assert "no variant of 1 meets the rules" in message
+    assert "fp16: latency" in message and "> 1e-06 ms" in message
+    assert (tmp_path / "s" / "report.html").is_file()  # written before the error
+    assert not (tmp_path / "s" / "chosen").exists()
+    assert raised.value.result.chosen is None
+
+
+def test_a_method_that_does_not_apply_is_refused_naming_those_that_do(cnn, tmp_path) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        compress(cnn, "digits", tmp_path / "s", methods=["shorten"])
+    message = str(raised.value)
+    assert "shorten: it shortens token sequences" in message
+    assert "Methods that apply:" in message and "int8-dynamic" in message
+
+
+def test_unknown_methods_and_bad_budgets_are_refused(cnn, tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="unknown compression method.*int4.*known:"):
+        compress(cnn, "digits", tmp_path / "a", methods=["int4"])
+    with pytest.raises(InvalidInputError, match="--max-accuracy-drop is a fraction"):
+        compress(cnn, "digits", tmp_path / "b", max_accuracy_drop=5)
+
+
+def test_a_scikit_learn_package_says_why_nothing_applies(tmp_path) -> None:
+    logreg = tuneserve.train("iris", tmp_path / "iris", backbone="logreg").package
+    with pytest.raises(InvalidInputError) as raised:
+        compress(logreg, "iris", tmp_path / "s")
+    message = str(raised.value)
+    assert "no compression method applies" in message
+    assert "distill: it retrains a torch model and this is a scikit-learn package" in message
+
+
+def test_data_of_another_kind_is_refused(cnn, tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="takes image inputs but iris holds table data"):
+        compress(cnn, "iris", tmp_path / "s", methods=["fp16"])
+
+
+def test_a_folder_that_is_not_a_search_is_not_overwritten(cnn, tmp_path) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="exists and is not a compression folder"):
+        compress(cnn, "digits", tmp_path, methods=["fp16"], overwrite=True)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
