@@ -98,7 +98,7 @@ def _compared(original: float, variant: float, faster: str, slower: str) -> str:
         return f"{ratio:.2f}x {faster}"
     if ratio <= 1 - TIE:
         return f"{1 / ratio:.2f}x {slower}"
-    return "within 5%: no faster on this machine"
+    return f"within {100 * TIE:g}%: no different on this machine"
 
 
 def choose(
@@ -119,15 +119,17 @@ def choose(
         )
     best = _best(feasible, budget.prefer)
     size = _compared(original.size_mb, best.size_mb, "smaller", "larger")
+    tie = f"within {100 * TIE:g}% of the best count as a tie, won by the smaller package"
     what = {
-        "latency": f"the lowest latency at batch 1 ({best.latency_ms:.3f} ms against "
-        f"{original.latency_ms:.3f} ms: "
+        "latency": f"the fastest at batch 1 (latencies {tie}): {best.latency_ms:.3f} ms against "
+        f"the original's {original.latency_ms:.3f} ms, "
         f"{_compared(original.latency_ms, best.latency_ms, 'faster', 'slower')}; "
-        f"{best.size_mb:.3f} MB against {original.size_mb:.3f} MB: {size})",
-        "throughput": f"the most items/s at batch 32 ({best.items_per_s:.0f} against "
-        f"{original.items_per_s:.0f}; {best.size_mb:.3f} MB: {size})",
-        "size": f"the smallest package ({best.size_mb:.3f} MB against "
-        f"{original.size_mb:.3f} MB: {size})",
+        f"{best.size_mb:.3f} MB against {original.size_mb:.3f} MB, {size}",
+        "throughput": f"the most items/s at batch 32 (throughputs {tie}): "
+        f"{best.items_per_s:.0f} against the original's {original.items_per_s:.0f}; "
+        f"{best.size_mb:.3f} MB, {size}",
+        "size": f"the smallest package: {best.size_mb:.3f} MB against the original's "
+        f"{original.size_mb:.3f} MB, {size}",
     }[budget.prefer]
     why = (
         f"{best.name}: {what} among the {len(feasible)} of {len(variants)} variants whose "

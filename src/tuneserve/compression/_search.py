@@ -180,7 +180,15 @@ class _Search:
 
         self.inputs = data.X
         self.y = label_targets(Predictor(parent), data)
-        self.original, self.baseline = measure("original", parent, self.inputs, self.y)
+        try:
+            self.original, self.baseline = measure("original", parent, self.inputs, self.y)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"{context.data.name} does not match the input schema of package "
+                f"{parent.manifest.name!r}, so its rows can neither score nor calibrate the "
+                f"variants: {exc} Hint: pass the data the package was trained on, or data with "
+                f"the same columns (tuneserve package show {parent.path})"
+            ) from exc
 
     def build(self, recipe: Recipe) -> Package | None:
         """Every prefix of the recipe, built once; None when a step failed."""
