@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from tuneserve.exceptions import ExportError, InvalidInputError
-from tuneserve.exporters._common import (
+from tuneserve.exporters import (
     OUTPUT_KINDS,
     check_task,
     graph_opset,
