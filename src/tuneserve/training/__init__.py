@@ -24,6 +24,7 @@ from .feature_cache import FeatureCache
 from .loop import LoopResult, fit
 from .pretrain import PretrainResult, pretrain, pretrain_defaults
 from .prune import PruneConfig, SparseConfig  # noqa: F401  (registers sparse and prune)
+from .qat import QATConfig  # noqa: F401  (registers the compress strategy qat)
 from .text import train_text
 from .update import DEFAULT_PASSES, MLP_UPDATE, UPDATABLE, Updated, update
 from .vision import train_vision
