@@ -184,6 +184,29 @@ def test_labels_follow_the_data_and_other_classes_are_refused(mlp_parents, tmp_p
         build(other, p, tmp_path / "other")
 
 
+@pytest.mark.parametrize("strategy", ["sparse", "prune"])
+def test_a_resumed_build_continues_from_its_checkpoint(mlp_parents, tmp_path, strategy):
+    parent = mlp_parents["breast_cancer"].package
+    data = load("breast_cancer")
+    p = plan("table", strategy=strategy, stage="compress", init=parent, settings={"epochs": 2})
+    first = build(data, p, tmp_path / "a", checkpoint_dir=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt/last.pt").is_file()
+    # a finished run resumes at its last epoch: the same kept weights, nothing retrained
+    again = build(data, p, tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", resume=True)
+    assert again.manifest.lineage.history == first.manifest.lineage.history
+    x = _test_rows(first, data).X
+    np.testing.assert_allclose(Predictor(again).run(x), Predictor(first).run(x), atol=1e-6)
+    other = plan(
+        "table",
+        strategy=strategy,
+        stage="compress",
+        init=mlp_parents["breast_cancer"].package,
+        settings={"epochs": 3},
+    )
+    with pytest.raises(InvalidInputError, match="other training settings or data"):
+        build(data, other, tmp_path / "c", checkpoint_dir=tmp_path / "ckpt", resume=True)
+
+
 def test_a_package_without_torch_weights_is_refused(tmp_path):
     parent = tuneserve.train(
         "breast_cancer", tmp_path / "logreg", backbone="logreg", track=False

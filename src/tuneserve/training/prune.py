@@ -101,7 +101,7 @@ class _Start:
     y_validation: np.ndarray  # in the package's label order, or the target's own scale
     task: str
     label_names: tuple[str, ...] | None
-    fingerprint: str
+    fingerprint: str  # the checkpoint's data key: the training rows and the source package
     scaled: bool = False  # a regression MLP: the exported graph scales its outputs back
     mean: float = 0.0
     std: float = 1.0
@@ -172,7 +172,7 @@ def _start(parts: Parts, plan: Plan, method: str) -> _Start:
         y_validation=np.asarray(y_val),
         task=train.task,
         label_names=labels,
-        fingerprint=train.fingerprint,
+        fingerprint=f"{train.fingerprint}|{package.id}",  # a checkpoint resumes this source only
         scaled=inner is not source.model,
         mean=mean,
         std=std,
