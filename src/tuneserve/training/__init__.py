@@ -2,6 +2,7 @@
 a model goes through; strategies registered per backbone family; the loop (schedules,
 precision, early stopping, resume) and the backbones' trainers."""
 
+from . import distill  # noqa: F401 - registers the compress strategy distill
 from ._build import Parts, Run, build, check_out
 from ._plan import (
     Options,
