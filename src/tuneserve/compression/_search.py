@@ -221,7 +221,7 @@ class _Search:
     def keep_nodes_in_float(self, recipe: Recipe, quantized: Package) -> None:
         """An INT8 variant that lost too much: leave its most sensitive nodes in float, one
         more at a time, and say which."""
-        from ._quantize import node_sensitivity
+        from ._sensitivity import node_sensitivity
 
         step = recipe.steps[-1]
         source = self.built.get(Recipe(recipe.steps[:-1]).name, self.parent)

@@ -13,10 +13,10 @@ import tuneserve
 from tuneserve.compression._quantize import (
     CALIBRATIONS,
     PTQ_METHODS,
-    node_sensitivity,
     ptq_reason,
     quantize_package,
 )
+from tuneserve.compression._sensitivity import node_sensitivity
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.runtime import Predictor
 
