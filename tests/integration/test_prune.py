@@ -271,3 +271,29 @@ def test_structured_prune_of_a_text_encoder(reviews_csv, tmp_path):
     test = _test_rows(pkg, data)
     accuracy = float(np.mean(Predictor(pkg).predict_proba(test.X).argmax(1) == test.y))
     assert accuracy >= 0.8
+
+
+def test_sparse_vision_encoder_keeps_its_embeddings_and_head_dense(tiny_vit, tmp_path):
+    from tuneserve.training import TrainConfig
+
+    data = load("digits").sample_per_class(30, seed=0)[0]
+    config = TrainConfig(epochs=3, batch_size=32, learning_rate=1e-3, patience=None)
+    parent = tuneserve.train(
+        data, tmp_path / "vit", backbone=str(tiny_vit), strategy="full", config=config, track=False
+    ).package
+    p = plan(
+        "image",
+        strategy="sparse",
+        stage="compress",
+        init=parent,
+        settings={"epochs": 2, "learning_rate": 1e-3, "sparsity": 0.5},
+    )
+    pkg = build(data, p, tmp_path / "sparse")
+    details = _check_compression(pkg, parent, "sparse")
+    layers = details["layers_pruned"]
+    assert len(layers) == 2 * 6  # per block: query, key, value, output, two feed-forward
+    assert not [name for name in layers if "embeddings" in name or name == "head"]
+    assert details["sparsity"] == pytest.approx(0.5, abs=0.01)
+    rebuilt = source_model(pkg).model
+    assert float((rebuilt.head.weight == 0).float().mean()) < 0.01
+    assert _onnx_zeros(pkg)[0] >= details["zero_weights"]
