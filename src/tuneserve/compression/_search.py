@@ -218,6 +218,16 @@ class _Search:
             )[0]
         return self.measured[name]
 
+    def quantization_lost_too_much(self, recipe: Recipe) -> bool:
+        """Whether the recipe ends in INT8 and that step, not the ones before it, took the
+        variant out of the budget (leaving nodes in float can only win that back)."""
+        if not recipe.steps[-1].method.startswith("int8"):
+            return False
+        last = self.measured.get(recipe.name)
+        before = self.measured.get(Recipe(recipe.steps[:-1]).name, self.original)
+        budget = self.budget.max_accuracy_drop
+        return last is not None and last.drop > budget and before.drop <= budget
+
     def keep_nodes_in_float(self, recipe: Recipe, quantized: Package) -> None:
         """An INT8 variant that lost too much: leave its most sensitive nodes in float, one
         more at a time, and say which."""
@@ -326,13 +336,7 @@ def compress(
                 name = Recipe(recipe.steps[:depth]).name
                 if name in search.built:
                     search.measure(name, search.built[name])
-            last = search.measured.get(recipe.name)
-            if (
-                built is not None
-                and last is not None
-                and recipe.steps[-1].method.startswith("int8")
-                and last.drop > budget.max_accuracy_drop
-            ):
+            if built is not None and search.quantization_lost_too_much(recipe):
                 search.keep_nodes_in_float(recipe, built)
             advance(1)
     return _finish(search, not_applicable)
