@@ -259,11 +259,11 @@ def test_packages_without_torch_weights_are_refused(digits_model, digits, cancer
         build(cancer, chosen, tmp_path / "y")
 
 
-def test_kept_blocks_are_spread_evenly_and_end_with_the_last():
-    assert kept_blocks(6, 3) == [1, 3, 5]
-    assert kept_blocks(12, 6) == [1, 3, 5, 7, 9, 11]
-    assert kept_blocks(6, 1) == [5]
-    assert kept_blocks(6, 4) == [0, 2, 3, 5]
+def test_kept_blocks_are_spread_evenly_from_the_first():
+    assert kept_blocks(6, 3) == [0, 2, 4]
+    assert kept_blocks(12, 6) == [0, 2, 4, 6, 8, 10]
+    assert kept_blocks(6, 1) == [0]
+    assert kept_blocks(6, 4) == [0, 1, 3, 4]
     assert DistillConfig().layers is None
 
 
@@ -277,7 +277,7 @@ def test_vision_student_keeps_half_the_blocks(tiny_vit, digits, tmp_path, monkey
         _distill(few, teacher, tmp_path / "x", layers=2)
     student = _distill(few, teacher, tmp_path / "student", epochs=2, learning_rate=1e-3)
     c = student.manifest.lineage.compression
-    assert c.settings["layers"] == 1 and c.details["blocks_kept"] == [1]
+    assert c.settings["layers"] == 1 and c.details["blocks_kept"] == [0]
     rebuilt = source_model(student)
     assert rebuilt.model.encoder.config.num_hidden_layers == 1
     assert len(rebuilt.model.blocks()) == 1
@@ -304,7 +304,7 @@ def test_text_student_keeps_three_of_minilms_six_layers(reviews_csv, tmp_path, m
         "layers": 3,
         "max_length": 16,
     }
-    assert lineage.compression.details["blocks_kept"] == [1, 3, 5]
+    assert lineage.compression.details["blocks_kept"] == [0, 2, 4]
     assert student.manifest.preprocessing["max_length"] == 16
     assert teacher.manifest.preprocessing["max_length"] == 32
     rebuilt = source_model(student)
