@@ -10,6 +10,16 @@ from torch import nn
 from tuneserve.exceptions import NotFoundError, PackageFormatError
 
 
+def quiet_optional_kernels() -> None:
+    """Transformers imports torchao when it is installed (for QAT); on a CPU machine
+    torchao logs that its CUDA kernels failed to load, and torch's pytree a deprecation of
+    torchao's own: notices for developers, not users. Errors still come through."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def load_pretrained(path: str, what: str, name: str | None = None) -> nn.Module:
     """``AutoModel.from_pretrained(path)``; a failure is a one-line :class:`NotFoundError`.
 
@@ -18,6 +28,7 @@ def load_pretrained(path: str, what: str, name: str | None = None) -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    quiet_optional_kernels()
     try:
         return AutoModel.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -39,6 +50,7 @@ def model_from_config(text: str) -> nn.Module:
 
     from transformers import AutoConfig, AutoModel
 
+    quiet_optional_kernels()
     if not json.loads(text).get("model_type"):
         raise PackageFormatError("the stored encoder config names no model_type")
     try:
