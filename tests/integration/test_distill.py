@@ -15,7 +15,7 @@ from tuneserve.exporters import PARITY_TOLERANCE, export_torch
 from tuneserve.package import Package
 from tuneserve.runtime import Predictor
 from tuneserve.training import build, plan, train
-from tuneserve.training.distill import DistillConfig, kept_blocks
+from tuneserve.training.distill import Distillation, DistillConfig, kept_blocks
 from tuneserve.training.source_model import source_model
 
 
@@ -101,16 +101,12 @@ def test_unlabeled_inputs_get_soft_labels(digits, cnn_teacher, tmp_path):
     few, rest = digits.sample_per_class(15, seed=1)
     extra = list(rest.X[:300])
     plain = _distill(few, cnn_teacher, tmp_path / "plain", epochs=2)
-    more = _distill(
-        few,
-        cnn_teacher,
-        tmp_path / "more",
-        unlabeled=Unlabeled("extra", "image", extra, "digits"),
-        epochs=2,
-    )
+    unlabeled = Unlabeled("extra", "image", extra, "digits")
+    more = _distill(few, cnn_teacher, tmp_path / "more", unlabeled=unlabeled, epochs=2)
     assert plain.manifest.lineage.compression.details["unlabeled_rows"] == 0
     details = more.manifest.lineage.compression.details
     assert details["unlabeled_rows"] == 300
+    assert details["unlabeled_fingerprint"] == unlabeled.fingerprint
     assert details["labeled_rows"] == plain.manifest.lineage.compression.details["labeled_rows"]
     test = _test_rows(few, more)
     a = Predictor(plain).predict_proba(test.X)
@@ -257,6 +253,34 @@ def test_packages_without_torch_weights_are_refused(digits_model, digits, cancer
     chosen = plan("table", backbone="mlp", strategy="distill", stage="compress", init=logreg)
     with pytest.raises(InvalidInputError, match=r"holds a \S+ model"):
         build(cancer, chosen, tmp_path / "y")
+
+
+@torch.no_grad()
+def test_objective_weighs_soft_and_hard_terms():
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    student = torch.nn.Linear(4, 3)
+    x, teacher = torch.randn(6, 4), torch.randn(6, 3)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    labeled = torch.tensor([1.0, 1, 1, 0, 0, 0])  # the last three rows are unlabeled
+    out = student(x)
+    kl = F.kl_div(F.log_softmax(out / 2, -1), F.softmax(teacher / 2, -1), reduction="none").sum(-1)
+    ce = F.cross_entropy(out[:3], y[:3])
+    objective = Distillation(student, "classification", temperature=2.0, alpha=0.3).train()
+    expected = 0.3 * 4 * kl.mean() + 0.7 * ce  # T^2 = 4; unlabeled rows: soft term only
+    assert float(objective(x, teacher, y, labeled)) == pytest.approx(float(expected), rel=1e-5)
+    # validation: the true labels' loss alone (what picks the kept epoch)
+    objective.eval()
+    full = F.cross_entropy(out, y)
+    assert float(objective(x, teacher, y, torch.ones(6))) == pytest.approx(float(full), rel=1e-5)
+    # regression: squared errors to the teacher's values and to the true ones
+    values = torch.nn.Linear(4, 1)
+    t, v = torch.randn(6), torch.randn(6)
+    pred = values(x).reshape(-1)
+    mixed = 0.5 * ((pred - t) ** 2).mean() + 0.5 * ((pred - v) ** 2)[:3].mean()
+    regression = Distillation(values, "regression", temperature=2.0, alpha=0.5).train()
+    assert float(regression(x, t, v, labeled)) == pytest.approx(float(mixed), rel=1e-5)
 
 
 def test_kept_blocks_are_spread_evenly_from_the_first():
