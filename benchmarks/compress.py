@@ -119,6 +119,19 @@ def section(title: str, what: str, result, times, seconds: float) -> list[str]:
     return lines
 
 
+def searched(args, title: str, what: str, parent, data, folder: Path) -> list[str]:
+    """Compress ``parent``, time every variant again, and describe it all as markdown;
+    ``what`` may name ``{scored}``, the rows every variant is scored on."""
+    import tuneserve
+
+    began = time.perf_counter()
+    result = tuneserve.compress(parent, data, folder, epochs=args.epochs, track=False)
+    seconds = time.perf_counter() - began
+    times = _timed(result, args.repeats, data)
+    described = what.format(scored=result.scored)
+    return [*section(title, described, result, times, seconds), verdict(result, times), ""]
+
+
 def digits(args, tmp: Path) -> list[str]:
     import tuneserve
     from tuneserve.data import load
@@ -127,25 +140,12 @@ def digits(args, tmp: Path) -> list[str]:
     parent = tuneserve.train(
         data, tmp / "digits-cnn", backbone="cnn", settings={"epochs": 30}, track=False
     ).package
-    began = time.perf_counter()
-    result = tuneserve.compress(
-        parent, data, tmp / "digits-search", epochs=args.epochs, track=False, register=None
+    what = (
+        f"Data: scikit-learn digits (8x8), {len(data)} images; every variant scored on the "
+        "CNN's {scored} held-out test images. Teacher: 30 epochs; training-based methods "
+        f"fine-tune {args.epochs} epochs."
     )
-    seconds = time.perf_counter() - began
-    times = _timed(result, args.repeats, data)
-    return [
-        *section(
-            "Digits: the built-in CNN",
-            f"Data: scikit-learn digits (8x8), {len(data)} images; every variant scored on the "
-            f"CNN's {result.scored} held-out test images. Teacher: 30 epochs; training-based "
-            f"methods fine-tune {args.epochs} epochs.",
-            result,
-            times,
-            seconds,
-        ),
-        verdict(result, times),
-        "",
-    ]
+    return searched(args, "Digits: the built-in CNN", what, parent, data, tmp / "digits-search")
 
 
 def text(args, tmp: Path) -> list[str]:
@@ -162,26 +162,15 @@ def text(args, tmp: Path) -> list[str]:
         settings={"epochs": args.teacher_epochs},
         track=False,
     ).package
-    began = time.perf_counter()
-    result = tuneserve.compress(
-        parent, data, tmp / "minilm-search", epochs=args.epochs, track=False, register=None
+    what = (
+        f"Data: {len(data)} real docstring sentences of numpy / pandas / scikit-learn (3 "
+        f"classes, at most {args.per_class} per class); every variant scored on the teacher's "
+        "{scored} held-out texts. Teacher: strategy full, "
+        f"{args.teacher_epochs} epochs, max 128 tokens; training-based methods fine-tune "
+        f"{args.epochs} epochs."
     )
-    seconds = time.perf_counter() - began
-    times = _timed(result, args.repeats, data)
-    return [
-        *section(
-            "Text: MiniLM (all-MiniLM-L6-v2) fine-tuned on docstrings",
-            f"Data: {len(data)} real docstring sentences of numpy / pandas / scikit-learn (3 "
-            f"classes, at most {args.per_class} per class); every variant scored on the teacher's "
-            f"{result.scored} held-out texts. Teacher: strategy full, {args.teacher_epochs} "
-            f"epochs, max 128 tokens; training-based methods fine-tune {args.epochs} epochs.",
-            result,
-            times,
-            seconds,
-        ),
-        verdict(result, times),
-        "",
-    ]
+    title = "Text: MiniLM (all-MiniLM-L6-v2) fine-tuned on docstrings"
+    return searched(args, title, what, parent, data, tmp / "minilm-search")
 
 
 def main() -> None:

@@ -220,9 +220,7 @@ def _compress(
 ) -> str | None:
     """Compress the digits CNN within one point of accuracy; print the trade-off and
     register the chosen variant as ``digits``."""
-    from rich.table import Table
-
-    from tuneserve.compression import CompressionError, compress
+    from tuneserve.compression import CompressionError, compress, print_trade_off
     from tuneserve.registry import Registry
 
     try:
@@ -238,23 +236,7 @@ def _compress(
     except CompressionError as exc:
         con.print(f"[yellow]{exc}[/yellow]")
         return None
-    table = Table("variant", "accuracy", "drop (points)", "size MB", "ms @1", "ms @32", "")
-    for m in [result.original, *result.variants]:
-        mark = "chosen" if result.chosen is not None and m.name == result.chosen.name else ""
-        table.add_row(
-            m.name,
-            f"{m.value:.4f}",
-            f"{100 * m.drop:+.2f}",
-            f"{m.size_mb:.3f}",
-            f"{m.latency_ms:.2f}",
-            f"{m.batch_latency_ms:.2f}",
-            mark or ("front" if m.name in result.front else ""),
-        )
-    con.print(table)
-    for method, reason in result.not_applicable.items():
-        con.print(f"not applicable: {method}: {reason}")
-    for name, error in result.failed.items():
-        con.print(f"[yellow]failed: {name}: {error}[/yellow]")
+    print_trade_off(con, result)
     con.print(f"[bold]chosen {result.why}[/bold]")
     assert result.package is not None
     done = Registry().register(result.package, "digits", "the compressed digits CNN")

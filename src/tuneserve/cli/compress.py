@@ -45,43 +45,9 @@ def _unlabeled(path: Path | None, modality: str) -> Any:
 
 
 def _print(result: Any) -> None:
-    from rich.table import Table
+    from tuneserve.compression import print_trade_off
 
-    table = Table(
-        "variant",
-        result.original.metric,
-        "drop (points)",
-        "MB",
-        "ms @1",
-        "ms @32",
-        "front",
-        "status",
-    )
-    for m in [result.original, *result.variants]:
-        broken = result.limits.get(m.name, [])
-        chosen = result.chosen is not None and result.chosen.name == m.name
-        status = (
-            "chosen"
-            if chosen
-            else "; ".join(broken) or ("" if m.name == "original" else "within budget")
-        )
-        table.add_row(
-            m.name,
-            f"{m.value:.4f}",
-            f"{100 * m.drop:+.2f}",
-            f"{m.size_mb:.3f}",
-            f"{m.latency_ms:.2f}",
-            f"{m.batch_latency_ms:.2f}",
-            "*" if m.name in result.front else "",
-            status,
-        )
-    con = console()
-    con.print(table)
-    for method, reason in result.not_applicable.items():
-        con.print(f"not applicable: {method}: {reason}")
-    for name, error in result.failed.items():
-        con.print(f"failed: {name}: {error}")
-    con.print(f"report: {result.report}")
+    print_trade_off(console(), result)
 
 
 def compress(

@@ -5,6 +5,7 @@ held-out rows, searched for the most compressed one within an accuracy budget.""
 from ._choice import PREFERENCES, Budget, pareto_front
 from ._measure import Measurement, measure
 from ._recipes import METHOD_HELP, METHODS, Recipe, Step, catalogue, family_of
+from ._report import print_trade_off
 from ._search import CompressionError, CompressionResult, compress
 from ._shorten import shorten_package
 from ._variant import write_graph_variant
@@ -24,6 +25,7 @@ __all__ = [
     "family_of",
     "measure",
     "pareto_front",
+    "print_trade_off",
     "shorten_package",
     "write_graph_variant",
 ]

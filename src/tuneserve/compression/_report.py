@@ -48,7 +48,7 @@ def _row(m: Measurement, result: CompressionResult) -> str:
         f"{m.items_per_s:.0f}",
         f"{m.parameters:,}",
         "yes" if m.name in result.front else "",
-        html.escape("; ".join(broken) or status),
+        html.escape(status(m, result)),
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
