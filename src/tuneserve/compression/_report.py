@@ -4,7 +4,7 @@ the Pareto front and the chosen variant marked."""
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._measure import Measurement
 
@@ -29,12 +29,44 @@ def _interval(low: float | None, high: float | None, scale: float = 1.0) -> str:
     return f" [{scale * low:.2f}, {scale * high:.2f}]"
 
 
+def status(m: Measurement, result: CompressionResult) -> str:
+    """``chosen``, ``within budget``, or the rules the variant breaks."""
+    if result.chosen is not None and result.chosen.name == m.name:
+        return "chosen"
+    broken = result.limits.get(m.name, [])
+    if broken:
+        return "; ".join(broken)
+    return "" if m.name == "original" else "within budget"
+
+
+def print_trade_off(console: Any, result: CompressionResult) -> None:
+    """The variants as a terminal table (rich), then what does not apply and what failed."""
+    from rich.table import Table
+
+    table = Table("variant", result.original.metric, "drop (points)", "MB", "ms @1", "ms @32")
+    table.add_column("front")
+    table.add_column("status")
+    for m in [result.original, *result.variants]:
+        table.add_row(
+            m.name,
+            f"{m.value:.4f}",
+            f"{100 * m.drop:+.2f}",
+            f"{m.size_mb:.3f}",
+            f"{m.latency_ms:.2f}",
+            f"{m.batch_latency_ms:.2f}",
+            "*" if m.name in result.front else "",
+            status(m, result),
+        )
+    console.print(table)
+    for method, reason in result.not_applicable.items():
+        console.print(f"not applicable: {method}: {reason}")
+    for name, error in result.failed.items():
+        console.print(f"failed: {name}: {error}")
+    console.print(f"report: {result.report}")
+
+
 def _row(m: Measurement, result: CompressionResult) -> str:
     chosen = result.chosen is not None and result.chosen.name == m.name
-    broken = result.limits.get(m.name, [])
-    status = (
-        "chosen" if chosen else ("within budget" if m.name != "original" and not broken else "")
-    )
     cells = [
         f"<b>{html.escape(m.name)}</b>" if chosen else html.escape(m.name),
         f"{m.value:.4f}{_interval(m.low, m.high)}",
