@@ -4,7 +4,6 @@ package never saw; bad input refused with the rule, the value and the fix."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,9 +89,7 @@ def test_a_rerun_reuses_the_variants_it_built(cnn, searched, monkeypatch) -> Non
     assert all(before[m.name] == m.package_id for m in again.variants)
 
 
-def test_a_budget_no_variant_meets_names_the_closest_and_what_limited_each(
-    cnn, tmp_path
-) -> None:
+def test_a_budget_no_variant_meets_names_the_closest_and_what_limited_each(cnn, tmp_path) -> None:
     with pytest.raises(CompressionError) as raised:
         tuneserve.compress(
             cnn, "digits", tmp_path / "s", methods=["fp16"], latency_ms=1e-6, track=False
@@ -114,7 +111,7 @@ def test_a_method_that_does_not_apply_is_refused_naming_those_that_do(cnn, tmp_p
 
 
 def test_unknown_methods_and_bad_budgets_are_refused(cnn, tmp_path) -> None:
-    with pytest.raises(InvalidInputError, match="unknown compression method.*int4.*known:"):
+    with pytest.raises(InvalidInputError, match=r"unknown compression method.*int4.*known:"):
         compress(cnn, "digits", tmp_path / "a", methods=["int4"])
     with pytest.raises(InvalidInputError, match="--max-accuracy-drop is a fraction"):
         compress(cnn, "digits", tmp_path / "b", max_accuracy_drop=5)
