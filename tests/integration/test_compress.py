@@ -136,3 +136,42 @@ def test_a_folder_that_is_not_a_search_is_not_overwritten(cnn, tmp_path) -> None
     with pytest.raises(InvalidInputError, match="exists and is not a compression folder"):
         compress(cnn, "digits", tmp_path, methods=["fp16"], overwrite=True)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_each_variant_is_an_mlflow_run(cnn, tmp_path) -> None:
+    from tuneserve.registry.tracking import client, current_store
+
+    result = tuneserve.compress(
+        cnn, "digits", tmp_path / "s", methods=["fp16", "int8-dynamic"], track=True
+    )
+    assert set(result.run_ids) == {"fp16", "int8-dynamic"}
+    mlflow = client(current_store())
+    for name, run_id in result.run_ids.items():
+        run = mlflow.get_run(run_id)
+        measured = next(m for m in result.variants if m.name == name)
+        assert run.data.tags["tuneserve.kind"] == "compress"
+        assert run.data.metrics["latency_ms"] == pytest.approx(measured.latency_ms)
+        assert run.data.metrics["value"] == pytest.approx(measured.value)
+        assert run.data.tags["tuneserve.evaluated_package"] == measured.package_id
+
+
+def test_a_text_package_gets_a_shorter_sequence_length_from_the_data(
+    text_package, reviews_csv, tmp_path
+) -> None:
+    """The reviews are short: the 95th percentile of their token lengths, rounded up to 8,
+    replaces the package's 32 tokens; the graph is the same. The package is a bag of
+    embeddings tuneserve cannot rebuild, so only its graph is compressed."""
+    result = compress(text_package, reviews_csv, tmp_path / "s", max_accuracy_drop=1.0)
+    names = {m.name for m in result.variants}
+    assert {"shorten", "int8-dynamic", "shorten+int8-dynamic"} <= names
+    assert (
+        "distill" in result.not_applicable and "cannot rebuild" in result.not_applicable["distill"]
+    )
+    short = Package.load(next(m.path for m in result.variants if m.name == "shorten"))
+    length = short.manifest.preprocessing["max_length"]
+    assert length < 32 and length % 8 == 0
+    assert short.manifest.input_schema["max_tokens"] == length
+    assert short.graph_path.read_bytes() == Package.load(text_package).graph_path.read_bytes()
+    details = short.manifest.lineage.compression.details
+    assert details["max_length_before"] == 32 and details["max_length"] == length
+    assert "fresh 20% test split" in result.rows  # not the data the package was trained on

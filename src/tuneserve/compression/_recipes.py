@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneserve.exceptions import InvalidInputError
+from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.lineage import Backbone
 from tuneserve.package import Package
 
@@ -60,14 +60,23 @@ class Recipe:
 
 
 def family_of(package: Package) -> str:
-    """``cnn``, ``mlp``, ``text``, ``vision``, ``sklearn`` or ``ensemble``."""
+    """``cnn``, ``mlp``, ``text``, ``vision`` (torch models tuneserve can rebuild and
+    retrain), ``sklearn``, ``ensemble``, or ``other`` (a graph exported from a model
+    tuneserve cannot rebuild: only its graph can be compressed)."""
+    from tuneserve.backbones import get_backbone
     from tuneserve.ensemble_package import is_ensemble
     from tuneserve.training.source_model import FAMILIES
 
     if is_ensemble(package.manifest):
         return "ensemble"
     backbone = package.manifest.lineage.backbone or Backbone()
-    return FAMILIES.get(str(backbone.model_class), "sklearn")
+    if str(backbone.model_class) in FAMILIES:
+        return FAMILIES[str(backbone.model_class)]
+    try:
+        registered = get_backbone(backbone.name) if backbone.name else None
+    except (KeyError, ValueError, TuneserveError):
+        registered = None
+    return "sklearn" if registered is not None and registered.family == "sklearn" else "other"
 
 
 def _calibrated(method: str) -> list[Step]:
@@ -104,8 +113,16 @@ def catalogue(family: str) -> list[Recipe]:
             (Step("distill"), Step("shorten"), int8),
             (Step("sparse"),),
         ]
-    else:  # vision, sklearn: what applies is decided by reason_not_applicable
-        chains = [(int8,), (Step("fp16"),), (Step("distill"),), (Step("distill"), int8)]
+    else:  # vision, sklearn, other: what applies is decided by reason_not_applicable
+        chains = [
+            (int8,),
+            (Step("fp16"),),
+            (Step("shorten"),),
+            (Step("shorten"), int8),
+            (Step("sparse"),),
+            (Step("distill"),),
+            (Step("distill"), int8),
+        ]
     return [Recipe(chain) for chain in chains]
 
 
@@ -119,6 +136,13 @@ def reason_not_applicable(package: Package, family: str, method: str) -> str | N
     if method in TRAINING_METHODS:
         if family == "sklearn":
             return "it retrains a torch model and this is a scikit-learn package"
+        if family == "other":
+            backbone = package.manifest.lineage.backbone or Backbone()
+            return (
+                "it retrains a model tuneserve can rebuild (the cnn, mlp, text and vision "
+                f"backbones), and this package holds a {backbone.model_class or 'model'} it "
+                "cannot rebuild"
+            )
         if method not in {s.name for s in list_strategies(family, "compress")}:
             return f"it is not implemented for {family} models"
         if not has_weights(package):
