@@ -171,6 +171,10 @@ def test_demo_runs_end_to_end(tmp_path, epochs, monkeypatch):
     assert served == pytest.approx(tuned)
     shown = json.loads(tuneserve("registry", "show", "digits-5-9@champion", "--json").stdout)
     assert shown[0]["version"] == 1 and shown[0]["aliases"] == ["champion"]
+    # the CNN was compressed within one point, the trade-off printed, the chosen registered
+    assert "compress the digits CNN" in out and "int8-static-minmax" in out
+    assert "chosen " in out and "registered digits/1" in out
+    assert (tmp_path / "digits-cnn-compressed" / "report.html").is_file()
     # the demo served the champion, called it, and printed commands that work
     assert "simple JSON  -> " in out and "Open Inference Protocol -> " in out
     assert "server stopped cleanly" in out  # no terminal: it does not keep serving

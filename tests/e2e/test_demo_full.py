@@ -31,3 +31,4 @@ def test_full_demo_reaches_real_accuracy(tmp_path):
     assert cnn >= 0.95, proc.stdout
     assert table >= 0.95, proc.stdout
     assert "and promoted to champion" in proc.stdout
+    assert "registered digits/1" in proc.stdout  # the compressed CNN
