@@ -1,8 +1,9 @@
 """Closed-loop load on ``tuneserve serve`` versus raw ONNX Runtime, LitServe and BentoML.
 
-For each workload, in one run: the digits CNN and MiniLM (a 2-class head, FP32, 64 tokens)
-over simple JSON, and a breast_cancer logistic regression (30 number columns) over the Open
-Inference Protocol, as one tensor per column or as one ``[1, 30]`` tensor:
+For each workload, in one run: the digits CNN and MiniLM (a 3-class probe that tuneserve
+trains on real docstrings, FP32, 64 tokens) over simple JSON, and a breast_cancer logistic
+regression (30 number columns) over the Open Inference Protocol, as one tensor per column or
+as one ``[1, 30]`` tensor:
   * each server runs in its own process tree, pinned to the *server cores* (half the
     machine, at least one core); the load generator runs in another process pinned to the
     other cores, so the client never takes CPU from the server;
@@ -12,9 +13,12 @@ Inference Protocol, as one tensor per column or as one ``[1, 30]`` tensor:
     min-max spread of the repeats. The servers of a workload run side by side and take
     turns, repeat by repeat (in reverse order every other repeat), so a slow spell of the
     machine hits them all alike;
-  * raw ONNX Runtime runs the same graph on preprocessed tensors at batch sizes 1..256,
-    pinned to the same server cores with as many threads: its best items/s is the
-    physical limit of those cores. ratio = our best req/s (one item each) / that;
+  * raw ONNX Runtime (``_serve_raw.py``) runs the same package's bare graph on the same
+    inputs, preprocessed, pinned to the same server cores with as many threads, for as long
+    and as many repeats as each server, taking its turn among them: at each concurrency in
+    calls of the sizes tuneserve's batcher formed there in a warm-up run (its ``/metrics``
+    histogram), text both padded to the longest of each batch and length-grouped as the
+    runtime does. ours / raw = our req/s (one item each) / the better raw items/s there;
   * LitServe and BentoML serve the same package through the same ``Predictor``
     (preprocessing + ONNX Runtime) with their batching on (32 items; LitServe waits at
     most 2 ms like ours, BentoML's adaptive batching learns its own wait), so only the
@@ -26,8 +30,9 @@ Inference Protocol, as one tensor per column or as one ``[1, 30]`` tensor:
     way to show a change to the server costs no throughput.
 
 Rerun: ``make bench-peers && .venv/bin/python benchmarks/serve.py [--seconds 4]
-[--concurrency 1 4 16] [--repeats 3] [--workloads ...] [--baseline-src DIR]
-[--out FILE]``. Writes ``benchmarks/results/serve.md`` unless told otherwise.
+[--concurrency 1 4 16] [--repeats 3] [--workloads ...] [--servers ...] [--baseline-src DIR]
+[--out FILE]``; ``--workloads minilm --servers tuneserve`` is the served-versus-raw part
+alone. Writes ``benchmarks/results/serve.md`` unless told otherwise.
 """
 
 from __future__ import annotations
@@ -51,11 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _serve_raw
+from _serve_raw import PATHS, spread
+
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / ".venv-peers" / "bin"
 MAX_BATCH, MAX_DELAY_MS = 32, 2.0
 OURS, BASELINE = "tuneserve", "tuneserve (baseline)"
-PATHS = {"v1": "/v1/models/m/predict", "v2": "/v2/models/m/infer"}
 
 
 @dataclass
@@ -210,136 +217,13 @@ def _client(port: int, path: str, bodies: list[bytes], clients: int, seconds: fl
     }
 
 
-def _raw(package: str, inputs_file: str, seconds: float) -> dict:
-    """Best (batch size, items/s) of the bare graph on preprocessed tensors."""
-    from tuneserve.runtime import Predictor
-
-    inputs = pickle.loads(Path(inputs_file).read_bytes())
-    predictor = Predictor(package)  # threads: the cores this process is pinned to
-    session = predictor.session
-    best = {"batch": 1, "rate": 0.0}
-    for batch in (1, 8, 32, 64, 128, 256):
-        # every input in turn (texts differ in length), in batches of `batch`
-        feeds = [
-            predictor.preprocessor.transform(
-                [inputs[(start + i) % len(inputs)] for i in range(batch)]
-            )
-            for start in range(0, max(batch, len(inputs)), batch)
-        ]
-        session.run(None, feeds[0])
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 6:
-            session.run(None, feeds[runs % len(feeds)])
-            runs += 1
-        rate = runs * batch / (time.perf_counter() - start)
-        if rate > best["rate"]:
-            best = {"batch": batch, "rate": rate}
-    return best
-
-
 def _in_process(cpus: set[int], *args: str, src: Path | None = None) -> dict:
-    """Run this script's ``--client``/``--raw``/``--per-request-child`` mode pinned to
-    ``cpus`` (with tuneserve from ``src``, if given); its JSON answer."""
-    env = dict(os.environ, PYTHONPATH=str(src)) if src else None
-    proc = subprocess.run(
-        [sys.executable, __file__, *args],
-        capture_output=True,
-        text=True,
-        preexec_fn=_pinned(cpus),
-        check=False,
-        env=env,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
-    return dict(json.loads(proc.stdout.splitlines()[-1]))
+    """Run this script's ``--client`` mode pinned to ``cpus``."""
+    return _serve_raw.in_process(cpus, __file__, *args, src=src)
 
 
-def _per_request(work_file: str, seconds: float) -> dict[str, float | None]:
-    """Microseconds per request through the ASGI app, in this process, one request at a
-    time: no HTTP, no client, no batching, so the server's own cost per request shows
-    (the closed loop's spread on a busy machine hides a few percent). None: refused."""
-    import asyncio
-
-    from tuneserve.serving import ModelSpec, Repository, create_app
-
-    loads = pickle.loads(Path(work_file).read_bytes())
-    repository = Repository(
-        [ModelSpec.parse(f"w{i}={package}") for i, (_, package, _, _) in enumerate(loads)]
-    )
-    repository.load_all()
-    app = create_app(repository)
-
-    async def call(path: str, body: bytes) -> int:
-        sent, status = False, 0
-
-        async def receive() -> dict:
-            nonlocal sent
-            if sent:
-                await asyncio.sleep(3600)  # no disconnect while the answer is written
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-
-        length = str(len(body)).encode()
-        scope = {
-            "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "http_version": "1.1", "scheme": "http",
-            "headers": [(b"content-type", b"application/json"), (b"content-length", length)],
-            "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
-        }  # fmt: skip
-        await app(scope, receive, send)  # type: ignore[arg-type]
-        return status
-
-    async def measure() -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for i, (name, _, api, body) in enumerate(loads):
-            path = PATHS[api].replace("/m/", f"/w{i}/")
-            if await call(path, body) != 200:
-                out[name] = None
-                continue
-            for _ in range(50):
-                await call(path, body)
-            calls, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                await call(path, body)
-                calls += 1
-            out[name] = (time.perf_counter() - start) / calls * 1e6
-        return out
-
-    return asyncio.run(measure())
-
-
-def _per_request_table(
-    workloads: list[Workload], folder: Path, args: argparse.Namespace, cpus: set[int]
-) -> list[str]:
-    """Before/after microseconds per request, the two versions in turns (reversed every
-    other turn): min and median over the turns."""
-    work_file = folder / "per_request.pkl"
-    loads = [(w.name, str(w.package), w.api, w.bodies[0]) for w in workloads]
-    work_file.write_bytes(pickle.dumps(loads))
-    versions = {BASELINE: args.baseline_src, OURS: ROOT / "src"}
-    runs: dict[str, list[dict]] = {v: [] for v in versions}
-    for turn in range(args.per_request):
-        for version in list(versions)[:: -1 if turn % 2 else 1]:
-            child = ["--per-request-child", str(work_file), str(args.seconds / 4)]
-            runs[version].append(_in_process(cpus, *child, src=versions[version]))
-
-    def cell(version: str, name: str) -> tuple[str, float | None]:
-        values = [r[name] for r in runs[version] if r.get(name) is not None]
-        if not values:
-            return "refused", None
-        return f"{min(values):.0f} ({statistics.median(values):.0f})", min(values)
-
-    lines = []
-    for name, *_ in loads:
-        (before, low_before), (after, low_after) = cell(BASELINE, name), cell(OURS, name)
-        ratio = f"**{low_after / low_before:.2f}x**" if low_before and low_after else ""
-        lines.append(f"| {name} | {before} | {after} | {ratio} |")
-    return lines
+def _med(runs: list[dict], key: str = "rps") -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 WORKLOADS = ("digits", "minilm", "cancer-oip", "cancer-oip-matrix")
@@ -361,28 +245,28 @@ def _workloads(folder: Path, wanted: list[str]) -> list[Workload]:
             cnn.export(folder / "digits", parts.test.X)
         bodies = [json.dumps({"inputs": [x.tolist()]}).encode() for x in images]
         out.append(Workload("digits CNN", folder / "digits", images, bodies))
-    if "minilm" in wanted:
-        from tuneserve.backbones import TextClassifier, load_encoder, resolve_text_model
-        from tuneserve.exporters import export_torch
-        from tuneserve.preprocessing import TextPreprocessor
+    if "minilm" in wanted:  # a trained package: the probe on real docstrings, 3 classes
+        from tuneserve.training import default_config
+        from tuneserve.training.text import train_text
 
         sys.path.insert(0, str(Path(__file__).parent))
         from train_strategies import docstring_dataset
 
-        texts = list(docstring_dataset(40).X)[:64]
-        if not (folder / "minilm").exists():
-            pre = TextPreprocessor(resolve_text_model("minilm"), max_length=64)
-            export_torch(
-                TextClassifier(load_encoder("minilm"), 2),
-                pre,
-                folder / "minilm",
-                task="classification",
-                sample_inputs=texts[:8],
-                label_names=["a", "b"],
-                weights=False,
+        data = docstring_dataset(40)
+        # 64 of its texts, the three libraries mixed: the mix of lengths every request draws on
+        texts = [str(t) for t in np.random.default_rng(0).permutation(list(data.X))[:64]]
+        if not (folder / "minilm-probe").exists():
+            parts = split(data, seed=0)
+            config = default_config("minilm", "probe")
+            model = train_text(parts.train, parts.validation, config=config, max_length=64)
+            model.export(
+                folder / "minilm-probe",
+                parts.test.X,
+                name="docstrings-minilm-probe",
+                metrics=model.score(parts.test, "test"),
             )
         bodies = [json.dumps({"inputs": [t]}).encode() for t in texts]
-        out.append(Workload("MiniLM FP32", folder / "minilm", texts, bodies))
+        out.append(Workload("MiniLM FP32", folder / "minilm-probe", texts, bodies))
     if {"cancer-oip", "cancer-oip-matrix"} & set(wanted):
         from tuneserve.training import train_logistic_regression
 
@@ -390,50 +274,29 @@ def _workloads(folder: Path, wanted: list[str]) -> list[Workload]:
         if not (folder / "cancer").exists():
             model = train_logistic_regression(parts.train, parts.validation)
             model.export(folder / "cancer", parts.test.X, name="breast-cancer")
-        frame = parts.test.X.iloc[:64]
-        rows = frame.to_dict("records")
-        if "cancer-oip" in wanted:  # one FP64 tensor of shape [1] per column
-            bodies = [
-                json.dumps(
-                    {
-                        "inputs": [
-                            {"name": c, "shape": [1], "datatype": "FP64", "data": [float(v)]}
-                            for c, v in row.items()
-                        ]
-                    }
-                ).encode()
-                for row in rows
+        rows = [
+            {c: float(v) for c, v in r.items()} for r in parts.test.X.iloc[:64].to_dict("records")
+        ]
+
+        def columns(row: dict) -> list[dict]:  # one FP64 tensor of shape [1] per column
+            return [
+                {"name": c, "shape": [1], "datatype": "FP64", "data": [v]} for c, v in row.items()
             ]
-            out.append(
-                Workload("breast_cancer logreg, OIP columns", folder / "cancer", rows, bodies, "v2")
-            )
-        if "cancer-oip-matrix" in wanted:  # one FP64 tensor [1, 30], KServe sklearn style
-            bodies = [
-                json.dumps(
-                    {
-                        "inputs": [
-                            {
-                                "name": "input-0",
-                                "shape": [1, len(row)],
-                                "datatype": "FP64",
-                                "data": [float(v) for v in row.values()],
-                            }
-                        ]
-                    }
-                ).encode()
-                for row in rows
-            ]
-            out.append(
-                Workload("breast_cancer logreg, OIP [1, 30]", folder / "cancer", rows, bodies, "v2")
-            )
+
+        def matrix(row: dict) -> list[dict]:  # one FP64 tensor [1, 30], KServe sklearn style
+            data = list(row.values())
+            return [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": data}]
+
+        forms = {
+            "cancer-oip": ("OIP columns", columns),
+            "cancer-oip-matrix": ("OIP [1, 30]", matrix),
+        }
+        for key, (label, tensors) in forms.items():
+            if key in wanted:
+                bodies = [json.dumps({"inputs": tensors(row)}).encode() for row in rows]
+                name = f"breast_cancer logreg, {label}"
+                out.append(Workload(name, folder / "cancer", rows, bodies, "v2"))
     return out
-
-
-def _spread(values: list[float], digits: int = 0) -> str:
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def _measure(
@@ -442,13 +305,20 @@ def _measure(
     args: argparse.Namespace,
     server_cpus: set[int],
     client_cpus: set[int],
-    bodies_file: Path,
-) -> tuple[dict[tuple[str, int], list[dict]], dict[str, str]]:
+    folder: Path,
+) -> tuple[dict[tuple[str, int], list[dict]], dict[str, str], dict[int, tuple[list, float]]]:
     """Every (server, clients) point of one workload, the servers running side by side and
-    taking turns repeat by repeat; and the servers that cannot run it, with why."""
+    taking turns repeat by repeat, raw ONNX Runtime (key ``raw MODE``) taking its turns
+    among them; the servers that cannot run it, with why; and per concurrency, the batch
+    size raw ONNX Runtime ran and the items per call tuneserve's batcher formed meanwhile."""
+    bodies_file, inputs_file = folder / "bodies.pkl", folder / "inputs.pkl"
+    bodies_file.write_bytes(pickle.dumps(work.bodies))
+    inputs_file.write_bytes(pickle.dumps(work.inputs))
+    text = all(isinstance(x, str) for x in work.inputs)
     started: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
     unsupported: dict[str, str] = {}
     results: dict[tuple[str, int], list[dict]] = {}
+    batching: dict[int, tuple[list, float]] = {}
     try:
         for server in servers:
             if work.api != "v1" and server not in (OURS, BASELINE):
@@ -458,21 +328,41 @@ def _measure(
                 started[server] = _start(server, work, server_cpus, args.baseline_src)
             except Unsupported as exc:
                 unsupported[server] = f"refuses the request ({str(exc)[:120]}...)"
+
+        def load(server: str, clients: int, seconds: float) -> tuple[dict, Any]:
+            """Closed-loop load on one server; and its batcher's histogram before and after."""
+            _, port, path = started[server]
+            before = _serve_raw.batch_histogram(port) if server == OURS else None
+            client_args = [str(port), path, str(bodies_file), str(clients), str(seconds)]
+            result = _in_process(client_cpus, "--client", *client_args)
+            after = _serve_raw.batch_histogram(port) if before else None
+            return result, (before, after) if after else None
+
         for clients in args.concurrency:
-            for _, port, path in started.values():
-                client_args = [str(port), path, str(bodies_file), str(clients)]
-                _in_process(client_cpus, "--client", *client_args, "1")  # warm-up
+            mix = [(clients, 1)]  # the most one item per client can make, if /metrics is mute
+            for server in started:
+                _, seen = load(server, clients, args.seconds)  # warm-up
+                if seen:
+                    mix = _serve_raw.batch_mix(*seen, clients) or mix
+            # one text a call has nothing to group: padded is grouped then
+            grouping = text and any(size > 1 for size, _ in mix)
+            modes = ["padded", "grouped"] if grouping else ["padded"] if text else ["plain"]
+            turns = [*started, *(f"raw {m}" for m in modes)]
+            formed = [0.0, 0.0]  # items, calls of our batcher over the repeats
             for repeat in range(args.repeats):
-                turns = list(started.items())
-                for server, (_, port, path) in turns[:: -1 if repeat % 2 else 1]:
-                    client_args = [str(port), path, str(bodies_file), str(clients)]
-                    results.setdefault((server, clients), []).append(
-                        _in_process(client_cpus, "--client", *client_args, str(args.seconds))
-                    )
+                for turn in turns[:: -1 if repeat % 2 else 1]:
+                    if turn.startswith("raw "):
+                        raw_args = (work.package, inputs_file, args.seconds, mix, turn[4:])
+                        result = _serve_raw.run_raw(server_cpus, *raw_args)
+                    else:
+                        result, seen = load(turn, clients, args.seconds)
+                        formed = [x + y for x, y in zip(formed, _serve_raw.made(seen), strict=True)]
+                    results.setdefault((turn, clients), []).append(result)
+            batching[clients] = (mix, formed[0] / formed[1] if formed[1] else float("nan"))
     finally:
         for proc, _, _ in started.values():
             _stop(proc)
-    return results, unsupported
+    return results, unsupported, batching
 
 
 def main() -> None:
@@ -481,7 +371,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="keep the packages here between runs")
-    parser.add_argument("--servers", nargs="+", default=[OURS, "LitServe", "BentoML"])
+    default_servers = [OURS, "LitServe", "BentoML"]
+    parser.add_argument("--servers", nargs="+", default=default_servers)
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument(
         "--baseline-src",
@@ -499,23 +390,14 @@ def main() -> None:
         "per version",
     )
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
-    parser.add_argument("--per-request-child", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--raw", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the load generator process
         port, path, bodies_file, clients, seconds = args.client
         bodies = pickle.loads(Path(bodies_file).read_bytes())
         print(json.dumps(_client(int(port), path, bodies, int(clients), float(seconds))))
         return
-    if args.raw:
-        print(json.dumps(_raw(args.raw[0], args.raw[1], float(args.raw[2]))))
-        return
     if args.per_request and not args.baseline_src:
         parser.error("--per-request compares two versions: give --baseline-src too")
-    if args.per_request_child:
-        work_file, seconds = args.per_request_child
-        print(json.dumps(_per_request(work_file, float(seconds))))
-        return
 
     os.environ["TUNESERVE_TRACKING"] = "0"
     cpus = sorted(os.sched_getaffinity(0))
@@ -532,43 +414,60 @@ def main() -> None:
 
     rows: list[str] = []
     summary: list[str] = []
+    against_raw: list[str] = []
+    package_notes: list[str] = []
     changes: list[str] = []
     notes: list[str] = []
     workloads = _workloads(folder, args.workloads)
     for work in workloads if args.repeats else []:  # --repeats 0: per request only
         name = work.name
-        bodies_file, inputs_file = folder / "bodies.pkl", folder / "inputs.pkl"
-        bodies_file.write_bytes(pickle.dumps(work.bodies))
-        inputs_file.write_bytes(pickle.dumps(work.inputs))
-        raw = _in_process(
-            server_cpus, "--raw", str(work.package), str(inputs_file), str(args.seconds)
-        )
-        results, unsupported = _measure(work, servers, args, server_cpus, client_cpus, bodies_file)
+        measured = _measure(work, servers, args, server_cpus, client_cpus, folder)
+        results, unsupported, batching = measured
+        raws = {
+            c: {k[0][4:]: v for k, v in results.items() if k[1] == c and k[0].startswith("raw ")}
+            for c in args.concurrency
+        }
+        for clients in args.concurrency:
+            if (OURS, clients) in results:
+                ran, formed = batching[clients]
+                against_raw.append(
+                    _serve_raw.raw_row(
+                        name, clients, results[OURS, clients], raws[clients], ran, formed
+                    )
+                )
         notes += [f"{name}: {s} not run, it {why}." for s, why in unsupported.items()]
+        manifest = json.loads((work.package / "manifest.json").read_text())
+        backbone = (manifest.get("lineage") or {}).get("backbone") or {}
+        if backbone.get("strategy"):  # a trained encoder package: say what it is
+            metrics = ", ".join(f"{k} {v:.2f}" for k, v in sorted(manifest["metrics"].items()))
+            package_notes.append(
+                f"\n{name}: package `{manifest['name']}`, {backbone['name']} trained by "
+                f"tuneserve (strategy {backbone['strategy']}; {metrics})."
+            )
         best: dict[str, tuple[float, float, int]] = {}
         for server in servers:
             for clients in args.concurrency:
                 if (server, clients) not in results:
                     continue
                 runs = results[server, clients]
-                rps = statistics.median(r["rps"] for r in runs)
-                p99 = statistics.median(r["p99"] for r in runs)
+                rps, p99 = _med(runs), _med(runs, "p99")
                 if rps > best.get(server, (0.0, 0.0, 0))[0]:
                     best[server] = (rps, p99, clients)
                 rows.append(
-                    f"| {name} | {server} | {clients} | {_spread([r['rps'] for r in runs])} | "
-                    f"{_spread([r['p50'] for r in runs], 1)} | "
-                    f"{_spread([r['p99'] for r in runs], 1)} | "
+                    f"| {name} | {server} | {clients} | {spread([r['rps'] for r in runs])} | "
+                    f"{spread([r['p50'] for r in runs], 1)} | "
+                    f"{spread([r['p99'] for r in runs], 1)} | "
                     f"{sum(r['errors'] for r in runs)} |"
                 )
         if OURS not in best:
             continue
         ours, ours_p99, ours_c = best[OURS]
+        mode, better = _serve_raw.better_raw(raws[ours_c])
         cells = [
             f"{name}",
             f"{ours:.0f} (p99 {ours_p99:.0f} ms, {ours_c} clients)",
-            f"{raw['rate']:.0f} ({raw['batch']})",
-            f"{ours / raw['rate']:.2f}",
+            f"{_med(better, 'rate'):.0f} ({mode}, our calls' sizes)",
+            f"**{_serve_raw.against_raw(results[OURS, ours_c], raws[ours_c])}**",
         ]
         for peer in ("LitServe", "BentoML"):
             if peer in best:
@@ -578,35 +477,26 @@ def main() -> None:
                 cells.append("not run")
         summary.append("| " + " | ".join(cells) + " |")
         for peer in ("LitServe", "BentoML"):
-            for clients in args.concurrency:
-                if (peer, clients) in results:
-                    mine = results[OURS, clients]
-                    theirs = results[peer, clients]
-                    summary_ratio = statistics.median(r["rps"] for r in mine) / statistics.median(
-                        r["rps"] for r in theirs
-                    )
-                    rows.append(
-                        f"| {name} | ours / {peer} | {clients} | {summary_ratio:.2f}x | | "
-                        f"{statistics.median(r['p99'] for r in mine):.1f} vs "
-                        f"{statistics.median(r['p99'] for r in theirs):.1f} | |"
-                    )
-        for clients in args.concurrency:
-            if (BASELINE, clients) in results:
-                before, after = results[BASELINE, clients], results[OURS, clients]
-                ratio = statistics.median(r["rps"] for r in after) / statistics.median(
-                    r["rps"] for r in before
+            for clients in (c for c in args.concurrency if (peer, c) in results):
+                mine, theirs = results[OURS, clients], results[peer, clients]
+                rows.append(
+                    f"| {name} | ours / {peer} | {clients} | {_med(mine) / _med(theirs):.2f}x | | "
+                    f"{_med(mine, 'p99'):.1f} vs {_med(theirs, 'p99'):.1f} | |"
                 )
-                changes.append(
-                    f"| {name} | {clients} | {_spread([r['rps'] for r in before])} | "
-                    f"{_spread([r['rps'] for r in after])} | **{ratio:.2f}x** | "
-                    f"{_spread([r['p99'] for r in before], 1)} | "
-                    f"{_spread([r['p99'] for r in after], 1)} |"
-                )
+        for clients in (c for c in args.concurrency if (BASELINE, c) in results):
+            before, after = results[BASELINE, clients], results[OURS, clients]
+            changes.append(
+                f"| {name} | {clients} | {spread([r['rps'] for r in before])} | "
+                f"{spread([r['rps'] for r in after])} | **{_med(after) / _med(before):.2f}x** | "
+                f"{spread([r['p99'] for r in before], 1)} | "
+                f"{spread([r['p99'] for r in after], 1)} |"
+            )
 
     rerun = (
         f"Rerun: `make bench-peers && .venv/bin/python benchmarks/serve.py --seconds "
         f"{args.seconds:g} --concurrency {' '.join(map(str, args.concurrency))} --repeats "
         f"{args.repeats} --workloads {' '.join(args.workloads)}"
+        + (f" --servers {' '.join(args.servers)}" if args.servers != default_servers else "")
         + (" --baseline-src BEFORE/src" if args.baseline_src else "")
         + (f" --per-request {args.per_request}" if args.per_request else "")
         + "`"
@@ -623,7 +513,14 @@ def main() -> None:
             "",
             "| workload | before: us | after: us | after / before |",
             "|---|---:|---:|---:|",
-            *_per_request_table(workloads, folder, args, server_cpus),
+            *_serve_raw.per_request_table(
+                [(w.name, str(w.package), w.api, w.bodies[0]) for w in workloads],
+                folder,
+                {BASELINE: args.baseline_src, OURS: ROOT / "src"},
+                args.per_request,
+                args.seconds / 4,
+                server_cpus,
+            ),
         ]
     closed_loop = [
         "",
@@ -655,26 +552,44 @@ def main() -> None:
         "",
         "## Against raw ONNX Runtime and the peers",
         "",
-        "| model | ours: best req/s | raw ONNX Runtime: best items/s (batch) | ours / raw | "
-        "LitServe: best req/s, ours / it | BentoML: best req/s, ours / it |",
+        "| model | ours: best req/s | raw ONNX Runtime at that load: better items/s | "
+        "ours / raw | LitServe: best req/s, ours / it | BentoML: best req/s, ours / it |",
         "|---|---:|---:|---:|---:|---:|",
         *summary,
         "",
         "Targets in the issue: ours / raw >= 0.9 for MiniLM; ours / peer >= 1.5x on the small "
-        "model (digits CNN) at equal p99.",
+        "model (digits CNN) at equal p99. ours / raw: median (min-max) over the repeats of "
+        "our req/s / the better raw mode's items/s at the same concurrency, the i-th repeat "
+        "of each (they take turns within a repeat).",
         *([f"Not run: {', '.join(skipped)} (no .venv-peers: `make bench-peers`)."] * bool(skipped)),
         *notes,
+        "",
+        "## Served versus raw ONNX Runtime",
+        "",
+        "Raw ONNX Runtime runs the package's bare graph on the same inputs the clients send "
+        "(every input in turn), already preprocessed, with no HTTP and no JSON: the servers "
+        "pay for those and for batching. At each concurrency it runs calls of the sizes "
+        "tuneserve's batcher formed there in a warm-up run as long as a repeat (its `/metrics` "
+        "batch-size histogram; within a bucket, sizes such that the items add up), in a "
+        "fixed shuffled order, "
+        f"{args.seconds:g} s a repeat, {args.repeats} repeats, taking its turns among the "
+        "servers. Text runs two ways: each batch padded to its longest text (one "
+        "`session.run`, as a plain call on a tokenized batch is) and split into groups of "
+        "similar lengths (`tuneserve.runtime.length_groups`, what the Predictor does); with "
+        "one text a call the two are the same and run once. items/s: median (min-max); pad: "
+        "padding tokens run per real token. ours: items per call = the mean tuneserve's "
+        "batcher formed over the measuring repeats; in brackets raw's calls, items x count.",
+        "",
+        *_serve_raw.RAW_HEADER,
+        *against_raw,
+        *package_notes,
         "",
         "| model | server | clients | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "Rows `ours / PEER` give the throughput ratio at the same concurrency and the two "
-        "p99s (ours vs the peer's). Raw ONNX Runtime runs the bare graph on tensors already "
-        "preprocessed, with no HTTP; the servers include HTTP, JSON, preprocessing and "
-        "batching. Raw ONNX Runtime's batches are padded to their longest text, as a plain "
-        "`session.run` on a tokenized batch is; the Predictor (in all three servers) runs "
-        "texts of similar lengths together, so for MiniLM ours / raw can exceed 1.",
+        "p99s (ours vs the peer's).",
     ] * bool(summary)
     lines.append("")
     text = "\n".join(lines)
