@@ -229,7 +229,7 @@ def _med(runs: list[dict], key: str = "rps") -> float:
 WORKLOADS = ("digits", "minilm", "cancer-oip", "cancer-oip-matrix")
 
 
-def _workloads(folder: Path, wanted: list[str]) -> list[Workload]:
+def _workloads(folder: Path, wanted: list[str], text_packages: list[Path]) -> list[Workload]:
     import numpy as np
 
     from tuneserve.data import load, split
@@ -267,6 +267,8 @@ def _workloads(folder: Path, wanted: list[str]) -> list[Workload]:
             )
         bodies = [json.dumps({"inputs": [t]}).encode() for t in texts]
         out.append(Workload("MiniLM FP32", folder / "minilm-probe", texts, bodies))
+        for package in text_packages:  # e.g. the variant tuneserve compress chose
+            out.append(Workload(f"MiniLM {package.name}", package, texts, bodies))
     if {"cancer-oip", "cancer-oip-matrix"} & set(wanted):
         from tuneserve.training import train_logistic_regression
 
@@ -389,6 +391,14 @@ def main() -> None:
         help="with --baseline-src: also time one request at a time in-process, TURNS turns "
         "per version",
     )
+    parser.add_argument(
+        "--text-package",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with the minilm workload: also serve these text packages on the same texts "
+        "(a compressed variant: benchmarks/compress.py prints where its packages are)",
+    )
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the load generator process
@@ -418,7 +428,7 @@ def main() -> None:
     package_notes: list[str] = []
     changes: list[str] = []
     notes: list[str] = []
-    workloads = _workloads(folder, args.workloads)
+    workloads = _workloads(folder, args.workloads, args.text_package)
     for work in workloads if args.repeats else []:  # --repeats 0: per request only
         name = work.name
         measured = _measure(work, servers, args, server_cpus, client_cpus, folder)
