@@ -119,13 +119,13 @@ def section(title: str, what: str, result, times, seconds: float) -> list[str]:
     return lines
 
 
-def searched(args, title: str, what: str, parent, data, folder: Path) -> list[str]:
+def searched(args, title: str, what: str, parent, data, folder: Path, epochs: int) -> list[str]:
     """Compress ``parent``, time every variant again, and describe it all as markdown;
     ``what`` may name ``{scored}``, the rows every variant is scored on."""
     import tuneserve
 
     began = time.perf_counter()
-    result = tuneserve.compress(parent, data, folder, epochs=args.epochs, track=False)
+    result = tuneserve.compress(parent, data, folder, epochs=epochs, track=False)
     seconds = time.perf_counter() - began
     times = _timed(result, args.repeats, data)
     described = what.format(scored=result.scored)
@@ -145,7 +145,8 @@ def digits(args, tmp: Path) -> list[str]:
         "CNN's {scored} held-out test images. Teacher: 30 epochs; training-based methods "
         f"fine-tune {args.epochs} epochs."
     )
-    return searched(args, "Digits: the built-in CNN", what, parent, data, tmp / "digits-search")
+    folder = tmp / "digits-search"
+    return searched(args, "Digits: the built-in CNN", what, parent, data, folder, args.epochs)
 
 
 def text(args, tmp: Path) -> list[str]:
@@ -167,16 +168,17 @@ def text(args, tmp: Path) -> list[str]:
         f"classes, at most {args.per_class} per class); every variant scored on the teacher's "
         "{scored} held-out texts. Teacher: strategy full, "
         f"{args.teacher_epochs} epochs, max 128 tokens; training-based methods fine-tune "
-        f"{args.epochs} epochs."
+        f"{args.text_epochs} epochs."
     )
     title = "Text: MiniLM (all-MiniLM-L6-v2) fine-tuned on docstrings"
-    return searched(args, title, what, parent, data, tmp / "minilm-search")
+    return searched(args, title, what, parent, data, tmp / "minilm-search", args.text_epochs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("text", "digits"))
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--text-epochs", type=int, default=3)
     parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
@@ -197,7 +199,9 @@ def main() -> None:
         f"latency through tuneserve's runtime (ONNX Runtime, CPU), {args.repeats} timings of "
         "each variant, interleaved; median (range). Accuracy with a 95% bootstrap interval; "
         "the drop interval is paired (same resampled rows).",
-        f"Rerun: `{rerun} --epochs {args.epochs} --repeats {args.repeats}`",
+        f"Rerun: `{rerun} --epochs {args.epochs} --text-epochs {args.text_epochs} "
+        f"--teacher-epochs {args.teacher_epochs} --per-class {args.per_class} "
+        f"--repeats {args.repeats}`",
         "",
     ]
     out = (
