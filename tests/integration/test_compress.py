@@ -4,6 +4,7 @@ package never saw; bad input refused with the rule, the value and the fix."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -175,3 +176,19 @@ def test_a_text_package_gets_a_shorter_sequence_length_from_the_data(
     details = short.manifest.lineage.compression.details
     assert details["max_length_before"] == 32 and details["max_length"] == length
     assert "fresh 20% test split" in result.rows  # not the data the package was trained on
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"distill": {"epochs": "abc"}}, "--set distill: {'epochs': 'abc'} is not a valid"),
+        ({"distill": {"shrink": 0}}, "shrink"),
+        ({"distill": {"no_such_thing": 1}}, "unknown training settings ['no_such_thing']"),
+        ({"int8-static": {"calibrate": "kl"}}, "--set int8-static.calibrate: int8-static takes"),
+        ({"int4": {"x": 1}}, "--set names method 'int4'"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_built(cnn, tmp_path, settings, said) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(said)):
+        compress(cnn, "digits", tmp_path / "s", settings=settings)
+    assert not (tmp_path / "s").exists()

@@ -172,3 +172,42 @@ def check_methods(methods: Sequence[str] | None) -> tuple[str, ...] | None:
             f"{', '.join(METHODS)}"
         )
     return given
+
+
+#: The settings a graph method takes from ``--set METHOD.KEY=VALUE``.
+GRAPH_SETTINGS = {
+    "int8-dynamic": ("per_channel",),
+    "int8-static": ("per_channel",),
+    "fp16": (),
+    "shorten": ("percentile",),
+}
+
+
+def check_settings(settings: dict[str, dict[str, Any]], family: str) -> None:
+    """Refuse, before anything is built, a setting no method of this package takes or a
+    value its method cannot use (``--set distill.epochs=abc``)."""
+    from tuneserve.training import list_strategies
+
+    strategies = {s.name: s for s in list_strategies(family, "compress")}
+    for method, given in settings.items():
+        if method not in METHODS:
+            raise InvalidInputError(
+                f"--set names method {method!r}, which is not a compression method; known: "
+                f"{', '.join(METHODS)}"
+            )
+        if method in GRAPH_SETTINGS:
+            unknown = sorted(set(given) - set(GRAPH_SETTINGS[method]))
+            if unknown:
+                takes = ", ".join(GRAPH_SETTINGS[method]) or "no settings"
+                raise InvalidInputError(f"--set {method}.{unknown[0]}: {method} takes {takes}")
+            continue
+        strategy = strategies.get(method)
+        if strategy is None:
+            continue  # the method does not apply here; reason_not_applicable says why
+        try:
+            strategy.default_config(**given)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"--set {method}: {given} is not a valid setting ({exc}). Hint: numbers as "
+                f"numbers, e.g. --set {method}.epochs=5"
+            ) from exc

@@ -32,6 +32,7 @@ from ._recipes import (
     Step,
     catalogue,
     check_methods,
+    check_settings,
     family_of,
     reason_not_applicable,
 )
@@ -314,6 +315,7 @@ def compress(
 
     dataset = as_dataset(data, label_column, text_column)
     family = family_of(parent)
+    check_settings(settings or {}, family)
     recipes, not_applicable = _recipes(parent, family, wanted)
     target = Path(out).expanduser().resolve()
     _prepare(target, overwrite)
