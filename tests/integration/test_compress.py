@@ -192,3 +192,72 @@ def test_bad_settings_are_refused_before_anything_is_built(cnn, tmp_path, settin
     with pytest.raises(InvalidInputError, match=re.escape(said)):
         compress(cnn, "digits", tmp_path / "s", settings=settings)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_variant_that_fails_with_any_error_is_reported_and_the_search_goes_on(
+    cnn, tmp_path, monkeypatch
+) -> None:
+    import tuneserve.compression._search as search
+
+    real = search.apply_step
+
+    def broken_fp16(context, step, *args, **kwargs):
+        if step.method == "fp16":
+            raise RuntimeError("the fp16 converter broke")
+        return real(context, step, *args, **kwargs)
+
+    monkeypatch.setattr(search, "apply_step", broken_fp16)
+    result = compress(cnn, "digits", tmp_path / "s", methods=["fp16", "int8-dynamic"])
+    assert result.failed == {"fp16": "RuntimeError: the fp16 converter broke"}
+    assert [m.name for m in result.variants] == ["int8-dynamic"]
+    assert result.chosen is not None and "fp16" in (tmp_path / "s" / "report.html").read_text()
+
+
+def test_a_training_variant_is_kept_by_a_rerun_and_retrained_when_its_settings_change(
+    cnn, tmp_path
+) -> None:
+    first = compress(cnn, "digits", tmp_path / "s", methods=["sparse"], epochs=1)
+    again = compress(cnn, "digits", tmp_path / "s", methods=["sparse"], epochs=1)
+    assert again.variants[0].package_id == first.variants[0].package_id  # kept
+    changed = compress(
+        cnn,
+        "digits",
+        tmp_path / "s",
+        methods=["sparse"],
+        epochs=1,
+        settings={"sparse": {"sparsity": 0.8}},
+    )
+    assert not changed.failed  # the old checkpoint did not block the new settings
+    assert changed.variants[0].package_id != first.variants[0].package_id
+    assert changed.variants[0].details["sparsity"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_held_out_rows_given_as_unlabeled_inputs_are_left_out(cnn, tmp_path) -> None:
+    digits = load("digits")
+    held = cnn.manifest.lineage.held_out.rows
+    unlabeled = [digits.X[i] for i in held[:20]] + [digits.X[i] for i in range(5)]
+    train_rows = set(range(len(digits))) - set(held)
+    fresh = sum(1 for i in range(5) if i in train_rows)
+    result = compress(
+        cnn, "digits", tmp_path / "s", methods=["distill"], epochs=1, unlabeled=unlabeled
+    )
+    assert result.notes and result.notes[0].startswith(f"{20 + 5 - fresh} of the 25 unlabeled")
+    details = Package.load(result.variants[0].path).manifest.lineage.compression.details
+    assert details["unlabeled_rows"] == fresh
+
+
+def test_a_rerun_that_chooses_nothing_removes_the_earlier_choice(cnn, tmp_path) -> None:
+    compress(cnn, "digits", tmp_path / "s", methods=["fp16"])
+    assert (tmp_path / "s" / "chosen").is_dir()
+    with pytest.raises(CompressionError):
+        tuneserve.compress(cnn, "digits", tmp_path / "s", methods=["fp16"], size_mb=1e-6)
+    assert not (tmp_path / "s" / "chosen").exists()
+
+
+def test_other_data_or_seed_starts_the_search_over(cnn, tmp_path) -> None:
+    iris_like = load("digits").subset(np.arange(900))  # not the data the CNN records
+    first = compress(cnn, iris_like, tmp_path / "s", methods=["fp16"], seed=0)
+    stamp = json.loads((tmp_path / "s" / "search.json").read_text())
+    compress(cnn, iris_like, tmp_path / "s", methods=["fp16"], seed=1)
+    assert json.loads((tmp_path / "s" / "search.json").read_text())["seed"] == 1 != stamp["seed"]
+    assert "fresh 20% test split" in first.rows

@@ -67,7 +67,7 @@ def pareto_front(measured: Sequence[Measurement]) -> list[str]:
 def broken_rules(m: Measurement, budget: Budget) -> list[str]:
     """The rules ``m`` breaks, in words (empty: it meets them all)."""
     out = []
-    if m.drop > budget.max_accuracy_drop:
+    if not m.drop <= budget.max_accuracy_drop:  # also a NaN score
         out.append(
             f"{m.metric} drop {100 * m.drop:.2f} points > {100 * budget.max_accuracy_drop:g}"
         )

@@ -107,17 +107,24 @@ def measure(
     y: np.ndarray,
     *,
     baseline: np.ndarray | None = None,
+    labels: list[str] | None = None,
     rounds: int = 1000,
     seed: int = 0,
     batch: int = 32,
 ) -> tuple[Measurement, np.ndarray]:
     """Score ``package`` on the held-out ``inputs`` and ``y`` (label indices in the
     package's order, or values) and time it; ``baseline`` is the original's output on the
-    same rows (the drop and agreement are measured against it). Returns the measurement
-    and the package's output."""
+    same rows (the drop and agreement are measured against it), ``labels`` the original's
+    class order (a variant that orders its classes otherwise is read in that order). Returns
+    the measurement and the package's output."""
+    from tuneserve.evaluation import in_label_order
+
     predictor = Predictor(package)
     output = predictor.run(inputs)
     task = package.manifest.task
+    own = package.manifest.label_names
+    if task == "classification" and labels is not None and own is not None and own != labels:
+        output = in_label_order(output, own, labels)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(y), size=(max(rounds, 0), len(y)))
     full = np.arange(len(y))[None, :]

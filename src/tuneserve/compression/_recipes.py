@@ -211,3 +211,17 @@ def check_settings(settings: dict[str, dict[str, Any]], family: str) -> None:
                 f"--set {method}: {given} is not a valid setting ({exc}). Hint: numbers as "
                 f"numbers, e.g. --set {method}.epochs=5"
             ) from exc
+
+
+def _check_graph_values(method: str, given: dict[str, Any]) -> None:
+    if "per_channel" in given and not isinstance(given["per_channel"], bool):
+        raise InvalidInputError(
+            f"--set {method}.per_channel takes true or false, got {given['per_channel']!r}"
+        )
+    if "percentile" in given:
+        value = given["percentile"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 50 <= value <= 100:
+            raise InvalidInputError(
+                f"--set shorten.percentile takes a number within 50..100, got {value!r}. "
+                "Hint: 95 keeps 19 of 20 texts whole"
+            )

@@ -29,6 +29,24 @@ def _interval(low: float | None, high: float | None, scale: float = 1.0) -> str:
     return f" [{scale * low:.2f}, {scale * high:.2f}]"
 
 
+def what_it_did(m: Measurement) -> str:
+    """What the variant's methods recorded, in a few words: nodes left in float, sparsity
+    reached, weights kept, the new sequence length."""
+    d = m.details
+    said = []
+    if d.get("excluded_nodes"):
+        said.append("float: " + ", ".join(map(str, d["excluded_nodes"])))
+    if isinstance(d.get("sparsity"), int | float):
+        said.append(f"sparsity {d['sparsity']:.2f} (gzip only)")
+    if isinstance(d.get("parameters_kept"), int | float):
+        said.append(f"{100 * d['parameters_kept']:.0f}% of weights kept")
+    if d.get("max_length"):
+        said.append(f"max {d['max_length']} tokens")
+    if d.get("blocks_kept"):
+        said.append("blocks " + ",".join(map(str, d["blocks_kept"])))
+    return "; ".join(said)
+
+
 def status(m: Measurement, result: CompressionResult) -> str:
     """``chosen``, ``within budget``, or the rules the variant breaks."""
     if result.chosen is not None and result.chosen.name == m.name:
@@ -46,6 +64,7 @@ def print_trade_off(console: Any, result: CompressionResult) -> None:
     table = Table("variant", result.original.metric, "drop (points)", "MB", "ms @1", "ms @32")
     table.add_column("front")
     table.add_column("status")
+    table.add_column("what it did")
     for m in [result.original, *result.variants]:
         table.add_row(
             m.name,
@@ -56,8 +75,11 @@ def print_trade_off(console: Any, result: CompressionResult) -> None:
             f"{m.batch_latency_ms:.2f}",
             "*" if m.name in result.front else "",
             status(m, result),
+            what_it_did(m),
         )
     console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}")
     for method, reason in result.not_applicable.items():
         console.print(f"not applicable: {method}: {reason}")
     for name, error in result.failed.items():
@@ -81,6 +103,7 @@ def _row(m: Measurement, result: CompressionResult) -> str:
         f"{m.parameters:,}",
         "yes" if m.name in result.front else "",
         html.escape(status(m, result)),
+        html.escape(what_it_did(m)),
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -101,6 +124,7 @@ def _table(result: CompressionResult) -> str:
         "weights",
         "front",
         "rules broken / status",
+        "what it did",
     ]
     rows = "".join(_row(m, result) for m in [result.original, *result.variants])
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>"
@@ -178,6 +202,7 @@ def compression_report(result: CompressionResult) -> str:
         f"{html.escape(result.rows)}.</p>"
         + _plot(result)
         + _table(result)
+        + "".join(f"<p>Note: {html.escape(n)}</p>" for n in result.notes)
         + _listing("Methods that do not apply", result.not_applicable)
         + _listing("Variants that failed", result.failed)
         + "<h2>Notes</h2><ul>"

@@ -11,7 +11,6 @@ again (a few seconds each), so latencies are all from the same run.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,19 @@ from tuneserve.package import Package
 from tuneserve.progress import progress_bar
 
 from ._choice import Budget, choose, pareto_front
+from ._folder import (
+    CHOSEN,
+    SUMMARY_FILE,
+    copy_chosen,
+    fresh_checkpoints,
+    prepare,
+    stamp,
+    start,
+    usable,
+)
 from ._measure import Measurement, measure
 from ._recipes import (
+    TRAINING_METHODS,
     Recipe,
     Step,
     catalogue,
@@ -36,13 +46,26 @@ from ._recipes import (
     family_of,
     reason_not_applicable,
 )
-from ._steps import Context, Rows, apply_step, step_settings
+from ._steps import (
+    Context,
+    Rows,
+    apply_step,
+    expected_settings,
+    step_settings,
+    unlabeled_without,
+)
 
-SUMMARY_FILE = "compression.json"
 REPORT_FILE = "report.html"
-CHOSEN = "chosen"
 #: Most float nodes an INT8 variant that loses too much accuracy keeps in float.
 MAX_EXCLUDED = 3
+
+
+def _failure(exc: Exception) -> str:
+    """One line for a variant that failed: the message, with the type for an error that is
+    not tuneserve's own."""
+    if isinstance(exc, TuneserveError):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 class CompressionError(TuneserveError):
@@ -86,6 +109,7 @@ class CompressionResult:
     rows: str = ""
     scored: int = 0
     name: str = ""
+    notes: list[str] = field(default_factory=list)
     run_ids: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,6 +131,7 @@ class CompressionResult:
             "rows": self.rows,
             "scored": self.scored,
             "name": self.name,
+            "notes": self.notes,
         }
 
 
@@ -135,38 +160,6 @@ def _split_rows(parent: Package, data: Dataset, seed: int) -> Rows:
         f"a fresh 20% test split (seed {seed}): {data.name} is not the data the package "
         "records as its training data",
     )
-
-
-def _prepare(out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise InvalidInputError(f"--out {out} is a file; pass a folder for the search")
-    ours = (out / "variants").is_dir() or (out / SUMMARY_FILE).is_file()
-    if overwrite and ours:
-        shutil.rmtree(out)
-    elif any(out.iterdir()) and not ours:
-        raise InvalidInputError(
-            f"--out {out} exists and is not a compression folder. Hint: choose a new folder "
-            "(an interrupted search in it resumes; --force starts over)"
-        )
-
-
-def _usable(path: Path, source: Package, step: Step, settings: dict[str, Any]) -> Package | None:
-    """The variant at ``path`` if it is ``step`` applied to ``source`` (resuming)."""
-    if not (path / "manifest.json").is_file():
-        return None
-    try:
-        found = Package.load(path)
-    except TuneserveError:
-        return None
-    done = found.manifest.lineage.compression
-    if found.manifest.lineage.parent != source.id or done is None or done.method != step.method:
-        return None
-    recorded = {**found.manifest.lineage.config, **done.settings}
-    if any(recorded.get(k) != v for k, v in settings.items()):
-        return None
-    return found
 
 
 class _Search:
@@ -202,22 +195,37 @@ class _Search:
                 step = recipe.steps[depth - 1]
                 path = self.out / "variants" / name
                 try:
-                    settings = step_settings(self.context, step)
-                    self.built[name] = _usable(path, source, step, settings) or apply_step(
-                        self.context, step, source, path, name=name
-                    )
-                except TuneserveError as exc:
-                    self.failed[name] = str(exc)
+                    self.built[name] = usable(
+                        path, source, step, expected_settings(self.context, step)
+                    ) or self._apply(step, source, path, name)
+                except Exception as exc:  # one variant's failure is reported, not fatal
+                    self.failed[name] = _failure(exc)
                     return None
             source = self.built[name]
         return source
 
-    def measure(self, name: str, package: Package) -> Measurement:
-        if name not in self.measured:
-            self.measured[name] = measure(
-                name, package, self.inputs, self.y, baseline=self.baseline
-            )[0]
-        return self.measured[name]
+    def _apply(self, step: Step, source: Package, path: Path, name: str) -> Package:
+        if step.method in TRAINING_METHODS:
+            fresh_checkpoints(
+                self.context.checkpoints / name,
+                {"source": source.id, "settings": step_settings(self.context, step)},
+            )
+        return apply_step(self.context, step, source, path, name=name)
+
+    def measure(self, name: str, package: Package) -> Measurement | None:
+        if name not in self.measured and name not in self.failed:
+            try:
+                self.measured[name] = measure(
+                    name,
+                    package,
+                    self.inputs,
+                    self.y,
+                    baseline=self.baseline,
+                    labels=self.parent.manifest.label_names,
+                )[0]
+            except Exception as exc:  # a variant that cannot run is reported, not fatal
+                self.failed[name] = _failure(exc)
+        return self.measured.get(name)
 
     def quantization_lost_too_much(self, recipe: Recipe) -> bool:
         """Whether the recipe ends in INT8 and that step, not the ones before it, took the
@@ -238,8 +246,8 @@ class _Search:
         source = self.built.get(Recipe(recipe.steps[:-1]).name, self.parent)
         try:
             worst = node_sensitivity(source, quantized, self.context.calibration(), MAX_EXCLUDED)
-        except TuneserveError as exc:
-            self.failed[f"{recipe.name}-float"] = str(exc)
+        except Exception as exc:  # the variant stands; only the search for nodes failed
+            self.failed[f"{recipe.name}-float"] = _failure(exc)
             return
         for k in range(1, len(worst) + 1):
             name = f"{recipe.name}-float{k}"
@@ -253,10 +261,11 @@ class _Search:
                     name=name,
                     exclude=nodes,
                 )
-            except TuneserveError as exc:
-                self.failed[name] = str(exc)
+            except Exception as exc:  # reported with the other failures
+                self.failed[name] = _failure(exc)
                 return
-            if self.measure(name, variant).drop <= self.budget.max_accuracy_drop:
+            measured = self.measure(name, variant)
+            if measured is None or measured.drop <= self.budget.max_accuracy_drop:
                 return
 
 
@@ -318,9 +327,9 @@ def compress(
     check_settings(settings or {}, family)
     recipes, not_applicable = _recipes(parent, family, wanted)
     target = Path(out).expanduser().resolve()
-    _prepare(target, overwrite)
-    target.mkdir(parents=True, exist_ok=True)
+    prepare(target, overwrite=False)  # refuse a folder that is not a search before any work
     rows = _split_rows(parent, dataset, seed)
+    unlabeled, notes = unlabeled_without(unlabeled, dataset.subset(rows.test).X)
     context = Context(
         data=dataset,
         rows=rows,
@@ -329,8 +338,11 @@ def compress(
         epochs=epochs,
         unlabeled=unlabeled,
         checkpoints=target / "checkpoints",
+        family=family,
     )
-    search = _Search(parent, context, target, budget)
+    search = _Search(parent, context, target, budget)  # checks the data against the package
+    prepare(target, overwrite)
+    start(target, stamp(parent, dataset.fingerprint, rows, seed, _fingerprint(unlabeled)))
     with progress_bar(f"compressing {parent.manifest.name}", total=len(recipes)) as advance:
         for recipe in recipes:
             built = search.build(recipe)
@@ -341,7 +353,21 @@ def compress(
             if built is not None and search.quantization_lost_too_much(recipe):
                 search.keep_nodes_in_float(recipe, built)
             advance(1)
-    return _finish(search, not_applicable)
+    return _finish(search, not_applicable, notes)
+
+
+def _fingerprint(unlabeled: Any) -> str:
+    """A content hash of the unlabeled inputs ("" for none)."""
+    if unlabeled is None:
+        return ""
+    import hashlib
+
+    digest = hashlib.sha256()
+    items = unlabeled.to_dict("records") if hasattr(unlabeled, "to_dict") else list(unlabeled)
+    for item in items:
+        data = item.tobytes() if isinstance(item, np.ndarray) else repr(item).encode()
+        digest.update(data + b"|")
+    return digest.hexdigest()
 
 
 def _recipes(
@@ -375,16 +401,17 @@ def _recipes(
     return chosen, not_applicable
 
 
-def _finish(search: _Search, not_applicable: dict[str, str]) -> CompressionResult:
+def _finish(search: _Search, not_applicable: dict[str, str], notes: list[str]) -> CompressionResult:
     from ._report import compression_report
 
     variants = list(search.measured.values())
     chosen, why, limits = choose(search.original, variants, search.budget)
     front = pareto_front([search.original, *variants])
     out = search.out
-    package = None
-    if chosen is not None:
-        package = _copy_chosen(Path(chosen.path), out / CHOSEN)
+    if not variants and search.failed:
+        first = "; ".join(f"{k}: {v}" for k, v in list(search.failed.items())[:2])
+        why = f"every variant failed ({len(search.failed)}): {first}"
+    package = copy_chosen(Path(chosen.path) if chosen is not None else None, out / CHOSEN)
     result = CompressionResult(
         out=out,
         original=search.original,
@@ -400,21 +427,8 @@ def _finish(search: _Search, not_applicable: dict[str, str]) -> CompressionResul
         rows=search.context.rows.what,
         scored=len(search.y),
         name=search.parent.manifest.name,
+        notes=notes,
     )
     write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=1, default=str))
     write_text(out / REPORT_FILE, compression_report(result))
     return result
-
-
-def _copy_chosen(source: Path, target: Path) -> Package:
-    """A copy of the chosen variant at ``target``, swapped in whole."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return Package.load(target)

@@ -392,7 +392,8 @@ def fit_qat(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
         augment=augment,
         checkpoint_dir=run.checkpoint_dir,
         resume=run.resume,
-        data_fingerprint=train.fingerprint,
+        # the source package too: a resumed run must continue the same package's training
+        data_fingerprint=f"{train.fingerprint}|{plan.init.id if plan.init else ''}",
         description=f"qat {source.family}",
     )
     converted = convert_qat(prepared)
