@@ -237,7 +237,7 @@ def _compress(
         con.print(f"[yellow]{exc}[/yellow]")
         return None
     print_trade_off(con, result)
-    con.print(f"[bold]chosen {result.why}[/bold]")
+    con.print(f"[bold]chosen {result.why}[/bold]", soft_wrap=True)
     assert result.package is not None
     done = Registry().register(result.package, "digits", "the compressed digits CNN")
     con.print(

@@ -138,7 +138,7 @@ def compress(
         print_json({**result.to_dict(), "run_ids": result.run_ids})
         return
     _print(result)
-    console().print(f"[bold]chosen[/bold] {result.why}")
+    console().print(f"[bold]chosen[/bold] {result.why}", soft_wrap=True)
     console().print(f"package: {result.package.path if result.package else '-'}")
     if register is not None:
         console().print(f"registered as {register} (tuneserve registry show {register})")

@@ -57,34 +57,58 @@ def status(m: Measurement, result: CompressionResult) -> str:
     return "" if m.name == "original" else "within budget"
 
 
-def print_trade_off(console: Any, result: CompressionResult) -> None:
-    """The variants as a terminal table (rich), then what does not apply and what failed."""
-    from rich.table import Table
+#: Narrower consoles (and output that is not a terminal: rich assumes 80 columns) get
+#: one line per variant instead of a table whose columns would be cut.
+TABLE_WIDTH = 120
 
-    table = Table("variant", result.original.metric, "drop (points)", "MB", "ms @1", "ms @32")
-    table.add_column("front")
-    table.add_column("status")
-    table.add_column("what it did")
-    for m in [result.original, *result.variants]:
-        table.add_row(
-            m.name,
-            f"{m.value:.4f}",
-            f"{100 * m.drop:+.2f}",
-            f"{m.size_mb:.3f}",
-            f"{m.latency_ms:.2f}",
-            f"{m.batch_latency_ms:.2f}",
-            "*" if m.name in result.front else "",
-            status(m, result),
-            what_it_did(m),
+
+def print_trade_off(console: Any, result: CompressionResult) -> None:
+    """The variants as a terminal table (rich), or one line each on a narrow console; then
+    notes, what does not apply and what failed."""
+    everything = [result.original, *result.variants]
+    if console.width >= TABLE_WIDTH:
+        from rich.table import Table
+
+        table = Table("variant", result.original.metric, "drop (points)", "MB", "ms @1")
+        for column in ("ms @32", "front", "status", "what it did"):
+            table.add_column(column)
+        for m in everything:
+            table.add_row(
+                m.name,
+                f"{m.value:.4f}",
+                f"{100 * m.drop:+.2f}",
+                f"{m.size_mb:.3f}",
+                f"{m.latency_ms:.2f}",
+                f"{m.batch_latency_ms:.2f}",
+                "*" if m.name in result.front else "",
+                status(m, result),
+                what_it_did(m),
+            )
+        console.print(table)
+    else:
+        width = max(24, *(len(m.name) + 2 for m in everything))
+        console.print(
+            f"{'variant (* on the front)':<{width}} {result.original.metric:>8} "
+            f"{'drop':>7} {'MB':>8} {'ms @1':>7} {'ms @32':>8}  status",
+            soft_wrap=True,
         )
-    console.print(table)
+        for m in everything:
+            name = m.name + (" *" if m.name in result.front else "")
+            done = what_it_did(m)
+            console.print(
+                f"{name:<{width}} {m.value:>8.4f} {100 * m.drop:>+7.2f} {m.size_mb:>8.3f} "
+                f"{m.latency_ms:>7.2f} {m.batch_latency_ms:>8.2f}  {status(m, result)}"
+                + (f" ({done})" if done else ""),
+                soft_wrap=True,
+                highlight=False,
+            )
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True)
     for method, reason in result.not_applicable.items():
-        console.print(f"not applicable: {method}: {reason}")
+        console.print(f"not applicable: {method}: {reason}", soft_wrap=True)
     for name, error in result.failed.items():
-        console.print(f"failed: {name}: {error}")
-    console.print(f"report: {result.report}")
+        console.print(f"failed: {name}: {error}", soft_wrap=True)
+    console.print(f"report: {result.report}", soft_wrap=True)
 
 
 def _row(m: Measurement, result: CompressionResult) -> str:
