@@ -165,13 +165,28 @@ def _plot(result: CompressionResult) -> str:
         ax.annotate(
             m.name, (m.latency_ms, m.value), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
-    front = sorted((m for m in everything if m.name in result.front), key=lambda m: m.latency_ms)
-    ax.plot(
-        [m.latency_ms for m in front],
-        [m.value for m in front],
-        "o-",
+    on_front = [m for m in everything if m.name in result.front]
+    ax.scatter(
+        [m.latency_ms for m in on_front],
+        [m.value for m in on_front],
         color="tab:blue",
         label="Pareto front (accuracy, latency, size)",
+        zorder=3,
+    )
+    # in this plane: the best accuracy reached at each latency, as a step line
+    steps, best = [], float("-inf")
+    for m in sorted(everything, key=lambda m: (m.latency_ms, -m.value)):
+        if m.value > best:
+            best = m.value
+            steps.append(m)
+    right = max(m.latency_ms for m in everything)
+    ax.step(
+        [m.latency_ms for m in steps] + [right],
+        [m.value for m in steps] + [best],
+        where="post",
+        color="tab:blue",
+        linewidth=1,
+        label="best accuracy at this latency or less",
     )
     floor = result.original.value - result.budget.max_accuracy_drop
     ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")
