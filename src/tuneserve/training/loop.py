@@ -9,6 +9,7 @@ the same machine and thread count).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
 import math
@@ -31,6 +32,29 @@ Tensors = tuple[torch.Tensor, ...]
 #: ``augment(images, generator) -> images`` for the first input of a batch.
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 CHECKPOINT_FILE = "last.pt"
+#: ``callback(record) -> stop?`` after every epoch; see :func:`on_epoch`.
+EpochCallback = Callable[[dict[str, float]], bool | None]
+_EPOCH_CALLBACKS: contextvars.ContextVar[tuple[EpochCallback, ...]] = contextvars.ContextVar(
+    "tuneserve_epoch_callbacks", default=()
+)
+
+
+@contextlib.contextmanager
+def on_epoch(callback: EpochCallback) -> Iterator[None]:
+    """Call ``callback(record)`` after every epoch of every :func:`fit` run inside this block
+    (with the epoch's history record: ``epoch``, ``train_loss``, ``val_loss``,
+    ``val_accuracy``, ...), after the epoch's checkpoint is written.
+
+    A callback that returns True ends training there, as early stopping does: the model
+    keeps its best epoch (a time budget that ran out). One that raises stops training with
+    that exception (a hyperparameter search pruning a trial). Blocks nest: every callback
+    of every enclosing block is called, outermost first.
+    """
+    token = _EPOCH_CALLBACKS.set((*_EPOCH_CALLBACKS.get(), callback))
+    try:
+        yield
+    finally:
+        _EPOCH_CALLBACKS.reset(token)
 
 
 @dataclass
@@ -351,6 +375,10 @@ def fit(
                         "stale": stale,
                     },
                 )
+            # every callback sees the epoch, even when an earlier one asks to stop
+            stops = [bool(callback(dict(record))) for callback in _EPOCH_CALLBACKS.get()]
+            if any(stops) and epoch < config.epochs:
+                stopped_early = True
             if stopped_early:
                 advance((config.epochs - epoch) * batches_per_epoch)
     model.load_state_dict(best_state)
