@@ -143,12 +143,15 @@ class SplitPlan:
 @dataclass(frozen=True)
 class Options:
     """Strategy options beyond the loop: text tokens kept, blocks unfrozen by ``partial``,
-    LoRA rank, and passes of ``partial_fit`` for an update."""
+    LoRA rank, passes of ``partial_fit`` for an update, and a scikit-learn estimator's
+    parameters."""
 
     max_length: int = 128
     unfreeze: int = 2
     lora_rank: int = 8
     passes: int = 10
+    #: a scikit-learn estimator's own parameters, set before it is fit (``{"C": 0.5}``)
+    estimator: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,13 @@ def _mlp_from_package(source: Package) -> _MLPStart:
 
 
 def _fit_sklearn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
-    return train_sklearn(parts.train, parts.validation, backbone=plan.backbone, seed=plan.seed)
+    return train_sklearn(
+        parts.train,
+        parts.validation,
+        backbone=plan.backbone,
+        seed=plan.seed,
+        params=dict(plan.options.estimator),
+    )
 
 
 def fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
@@ -219,7 +225,13 @@ def fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
 
 
 register_strategy(
-    Strategy("sklearn", "fit", _fit_sklearn, config_class=None, description="one fit")
+    Strategy(
+        "sklearn",
+        "fit",
+        _fit_sklearn,
+        config_class=None,
+        description="one fit (with Options.estimator's parameters, recorded in the config)",
+    )
 )
 register_strategy(
     Strategy(

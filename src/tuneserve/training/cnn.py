@@ -31,9 +31,15 @@ class CNNConfig(TrainConfig):
     width: int = 32
     hidden: int = 128
     augment: bool = True
+    augment_strength: float = 1.0  # times the default rotation and shift, and zoom range
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.augment_strength <= 5:
+            raise InvalidInputError(
+                f"augment_strength must be in [0, 5] (1 = rotations of 10 degrees, shifts of "
+                f"10%), got {self.augment_strength}"
+            )
         for name in ("width", "hidden"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -78,7 +84,7 @@ def train_cnn(
         ((x_train,), torch.from_numpy(train.y)),
         ((x_val,), torch.from_numpy(validation.y)),
         config,
-        augment=ImageAugment() if config.augment else None,
+        augment=_augment(config),
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         data_fingerprint=train.fingerprint,
@@ -151,6 +157,16 @@ def _fit_cnn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
         checkpoint_dir=run.checkpoint_dir,
         resume=run.resume,
         init=plan.init,
+    )
+
+
+def _augment(config: CNNConfig) -> ImageAugment | None:
+    k = config.augment_strength
+    if not config.augment or k == 0:
+        return None
+    zoom = 0.1 * k
+    return ImageAugment(
+        rotation=10.0 * k, translation=min(0.1 * k, 0.5), scale=(max(0.1, 1 - zoom), 1 + zoom)
     )
 
 
