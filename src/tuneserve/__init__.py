@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tuneserve.package import Manifest, Package
     from tuneserve.preprocessing import ImagePreprocessor, TablePreprocessor, TextPreprocessor
     from tuneserve.runtime import Prediction, Predictor
-    from tuneserve.stages import cross_validate, evaluate, pretrain, train, update
+    from tuneserve.stages import cross_validate, evaluate, pretrain, train, tune, update
     from tuneserve.training import (
         CNNConfig,
         Plan,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         train_cnn,
         train_logistic_regression,
     )
+    from tuneserve.tuning import TuneResult
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "Dataset": ("tuneserve.data", "Dataset"),
@@ -74,6 +75,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "update": ("tuneserve.stages", "update"),
     "pretrain": ("tuneserve.stages", "pretrain"),
     "compress": ("tuneserve.stages", "compress"),
+    "tune": ("tuneserve.stages", "tune"),
+    "TuneResult": ("tuneserve.tuning", "TuneResult"),
     "CompressionResult": ("tuneserve.compression", "CompressionResult"),
     "load_unlabeled": ("tuneserve.data", "load_unlabeled"),
     "TrainConfig": ("tuneserve.training", "TrainConfig"),
@@ -118,6 +121,7 @@ __all__ = [
     "TextPreprocessor",
     "TrainConfig",
     "TrainedModel",
+    "TuneResult",
     "TuneserveError",
     "__version__",
     "build",
@@ -136,6 +140,7 @@ __all__ = [
     "train",
     "train_cnn",
     "train_logistic_regression",
+    "tune",
     "update",
 ]
 

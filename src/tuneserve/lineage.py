@@ -26,6 +26,7 @@ __all__ = [
     "HeldOut",
     "Lineage",
     "Split",
+    "Tuning",
     "Update",
     "from_training_config",
     "next_compression",
@@ -114,6 +115,26 @@ class Compression(_Record):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class Tuning(_Record):
+    """The hyperparameter search a package came out of (``tuneserve tune``).
+
+    Attributes:
+        study: The Optuna study's name.
+        trial: The trial's number in the study.
+        storage: Where the study lives (a database URL, any password masked).
+        params: The values the trial was given.
+        metric: What the study optimised (``accuracy``, ``mse``, ...), on validation rows.
+        direction: ``maximize`` or ``minimize``.
+    """
+
+    study: str
+    trial: int
+    storage: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    metric: str | None = None
+    direction: str | None = None
+
+
 def next_compression(
     parent_id: str,
     parent: Lineage,
@@ -152,6 +173,7 @@ class Lineage(_Record):
         best_epoch: The kept epoch (1-based), for loop-trained models.
         ensemble: Members and combiner (ensemble packages).
         compression: How a compressed variant was made from its parent.
+        tuning: The study and trial of a hyperparameter search that made it.
         details: Other facts worth keeping that no stage reads (feature-cache hits, ...).
     """
 
@@ -169,6 +191,7 @@ class Lineage(_Record):
     best_epoch: int | None = None
     ensemble: Ensemble | None = None
     compression: Compression | None = None
+    tuning: Tuning | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     tuneserve_version: str = __version__
     git_revision: str | None = Field(default_factory=git_revision)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tuneserve.evaluation import CrossValidation, Evaluation
     from tuneserve.package import Package
     from tuneserve.training import PretrainResult, TrainResult, Updated
+    from tuneserve.tuning import TuneResult
 
 __all__ = [
     "compress",
@@ -25,6 +26,7 @@ __all__ = [
     "pretrain",
     "registered",
     "train",
+    "tune",
     "update",
 ]
 
@@ -216,3 +218,100 @@ def compress(
 
         Registry().register(result.package, register, f"compressed: {result.why}")
     return result
+
+
+def tune(
+    data: Any,
+    out: str | Path,
+    *,
+    track: bool | None = None,
+    register: str | None = None,
+    print_trials: bool = False,
+    **options: Any,
+) -> TuneResult:
+    """:func:`tuneserve.tuning.tune`, with the study logged to MLflow as a run and each
+    trial as a run nested under it (parameters, the metric at every epoch, state), the best
+    package logged under it too, and, with ``register``, the best package registered under
+    that name. ``print_trials`` prints one line per finished trial when stdout is not a
+    terminal (on a terminal the progress bar shows them)."""
+    import sys
+
+    from tuneserve.registry.study_runs import nest_run
+    from tuneserve.registry.tracking import log_package, tracking_enabled, warn_untracked
+    from tuneserve.tuning import tune as run
+
+    callbacks = list(options.pop("callbacks", ()))
+    tracker = _StudyTracker() if tracking_enabled(track) else None
+    if tracker is not None:
+        callbacks.append(tracker)
+    if print_trials and not sys.stdout.isatty():
+        from tuneserve.tuning import trial_line
+
+        callbacks.append(
+            lambda study, trial: print(
+                trial_line(trial, study.user_attrs.get("metric", "")), flush=True
+            )
+        )
+    result = run(data, out, callbacks=callbacks, **options)
+    if tracker is not None and result.package is not None:
+        try:
+            parent = tracker.parent(result.study, result.storage)
+            result.run_ids["study"] = parent
+            best = log_package(result.package, True, "tune")  # nests below
+            if best is not None:
+                result.run_ids["best"] = best
+                nest_run(best, parent)
+            _finish_study(parent, result)
+        except Exception as exc:  # the store is down or refuses: the study stands
+            warn_untracked(exc, "the study")
+    if register is not None and result.package is not None:
+        from tuneserve.registry import Registry
+
+        Registry().register(
+            result.package,
+            register,
+            f"tuned: study {result.study}, trial {result.best_trial}, validation "
+            f"{result.metric} {result.best_value:.4f}",
+        )
+    return result
+
+
+class _StudyTracker:
+    """An Optuna callback that logs each finished trial as a nested MLflow run; a store that
+    fails costs one warning, and tracking stops for the rest of the study."""
+
+    def __init__(self) -> None:
+        self._parent: str | None = None
+        self._broken = False
+
+    def parent(self, study: str, storage: str) -> str:
+        from tuneserve.registry.study_runs import study_run
+
+        if self._parent is None:
+            self._parent = study_run(study, storage)
+        return self._parent
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        from tuneserve.registry.study_runs import track_trial
+        from tuneserve.registry.tracking import warn_untracked
+
+        if self._broken:
+            return
+        try:
+            parent = self.parent(study.study_name, study.user_attrs.get("storage", ""))
+            track_trial(parent, trial, study.user_attrs.get("metric", "value"))
+        except Exception as exc:
+            self._broken = True
+            warn_untracked(exc, f"trial {trial.number}")
+
+
+def _finish_study(parent: str, result: Any) -> None:
+    from tuneserve.registry.study_runs import finish_study_run
+
+    metrics = {
+        f"best_{result.metric}": result.best_value,
+        "best_trial": result.best_trial,
+        "compute": result.compute,
+        **{f"trials_{k}": v for k, v in result.counts.items()},
+    }
+    finish_study_run(parent, metrics, result.report.read_text(encoding="utf-8"))

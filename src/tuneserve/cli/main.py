@@ -24,6 +24,7 @@ from . import (
     select,
     serve,
     train,
+    tune,
     ui,
 )
 
@@ -46,6 +47,7 @@ app.command("compare")(compare.compare)
 app.command("cv")(cv.cv)
 app.command("select")(select.select)
 app.command("compress")(compress.compress)
+app.command("tune")(tune.tune)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)

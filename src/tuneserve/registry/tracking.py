@@ -170,8 +170,10 @@ def track_package(
     run_name: str | None = None,
     store: Store | None = None,
     kind: str = "train",
+    tags: dict[str, str] | None = None,
 ) -> str:
-    """Log ``package`` as a finished MLflow run and return the run id.
+    """Log ``package`` as a finished MLflow run and return the run id (``tags`` added to
+    its own, e.g. ``mlflow.parentRunId`` to nest it under a study's run).
 
     Parameters: the training config, flattened. Metrics: each epoch of the history (step =
     epoch) and the package's final metrics. Tags: package id, data fingerprint, parent.
@@ -193,6 +195,7 @@ def track_package(
         "tuneserve.parent_package": m.lineage.parent or "",
         "tuneserve.backbone": backbone.name or "",
         "mlflow.runName": run_name or m.name,
+        **(tags or {}),
     }
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, s) for k, v, s in _metric_rows(m.lineage.history)]

@@ -3,7 +3,7 @@ a model goes through; strategies registered per backbone family; the loop (sched
 precision, early stopping, resume) and the backbones' trainers."""
 
 from . import distill  # noqa: F401 - registers the compress strategy distill
-from ._build import Parts, Run, build, check_out
+from ._build import Parts, Run, build, check_out, split_for
 from ._plan import (
     Options,
     Plan,
@@ -61,6 +61,7 @@ __all__ = [
     "pretrain_defaults",
     "register_strategy",
     "resolve_backbone",
+    "split_for",
     "train",
     "train_cnn",
     "train_logistic_regression",

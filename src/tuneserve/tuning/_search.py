@@ -1,0 +1,445 @@
+"""``tune(data, out)``: an Optuna study over a space of backbones, strategies and settings;
+every trial a package built through the one seam; the best written to ``out/best``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuneserve.atomic import write_text
+from tuneserve.data import DataLike, Dataset, load
+from tuneserve.evaluation import check_metric
+from tuneserve.exceptions import InvalidInputError, TuneserveError
+from tuneserve.package import Package
+from tuneserve.training import build
+
+from ._objective import Objective, OutOfTime, Setup, plan_for
+from ._space import Branch, Choice, Range, Space, build_space, read_space_file
+from ._study import (
+    TuneError,
+    masked,
+    open_storage,
+    pruner,
+    quiet_optuna,
+    requeue_unfinished,
+    sampler,
+)
+
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+DEFAULT_TRIALS = 20
+RECORD = "tune.json"
+
+
+@dataclass
+class TuneResult:
+    """What a study found.
+
+    Attributes:
+        study, storage: The study's name and where it lives (password masked).
+        best_trial, best_value, best_params: The best trial of the whole study (every
+            worker's), its validation metric and its parameters.
+        metric, direction: What was optimised.
+        package: ``out/best``, the best trial's package (None when another machine holds
+            it: ``best_package_at`` says where).
+        report: The HTML report.
+        counts: Trials per state (``complete``, ``pruned``, ``fail``, ``running``, ...).
+        compute: Epochs (or folds, or row rungs) every trial ran, summed.
+        requeued: Trials an earlier, interrupted run left unfinished and this one re-ran.
+        run_ids: MLflow runs (``study``, ``best``), set by :func:`tuneserve.tune`.
+    """
+
+    study: str
+    storage: str
+    best_trial: int
+    best_value: float
+    best_params: dict[str, Any]
+    metric: str
+    direction: str
+    package: Package | None
+    report: Path
+    counts: dict[str, int]
+    compute: int
+    best_package_at: str | None = None
+    requeued: list[int] = field(default_factory=list)
+    run_ids: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "storage": self.storage,
+            "best_trial": self.best_trial,
+            "best_value": self.best_value,
+            "best_params": self.best_params,
+            "metric": self.metric,
+            "direction": self.direction,
+            "package": str(self.package.path) if self.package is not None else None,
+            "best_package_at": self.best_package_at,
+            "report": str(self.report),
+            "counts": self.counts,
+            "compute": self.compute,
+            "requeued": self.requeued,
+            "run_ids": self.run_ids,
+        }
+
+
+def parse_duration(text: str | float | int | None, option: str = "--timeout") -> float | None:
+    """Seconds from ``90``, ``90s``, ``10m`` or ``1h`` (None stays None).
+
+    Raises:
+        InvalidInputError: not a positive duration.
+    """
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text))
+        if not match:
+            raise InvalidInputError(
+                f"{option} {text!r} is not a duration; write e.g. 90s, 10m or 1h"
+            )
+        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not seconds > 0:
+        raise InvalidInputError(f"{option} must be more than 0 seconds; got {text!r}")
+    return seconds
+
+
+def _study_name(data: Dataset, space: Space, metric: str) -> str:
+    labels = "+".join(b.label for b in space.branches)
+    return re.sub(r"[^A-Za-z0-9_.+/-]", "-", f"{data.name}-{labels}-{metric}")[:120]
+
+
+def _check_space(setup: Setup) -> None:
+    """Every branch planned at its ranges' ends and with each choice, before any trial:
+    a value no trial could use is refused once, with its name, rather than failing each
+    trial."""
+    for branch in setup.space.branches:
+        corners: list[dict[str, Any]] = [{}, {}]
+        extra: list[dict[str, Any]] = []
+        for name, p in branch.space.items():
+            if isinstance(p, Range):
+                corners[0][name], corners[1][name] = p.low, p.high
+            elif isinstance(p, Choice):
+                extra += [{name: c} for c in p.choices]
+            else:
+                corners[0][name] = corners[1][name] = p
+        for values in corners + extra:
+            base = {k: v for k, v in corners[0].items() if k not in values}
+            try:
+                plan_for(setup, branch, {**base, **values})
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"--space, {branch.label}: {exc}") from None
+
+
+def _existing(study: optuna.Study, attrs: dict[str, Any]) -> None:
+    """Refuse to continue a study that searched other data, metric or space."""
+    have = study.user_attrs
+    for key, what in (("data_fingerprint", "data"), ("metric", "metric"), ("space", "space")):
+        if key in have and have[key] != attrs[key]:
+            raise TuneError(
+                f"study {study.study_name!r} already exists with another {what} "
+                f"({str(have[key])[:120]}); pass --study NEW_NAME to start a new study, or "
+                "the same data, metric and space to continue it"
+            )
+
+
+def _prepare_out(out: Path, study: str, force: bool) -> None:
+    record = out / RECORD
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    if record.is_file():
+        if json.loads(record.read_text(encoding="utf-8")).get("study") == study or force:
+            return
+    elif not any(out.iterdir()):
+        return
+    if not force:
+        raise InvalidInputError(
+            f"{out} already holds something other than this study's results; choose another "
+            "--out, or pass --force"
+        )
+
+
+def _copy_best(source: Path, target: Path) -> None:
+    """``target`` replaced by a copy of ``source``, never half-written."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_best_only(trials_dir: Path) -> TrialCallback:
+    """After each trial: delete this folder's packages of finished trials that are not the
+    best so far (a study of a hundred trials keeps one package, not a hundred)."""
+
+    def callback(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        try:
+            best = study.best_trial.number
+        except ValueError:
+            return
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            path = Path(str(t.user_attrs.get("package", "")))
+            if t.number != best and path.parent == trials_dir and path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+
+    return callback
+
+
+def _no_trial_finished(study: optuna.Study, timeout: float | None) -> TuneError:
+    trials = study.get_trials(deepcopy=False)
+    timed = [t for t in trials if str(t.user_attrs.get("error", "")).startswith("the timeout")]
+    if timed and timeout is not None:
+        t = timed[0]
+        seconds, steps = float(t.user_attrs.get("seconds", 0)), int(t.user_attrs.get("steps", 0))
+        epochs = t.params.get("epochs") or next(
+            (v for k, v in t.params.items() if k.endswith(".epochs")), None
+        )
+        if steps and epochs:
+            took = (
+                f"trial {t.number} ran {steps} of {epochs} epochs in {seconds:.1f} s, so one "
+                f"trial takes about {seconds / steps * int(epochs):.0f} s"
+            )
+        else:
+            took = f"trial {t.number} ran {steps} step(s) in {seconds:.1f} s before it was stopped"
+        return TuneError(
+            f"--timeout {timeout:g}s ended before any trial finished: {took}. Hint: raise "
+            "--timeout, or narrow the space (fewer epochs, a smaller backbone)"
+        )
+    errors = [str(t.user_attrs.get("error")) for t in trials if t.user_attrs.get("error")]
+    detail = f"; first error: {errors[0]}" if errors else ""
+    return TuneError(f"no trial of study {study.study_name!r} finished{detail}")
+
+
+def tune(
+    data: DataLike,
+    out: str | Path,
+    *,
+    backbones: Sequence[str] | None = None,
+    trials: int | None = None,
+    timeout: str | float | None = None,
+    sampler_name: str = "tpe",
+    pruner_name: str = "hyperband",
+    folds: int | None = None,
+    metric: str | None = None,
+    space: str | Path | dict[str, Any] | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    seed: int = 0,
+    validation: float = 0.1,
+    test: float = 0.2,
+    force: bool = False,
+    callbacks: Sequence[TrialCallback] = (),
+    progress: bool | None = None,
+) -> TuneResult:
+    """Search training hyperparameters with Optuna and write the best trial's package to
+    ``out/best`` and an HTML report to ``out/report.html``.
+
+    Args:
+        data: A labeled :class:`Dataset` or anything :func:`tuneserve.data.load` takes.
+        out: The study's folder (``best/``, ``report.html``, ``trials/``, ``tune.json``).
+        backbones: The backbones that compete (default: the modality's default).
+        trials: Trials the study should have finished (complete or pruned) in all, over
+            every worker and every resumed run (default 20 without ``timeout``; the grid's
+            size for ``grid``).
+        timeout: Seconds (or ``10m``) this run may spend; running trials are stopped then.
+        sampler_name: ``grid``, ``random``, ``tpe``, ``gp`` or ``cmaes``.
+        pruner_name: ``none``, ``median``, ``asha`` (successive halving) or ``hyperband``.
+        folds: K-fold cross-validation inside train + validation for each trial.
+        metric: The validation metric (default: accuracy, or mse for regression).
+        space: A space file (YAML/JSON) or its contents, narrowing or replacing the
+            default space.
+        storage: A database URL (``postgresql://...``) shared by workers; default SQLite
+            under ``TUNESERVE_HOME``. A study of the same name there is continued.
+        study: The study's name (default: from the data, backbones and metric).
+        seed, validation, test: The split (the same for every trial) and the sampler's seed.
+        force: Use an ``out`` that holds something else.
+        callbacks: ``callback(study, trial)`` after each trial (tracking, printing).
+        progress: Show a progress bar (default: on a terminal).
+
+    Raises:
+        InvalidInputError: a bad space, metric, sampler, pruner or timeout.
+        TuneError: an unreachable storage; a study of the same name with other data; no
+            trial finished (with how long one takes when the timeout was too short).
+    """
+    from ._progress import study_progress
+
+    dataset = data if isinstance(data, Dataset) else load(data)
+    metric = check_metric(
+        metric or ("accuracy" if dataset.task == "classification" else "mse"),
+        dataset.task,
+        dataset.num_classes if dataset.task == "classification" else 0,
+    )
+    seconds = parse_duration(timeout)
+    if trials is not None and trials < 1:
+        raise InvalidInputError(f"--trials must be 1 or more; got {trials}")
+    if folds is not None and folds < 2:
+        raise InvalidInputError(f"--folds must be 2 or more; got {folds}")
+    sampler(sampler_name, seed)  # names the valid ones before anything else
+    pruner(pruner_name)
+    given = (read_space_file(space) if not isinstance(space, dict) else space) if space else {}
+    chosen = build_space(dataset.modality, dataset.task, list(backbones or []), given)
+    target = Path(out).expanduser().resolve()
+    setup = Setup(dataset, chosen, metric, seed, validation, test, folds, target / "trials")
+    _check_space(setup)
+    name = study or _study_name(dataset, chosen, metric)
+    _prepare_out(target, name, force)
+    store, url = open_storage(storage)
+    setup.study, setup.storage = name, masked(url)
+    attrs = {
+        "metric": metric,
+        "direction": setup.direction,
+        "data": dataset.name,
+        "data_fingerprint": dataset.fingerprint,
+        "space": json.dumps(chosen.to_dict(), sort_keys=True, default=str),
+        "fidelity": "fold" if folds else ("rows" if _all_sklearn(chosen) else "epoch"),
+        "storage": masked(url),
+        "split": {"seed": seed, "validation": validation, "test": test, "folds": folds},
+    }
+    with quiet_optuna():
+        the_study = optuna.create_study(
+            study_name=name,
+            storage=store,
+            direction=_direction(setup.direction),
+            sampler=sampler(sampler_name, seed, chosen.grid()),
+            pruner=pruner(pruner_name),
+            load_if_exists=True,
+        )
+        _existing(the_study, attrs)
+        for key, value in {
+            **attrs,
+            "sampler": sampler_name,
+            "pruner": pruner_name,
+            "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }.items():
+            if key not in the_study.user_attrs or key in ("sampler", "pruner"):
+                the_study.set_user_attr(key, value)
+        requeued = requeue_unfinished(the_study)
+        total = trials
+        if total is None and seconds is None:
+            total = _grid_size(chosen) if sampler_name == "grid" else DEFAULT_TRIALS
+        finished = len(the_study.get_trials(deepcopy=False, states=DONE))
+        setup.deadline = time.monotonic() + seconds if seconds is not None else None
+        if total is None or finished < total:
+            extra: list[TrialCallback] = [_keep_best_only(setup.trials_dir), *callbacks]
+            if total is not None:
+                extra.insert(0, optuna.study.MaxTrialsCallback(total, states=DONE))
+            with study_progress(the_study, trials=total, timeout=seconds) as shown:
+                the_study.optimize(
+                    Objective(setup),
+                    timeout=seconds,
+                    callbacks=[*extra, shown],
+                    catch=(TuneserveError,),
+                    gc_after_trial=True,
+                )
+    return _finish(the_study, setup, target, seconds, requeued, url)
+
+
+def _direction(name: str) -> optuna.study.StudyDirection:
+    return optuna.study.StudyDirection[name.upper()]
+
+
+def _all_sklearn(space: Space) -> bool:
+    return all(b.family == "sklearn" for b in space.branches)
+
+
+def _grid_size(space: Space) -> int:
+    size = 1
+    for values in space.grid().values():
+        size *= len(values)
+    return size
+
+
+def _finish(
+    study: optuna.Study,
+    setup: Setup,
+    out: Path,
+    timeout: float | None,
+    requeued: list[int],
+    url: str,
+) -> TuneResult:
+    from ._report import tune_report
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise _no_trial_finished(study, timeout)
+    best = study.best_trial
+    target = out / "best"
+    package: Package | None = None
+    elsewhere: str | None = None
+    if setup.folds:
+        package = _rebuild(setup, best, target)
+    else:
+        path = Path(str(best.user_attrs.get("package", "")))
+        if path.is_dir():
+            _copy_best(path, target)
+            package = Package.load(target)
+        else:
+            elsewhere = f"{best.user_attrs.get('owner', '?')}:{path}"
+    counts: dict[str, int] = {}
+    compute = 0
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        compute += len(t.intermediate_values) or (1 if t.state in DONE else 0)
+    report = tune_report(study, out / "report.html")
+    result = TuneResult(
+        study=study.study_name,
+        storage=masked(url),
+        best_trial=best.number,
+        best_value=float(best.value if best.value is not None else float("nan")),
+        best_params=dict(best.params),
+        metric=setup.metric,
+        direction=setup.direction,
+        package=package,
+        report=report,
+        counts=counts,
+        compute=compute,
+        best_package_at=elsewhere,
+        requeued=requeued,
+    )
+    write_text(out / RECORD, json.dumps(result.to_dict(), indent=2, default=str))
+    return result
+
+
+def _rebuild(setup: Setup, best: optuna.trial.FrozenTrial, target: Path) -> Package:
+    """The best parameters trained once on the study's split (cross-validated trials keep
+    no package of their own)."""
+    from ._objective import with_tuning
+
+    branch: Branch = setup.space.branches[0]
+    if len(setup.space.branches) > 1:
+        branch = next(b for b in setup.space.branches if b.label == best.params["model"])
+    prefix = f"{branch.label}." if len(setup.space.branches) > 1 else ""
+    values = {
+        k.removeprefix(prefix): v
+        for k, v in best.params.items()
+        if k != "model" and k.startswith(prefix)
+    }
+    values = {
+        **{k: v for k, v in branch.space.items() if not isinstance(v, (Range, Choice))},
+        **values,
+    }
+    chosen = with_tuning(plan_for(setup, branch, values), setup, best.number, best.params)
+    tmp = target.with_name(f".{target.name}.build-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(setup.data, chosen, tmp, name=target.name)
+    _copy_best(tmp, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return Package.load(target)
+
+
+__all__ = ["OutOfTime", "TuneError", "TuneResult", "parse_duration", "tune"]

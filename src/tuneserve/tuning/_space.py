@@ -1,0 +1,405 @@
+"""Search spaces: a default per backbone and strategy, narrowed or replaced by a small
+YAML/JSON file, and turned into Optuna suggestions.
+
+A study searches one or more *branches*: a backbone with one strategy (``cnn``,
+``random-forest``, ``minilm/full``). With several branches the branch itself is a
+categorical parameter named ``model``, and each branch's parameters are named
+``BRANCH.NAME`` so that a sampler models each branch on its own.
+
+A space file maps parameter names to a range (``{low: 1e-4, high: 1e-2, log: true}``),
+a list of choices (``[32, 64]``) or a fixed value (``epochs: 10``); a mapping named after a
+branch (``cnn:``, ``minilm/full:``) holds that branch's own entries, and ``strategy:`` (a
+list) narrows the strategies searched. ``replace: true`` searches only what the file names
+(everything else at the strategy's defaults); by default the file narrows the default
+space.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tuneserve.exceptions import InvalidInputError
+from tuneserve.training import Options, get_strategy, list_strategies, resolve_backbone
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range; ``integer`` ranges suggest ints (``step`` apart)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    step: int = 1
+
+    def grid(self, points: int = 3) -> list[Any]:
+        """``points`` values from ``low`` to ``high`` (log-spaced for a log range)."""
+        if self.log:
+            values = [
+                math.exp(math.log(self.low) + i * (math.log(self.high / self.low)) / (points - 1))
+                for i in range(points)
+            ]
+        else:
+            values = [self.low + i * (self.high - self.low) / (points - 1) for i in range(points)]
+        if self.integer:
+            return sorted({round(v) for v in values})
+        return [float(f"{v:.4g}") for v in values]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical parameter."""
+
+    choices: tuple[Any, ...]
+
+
+Param = Range | Choice | Any  # anything else is a fixed value
+
+
+def _r(low: float, high: float, log: bool = False) -> Range:
+    return Range(low, high, log=log, integer=isinstance(low, int) and isinstance(high, int))
+
+
+_DECAY = _r(1e-6, 1e-2, log=True)
+_LOOP: dict[str, dict[str, Param]] = {
+    "mlp/full": {
+        "learning_rate": _r(1e-4, 1e-2, log=True),
+        "epochs": _r(20, 100),
+        "batch_size": Choice((32, 64, 128)),
+        "weight_decay": _DECAY,
+    },
+    "cnn/full": {
+        "learning_rate": _r(3e-4, 1e-2, log=True),
+        "epochs": _r(5, 30),
+        "batch_size": Choice((32, 64, 128)),
+        "weight_decay": _DECAY,
+        "hidden": Choice((64, 128, 256)),
+        "augment_strength": _r(0.0, 2.0),
+    },
+    "encoder/probe": {
+        "learning_rate": _r(1e-3, 1e-1, log=True),
+        "epochs": _r(20, 80),
+        "weight_decay": _DECAY,
+    },
+    "encoder/partial": {
+        "learning_rate": _r(3e-5, 3e-4, log=True),
+        "epochs": _r(2, 6),
+        "unfreeze": _r(1, 4),
+        "layer_decay": _r(0.6, 1.0),
+        "weight_decay": _DECAY,
+    },
+    "encoder/full": {
+        "learning_rate": _r(1e-5, 1e-4, log=True),
+        "epochs": _r(2, 5),
+        "batch_size": Choice((8, 16, 32)),
+        "layer_decay": _r(0.6, 1.0),
+        "weight_decay": _DECAY,
+    },
+    "encoder/lora": {
+        "learning_rate": _r(3e-4, 5e-3, log=True),
+        "epochs": _r(3, 8),
+        "lora_rank": Choice((4, 8, 16)),
+        "weight_decay": _DECAY,
+    },
+}
+#: scikit-learn estimators' own parameters (set with ``set_params``)
+_ESTIMATORS: dict[str, dict[str, Param]] = {
+    "logreg": {"C": _r(1e-3, 1e2, log=True)},
+    "linear-svm": {"C": _r(1e-3, 1e2, log=True)},
+    "sgd": {"alpha": _r(1e-6, 1e-2, log=True), "penalty": Choice(("l2", "l1", "elasticnet"))},
+    "random-forest": {
+        "n_estimators": _r(50, 400, log=True),
+        "max_depth": Choice((None, 8, 16, 32)),
+        "min_samples_leaf": _r(1, 8),
+        "max_features": Choice(("sqrt", "log2", 1.0)),
+    },
+    "hist-gradient-boosting": {
+        "learning_rate": _r(0.01, 0.3, log=True),
+        "max_iter": _r(50, 500, log=True),
+        "max_leaf_nodes": _r(8, 64, log=True),
+        "min_samples_leaf": _r(5, 50),
+        "l2_regularization": _r(1e-6, 1.0, log=True),
+    },
+}
+#: strategies not searched by default (``auto`` chooses by itself; the others are stages)
+_NOT_SEARCHED = {"auto"}
+_OPTIONS = ("unfreeze", "lora_rank", "max_length")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One backbone with one strategy, and its space.
+
+    Attributes:
+        backbone, strategy: What :func:`tuneserve.training.plan` takes.
+        family: The backbone's family (``sklearn``, ``mlp``, ``cnn``, ``text``, ``vision``).
+        space: Parameter name -> :class:`Range`, :class:`Choice` or a fixed value.
+        estimator: Names this branch's estimator accepts (scikit-learn), with the name to
+            set (``C`` of a calibrated SVM is ``estimator__C``).
+        valid: Every name a space file may use for this branch.
+    """
+
+    backbone: str
+    strategy: str
+    family: str
+    space: dict[str, Param]
+    estimator: dict[str, str] = field(default_factory=dict)
+    valid: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        single = len(list_strategies(self.family)) <= 1
+        return self.backbone if single else f"{self.backbone}/{self.strategy}"
+
+    def split(self, params: dict[str, Any]) -> tuple[dict[str, Any], Options, dict[str, Any]]:
+        """A trial's values as loop settings, strategy options and estimator parameters."""
+        settings: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        estimator: dict[str, Any] = {}
+        for name, value in params.items():
+            if name in self.estimator:
+                estimator[self.estimator[name]] = value
+            elif name in _OPTIONS:
+                options[name] = int(value)
+            else:
+                settings[name] = value
+        return settings, Options(**options, estimator=estimator), estimator
+
+
+@dataclass(frozen=True)
+class Space:
+    """The branches a study searches."""
+
+    branches: tuple[Branch, ...]
+
+    def names(self) -> dict[str, Param]:
+        """Optuna parameter name -> distribution, over every branch (for the grid)."""
+        out: dict[str, Param] = {}
+        if len(self.branches) > 1:
+            out["model"] = Choice(tuple(b.label for b in self.branches))
+        for b in self.branches:
+            for name, p in b.space.items():
+                out[self.param_name(b, name)] = p
+        return out
+
+    def param_name(self, branch: Branch, name: str) -> str:
+        return name if len(self.branches) == 1 else f"{branch.label}.{name}"
+
+    def suggest(self, trial: Any) -> tuple[Branch, dict[str, Any]]:
+        """The branch and parameter values of an Optuna trial."""
+        branch = self.branches[0]
+        if len(self.branches) > 1:
+            label = trial.suggest_categorical("model", [b.label for b in self.branches])
+            branch = next(b for b in self.branches if b.label == label)
+        values: dict[str, Any] = {}
+        for name, p in branch.space.items():
+            key = self.param_name(branch, name)
+            if isinstance(p, Range) and p.integer:
+                values[name] = trial.suggest_int(
+                    key, int(p.low), int(p.high), log=p.log, step=1 if p.log else p.step
+                )
+            elif isinstance(p, Range):
+                values[name] = trial.suggest_float(key, p.low, p.high, log=p.log)
+            elif isinstance(p, Choice):
+                values[name] = trial.suggest_categorical(key, list(p.choices))
+            else:
+                values[name] = p
+        return branch, values
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every parameter's grid points (three per range), for Optuna's grid sampler."""
+        return {
+            k: (p.grid() if isinstance(p, Range) else list(p.choices))
+            for k, p in self.names().items()
+            if isinstance(p, (Range, Choice))
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, stored with the study (a resumed study must search the same space)."""
+        return {b.label: {k: _describe(p) for k, p in b.space.items()} for b in self.branches}
+
+
+def _describe(p: Param) -> Any:
+    if isinstance(p, Range):
+        return {"low": p.low, "high": p.high, "log": p.log, "integer": p.integer}
+    if isinstance(p, Choice):
+        return list(p.choices)
+    return p
+
+
+def _estimator_names(backbone: str, modality: str, classification: bool) -> dict[str, str]:
+    """The parameters a scikit-learn backbone's estimator takes: plain names, and those of
+    a wrapped estimator (a calibrated SVM's ``estimator__C``) under their own name."""
+    _, spec = resolve_backbone(modality, backbone)
+    params = spec.factory(classification, 0).get_params(deep=True)
+    names = {k: k for k in params if "__" not in k}
+    for k in params:
+        head, _, tail = k.partition("__")
+        if head == "estimator" and tail and "__" not in tail:
+            names.setdefault(tail, k)
+    return names
+
+
+def _loop_key(family: str, strategy: str) -> str:
+    return f"encoder/{strategy}" if family in ("text", "vision") else f"{family}/{strategy}"
+
+
+def default_branches(
+    modality: str, backbones: list[str | None], task: str, strategies: list[str] | None = None
+) -> list[Branch]:
+    """Each backbone's branches (its searchable strategies, or ``strategies``) with their
+    default spaces."""
+    out: list[Branch] = []
+    for backbone in backbones:
+        name, spec = resolve_backbone(modality, backbone)
+        known = [s.name for s in list_strategies(spec.family) if s.name not in _NOT_SEARCHED]
+        if strategies:
+            for s in strategies:
+                get_strategy(spec, s, backbone=name)  # names the strategies it has
+            known = [s for s in known if s in strategies]
+            if not known:
+                has = ", ".join(s.name for s in list_strategies(spec.family))
+                raise InvalidInputError(
+                    f"--space strategy {strategies} leaves nothing to search for backbone "
+                    f"{name!r}; it supports {has}"
+                )
+        for strategy in known:
+            chosen = get_strategy(spec, strategy, backbone=name)
+            if spec.family == "sklearn":
+                estimator = _estimator_names(name, modality, task == "classification")
+                space = dict(_ESTIMATORS.get(name, {}))
+                valid = tuple(sorted(estimator))
+            else:
+                estimator = {}
+                space = dict(_LOOP.get(_loop_key(spec.family, strategy), {}))
+                config = chosen.default_config()
+                loop = [f.name for f in fields(config)] if config is not None else []
+                valid = tuple(sorted({*loop, *(o for o in _OPTIONS if o in chosen.options)}))
+            out.append(Branch(name, strategy, spec.family, space, estimator, valid))
+    return out
+
+
+def read_space_file(path: str | Path) -> dict[str, Any]:
+    """A space file's contents (YAML or JSON)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidInputError(f"--space {file} does not exist; pass a YAML or JSON file")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".json":
+            loaded = json.loads(text)
+        else:
+            import yaml
+
+            loaded = yaml.safe_load(text)
+    except Exception as exc:  # the parser's own message names the line
+        raise InvalidInputError(f"--space {file} is not valid YAML/JSON: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise InvalidInputError(
+            f"--space {file} must be a mapping of parameter names, e.g. 'learning_rate: "
+            "{low: 1e-4, high: 1e-2, log: true}'"
+        )
+    return loaded
+
+
+def parse_param(name: str, value: Any, where: str = "--space") -> Param:
+    """A space file entry as a :class:`Range`, :class:`Choice` or fixed value.
+
+    Raises:
+        InvalidInputError: an empty or inverted range, a log range that reaches 0, no choices.
+    """
+    if isinstance(value, list):
+        if not value:
+            raise InvalidInputError(
+                f"{where} {name}: the list of choices is empty; give one or more"
+            )
+        return Choice(tuple(value)) if len(value) > 1 else value[0]
+    if not isinstance(value, dict):
+        return value
+    unknown = sorted(set(value) - {"low", "high", "log", "step"})
+    if unknown or not {"low", "high"} <= set(value):
+        raise InvalidInputError(
+            f"{where} {name}: a range is {{low: L, high: H}} with optional log: true and step: "
+            f"N; got {value}"
+        )
+    low, high = value["low"], value["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise InvalidInputError(f"{where} {name}: low and high must be numbers; got {value}")
+    if not low < high:
+        word = "empty" if low == high else "inverted"
+        raise InvalidInputError(
+            f"{where} {name}: the range [{low}, {high}] is {word}; low must be below high "
+            f"(to fix a value, write '{name}: {low}')"
+        )
+    log = bool(value.get("log", False))
+    if log and low <= 0:
+        raise InvalidInputError(f"{where} {name}: a log range needs low > 0; got low={low}")
+    integer = isinstance(low, int) and isinstance(high, int)
+    return Range(float(low) if not integer else low, high, log, integer, int(value.get("step", 1)))
+
+
+def apply_space_file(branches: list[Branch], given: dict[str, Any]) -> list[Branch]:
+    """The branches with a space file's entries applied (see the module docstring).
+
+    Raises:
+        InvalidInputError: a name no branch takes (the message lists the valid ones), a
+            branch the study does not search, a bad range.
+    """
+    given = dict(given)
+    replace_all = bool(given.pop("replace", False))
+    given.pop("strategy", None)  # applied when the branches were chosen
+    labels = {b.label: b for b in branches}
+    per_branch: dict[str, dict[str, Any]] = {b.label: {} for b in branches}
+    for key, value in given.items():
+        if key in labels or (isinstance(value, dict) and "low" not in value and "/" in key):
+            if key not in labels:
+                raise InvalidInputError(
+                    f"--space names {key!r}, which this study does not search; it searches "
+                    f"{', '.join(labels)}"
+                )
+            if not isinstance(value, dict):
+                raise InvalidInputError(f"--space {key}: must be a mapping of its parameters")
+            per_branch[key].update(value)
+        else:
+            for label in labels:
+                per_branch[label].setdefault(key, value)
+    out = []
+    for b in branches:
+        entries = per_branch[b.label]
+        shared = {k for k in given if k not in labels}
+        space = {} if replace_all else dict(b.space)
+        for name, value in entries.items():
+            if name not in b.valid:
+                if name in shared and len(branches) > 1 and any(name in o.valid for o in branches):
+                    continue  # a shared entry that only other branches take
+                raise InvalidInputError(
+                    f"--space: unknown parameter {name!r} for {b.label}; valid: "
+                    f"{', '.join(b.valid)}"
+                )
+            space[name] = parse_param(name, value)
+        out.append(Branch(b.backbone, b.strategy, b.family, space, b.estimator, b.valid))
+    return out
+
+
+def build_space(
+    modality: str,
+    task: str,
+    backbones: list[str] | None,
+    given: dict[str, Any] | None = None,
+) -> Space:
+    """The study's space: the default branches of ``backbones`` (default: the modality's
+    default backbone), with a space file's entries applied."""
+    given = given or {}
+    strategies = given.get("strategy")
+    if strategies is not None and not isinstance(strategies, list):
+        strategies = [strategies]
+    chosen: list[str | None] = list(backbones) if backbones else [None]
+    return Space(
+        tuple(apply_space_file(default_branches(modality, chosen, task, strategies), given))
+    )

@@ -1,0 +1,180 @@
+"""Where a study lives and what searches it: the storage (SQLite under ``TUNESERVE_HOME`` by
+default, any database URL to share it between processes and machines), Optuna's samplers
+and pruners by name, and the trials a killed process left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+
+from tuneserve.exceptions import InvalidInputError, TuneserveError
+from tuneserve.home import tuneserve_home
+
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes")
+PRUNERS = ("none", "median", "asha", "hyperband")
+#: who runs a trial: ``host:pid`` (a resumed study fails the trials of dead processes)
+OWNER = "owner"
+
+
+class TuneError(TuneserveError):
+    """A study could not run or gave nothing: an unreachable storage, a timeout shorter than
+    one trial, a study of other data or space."""
+
+
+def default_storage() -> str:
+    """``sqlite:///TUNESERVE_HOME/studies.db``."""
+    home = tuneserve_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'studies.db'}"
+
+
+def masked(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages, reports and tags)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def _driver(url: str) -> str:
+    """``postgresql://`` with the psycopg 3 driver this package installs (SQLAlchemy's
+    default there is psycopg2)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def open_storage(url: str | None) -> tuple[optuna.storages.BaseStorage, str]:
+    """The storage at ``url`` (default: :func:`default_storage`) and its URL.
+
+    A heartbeat marks a trial alive; a trial whose process died is failed by the next
+    worker after a grace period, and retried with the same parameters.
+
+    Raises:
+        TuneError: the URL cannot be reached or is not a database URL (named, masked).
+    """
+    chosen = url or default_storage()
+    if "://" not in chosen:
+        raise InvalidInputError(
+            f"--storage {chosen!r} is not a database URL; use e.g. sqlite:///studies.db or "
+            "postgresql://user@host:5432/db"
+        )
+    try:
+        with warnings.catch_warnings():  # the heartbeat and its retry are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                _driver(chosen),
+                heartbeat_interval=5,
+                grace_period=20,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=2
+                ),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+    except Exception as exc:  # sqlalchemy's errors: unreachable host, bad driver, bad path
+        reason = str(exc).strip().splitlines()[0][:300]
+        raise TuneError(
+            f"cannot reach the study storage {masked(chosen)}: {reason}. Hint: check the "
+            "host, port, database and credentials, or leave --storage out for the local "
+            "SQLite file"
+        ) from None
+    return storage, chosen
+
+
+def sampler(name: str, seed: int, grid: dict[str, list[Any]] | None = None) -> Any:
+    """Optuna's sampler by name (``tpe`` models parameters jointly and, with
+    ``constant_liar``, keeps parallel workers from proposing the same point)."""
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid or {}, seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True
+        )
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        # categorical parameters (the branch, batch sizes) fall back to random sampling
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise InvalidInputError(f"--sampler {name!r} is not known; choose {', '.join(SAMPLERS)}")
+
+
+def pruner(name: str) -> optuna.pruners.BasePruner:
+    """Optuna's pruner by name: ``asha`` is successive halving, ``hyperband`` with ``tpe``
+    the BOHB-like combination."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    raise InvalidInputError(f"--pruner {name!r} is not known; choose {', '.join(PRUNERS)}")
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue_unfinished(study: optuna.Study) -> list[int]:
+    """Queue again, with their parameters, the trials an earlier run left unfinished: those
+    interrupted (Ctrl-C) and those still RUNNING whose process on this host is gone (a
+    kill or a crash; those are failed first). Returns their numbers.
+
+    Running trials of other hosts are left to the heartbeat: their processes cannot be
+    checked from here, and the next worker fails and retries them after a grace period."""
+    host = socket.gethostname()
+    storage = study._storage  # setting a trial's state has no public API
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retried_from") for t in trials}
+    again: list[int] = []
+    for trial in trials:
+        if trial.number in retried:
+            continue
+        state = trial.state
+        if state == optuna.trial.TrialState.RUNNING:
+            name, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
+            if name != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            tid = trial._trial_id
+            if not storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL):
+                continue  # another worker got there first
+        elif not (
+            state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("error") == "interrupted"
+        ):
+            continue
+        study.enqueue_trial(
+            trial.params, user_attrs={"retried_from": trial.number}, skip_if_exists=False
+        )
+        again.append(trial.number)
+    return again
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's own per-trial log lines off (tuneserve prints its own)."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
