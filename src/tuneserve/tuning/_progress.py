@@ -26,10 +26,12 @@ def study_progress(
 ) -> Iterator[StudyCallback]:
     """A bar for ``study.optimize``; yields the callback to pass it.
 
-    With ``trials`` the bar counts this run's finished trials (its ETA is the bar's); with
-    only ``timeout`` it counts the timeout's seconds (ticking once a second, so the ETA is
-    the time left); with neither it is a plain count. Beside it: trials done, pruned,
-    failed, and the study's best value so far (other workers' trials included). The bar
+    With ``trials`` (how many this run is to finish) the bar counts the trials this run
+    finishes, complete or pruned (a failed trial is not one: it shows as ``failed``); its
+    ETA is the bar's. With only ``timeout`` it counts the timeout's seconds (ticking once a
+    second, so the ETA is the time left); with neither it is a plain count. Beside it:
+    trials done (complete or pruned), pruned, failed, and the study's best value so far
+    (other workers' trials included). The bar
     draws only where :func:`tuneserve.progress.progress_bar` does (a terminal, or
     ``TUNESERVE_PROGRESS=1``); the callback is harmless either way.
     """
@@ -42,16 +44,15 @@ def study_progress(
 
         def callback(study: optuna.Study, trial: FrozenTrial) -> None:
             with lock:
-                counts["done"] += 1
-                if trial.state == TrialState.PRUNED:
-                    counts["pruned"] += 1
-                elif trial.state == TrialState.FAIL:
-                    counts["failed"] += 1
+                done = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                counts["done"] += done
+                counts["pruned"] += trial.state == TrialState.PRUNED
+                counts["failed"] += trial.state == TrialState.FAIL
                 fields: dict[str, float | str] = dict(counts)
                 best = _best_value(study)
                 if best is not None:
                     fields["best"] = best
-                advance(0 if by_time else 1, **fields)
+                advance(int(done and not by_time), **fields)
 
         if not by_time:
             yield callback
