@@ -8,6 +8,8 @@ crash or Ctrl-C.
 """
 
 from ._objective import ROW_RUNGS, OutOfTime, Setup
+from ._progress import study_progress, trial_line
+from ._report import tune_report
 from ._search import TuneResult, parse_duration, tune
 from ._space import Branch, Choice, Range, Space, build_space, read_space_file
 from ._study import PRUNERS, SAMPLERS, TuneError, default_storage, masked, open_storage
@@ -30,5 +32,8 @@ __all__ = [
     "open_storage",
     "parse_duration",
     "read_space_file",
+    "study_progress",
+    "trial_line",
     "tune",
+    "tune_report",
 ]

@@ -120,6 +120,8 @@ class Objective:
             trial.set_user_attr("retried_from", self._retried)
         try:
             chosen = plan_for(s, branch, values)
+            if chosen.config is not None:
+                trial.set_user_attr("epochs", chosen.config.epochs)
             chosen = with_tuning(chosen, s, trial.number, trial.params)
             if s.folds:
                 value = self._folds(trial, chosen)

@@ -154,21 +154,20 @@ def _existing(study: optuna.Study, attrs: dict[str, Any]) -> None:
             )
 
 
-def _prepare_out(out: Path, study: str, force: bool) -> None:
+def _prepare_out(out: Path, study: str, storage: str, force: bool) -> None:
+    """``out`` made ready for ``study``: new, empty, this study's own (a rerun resumes), or
+    replaced with ``force``; ``tune.json`` names the study from the start, so a killed run's
+    folder is known as this study's."""
     record = out / RECORD
-    if not out.exists():
-        out.mkdir(parents=True)
-        return
-    if record.is_file():
-        if json.loads(record.read_text(encoding="utf-8")).get("study") == study or force:
-            return
-    elif not any(out.iterdir()):
-        return
-    if not force:
+    ours = record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("study") == study
+    if out.exists() and not ours and any(out.iterdir()) and not force:
         raise InvalidInputError(
             f"{out} already holds something other than this study's results; choose another "
             "--out, or pass --force"
         )
+    out.mkdir(parents=True, exist_ok=True)
+    if not ours:
+        write_text(record, json.dumps({"study": study, "storage": storage}, indent=2))
 
 
 def _copy_best(source: Path, target: Path) -> None:
@@ -206,9 +205,7 @@ def _no_trial_finished(study: optuna.Study, timeout: float | None) -> TuneError:
     if timed and timeout is not None:
         t = timed[0]
         seconds, steps = float(t.user_attrs.get("seconds", 0)), int(t.user_attrs.get("steps", 0))
-        epochs = t.params.get("epochs") or next(
-            (v for k, v in t.params.items() if k.endswith(".epochs")), None
-        )
+        epochs = t.user_attrs.get("epochs")
         if steps and epochs:
             took = (
                 f"trial {t.number} ran {steps} of {epochs} epochs in {seconds:.1f} s, so one "
@@ -297,8 +294,8 @@ def tune(
     setup = Setup(dataset, chosen, metric, seed, validation, test, folds, target / "trials")
     _check_space(setup)
     name = study or _study_name(dataset, chosen, metric)
-    _prepare_out(target, name, force)
     store, url = open_storage(storage)
+    _prepare_out(target, name, masked(url), force)
     setup.study, setup.storage = name, masked(url)
     attrs = {
         "metric": metric,
@@ -311,15 +308,31 @@ def tune(
         "split": {"seed": seed, "validation": validation, "test": test, "folds": folds},
     }
     with quiet_optuna():
+        # a worker that joins a study with trials (another worker's, or a resumed run) seeds
+        # its sampler apart, so that it does not propose the points the first one did
+        before = {
+            x.study_name: x.n_trials
+            for x in optuna.get_all_study_summaries(store, include_best_trial=False)
+        }
+        worker_seed = seed + before.get(name, 0)
         the_study = optuna.create_study(
             study_name=name,
             storage=store,
             direction=_direction(setup.direction),
-            sampler=sampler(sampler_name, seed, chosen.grid()),
+            sampler=sampler(
+                "random" if sampler_name == "grid" and len(chosen.branches) > 1 else sampler_name,
+                worker_seed,
+                chosen.grid(),
+            ),
             pruner=pruner(pruner_name),
             load_if_exists=True,
         )
         _existing(the_study, attrs)
+        if sampler_name == "grid" and len(chosen.branches) > 1:
+            # Optuna's grid is one product; branches have their own parameters, so each
+            # branch's points are queued (once) instead of the product over all of them
+            for point in chosen.grid_points():
+                the_study.enqueue_trial(point, skip_if_exists=True)
         for key, value in {
             **attrs,
             "sampler": sampler_name,
@@ -338,7 +351,8 @@ def tune(
             extra: list[TrialCallback] = [_keep_best_only(setup.trials_dir), *callbacks]
             if total is not None:
                 extra.insert(0, optuna.study.MaxTrialsCallback(total, states=DONE))
-            with study_progress(the_study, trials=total, timeout=seconds) as shown:
+            left = max(total - finished, 0) if total is not None else None
+            with study_progress(the_study, trials=left, timeout=seconds) as shown:
                 the_study.optimize(
                     Objective(setup),
                     timeout=seconds,
@@ -358,10 +372,7 @@ def _all_sklearn(space: Space) -> bool:
 
 
 def _grid_size(space: Space) -> int:
-    size = 1
-    for values in space.grid().values():
-        size *= len(values)
-    return size
+    return len(space.grid_points())
 
 
 def _finish(

@@ -218,6 +218,23 @@ class Space:
             if isinstance(p, (Range, Choice))
         }
 
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every point of the grid, branch by branch (the union of each branch's product,
+        not the product over all branches' parameters)."""
+        import itertools
+
+        points: list[dict[str, Any]] = []
+        for b in self.branches:
+            names = {
+                self.param_name(b, k): (p.grid() if isinstance(p, Range) else list(p.choices))
+                for k, p in b.space.items()
+                if isinstance(p, (Range, Choice))
+            }
+            head = {"model": b.label} if len(self.branches) > 1 else {}
+            for values in itertools.product(*names.values()):
+                points.append({**head, **dict(zip(names, values, strict=True))})
+        return points
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form, stored with the study (a resumed study must search the same space)."""
         return {b.label: {k: _describe(p) for k, p in b.space.items()} for b in self.branches}

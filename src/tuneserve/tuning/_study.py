@@ -5,7 +5,6 @@ and pruners by name, and the trials a killed process left running."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import warnings
 from collections.abc import Iterator
@@ -36,8 +35,11 @@ def default_storage() -> str:
 
 
 def masked(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages, reports and tags)."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """``url`` with any password replaced by ``***`` (for messages, reports and tags); a
+    password with ``/`` or ``@`` in it is hidden too (at worst more is hidden, never less)."""
+    from ._report import mask_url
+
+    return mask_url(url)
 
 
 def _driver(url: str) -> str:
@@ -91,6 +93,12 @@ def open_storage(url: str | None) -> tuple[optuna.storages.BaseStorage, str]:
 def sampler(name: str, seed: int, grid: dict[str, list[Any]] | None = None) -> Any:
     """Optuna's sampler by name (``tpe`` models parameters jointly and, with
     ``constant_liar``, keeps parallel workers from proposing the same point)."""
+    with warnings.catch_warnings():  # multivariate, group, constant_liar: "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(name, seed, grid)
+
+
+def _sampler(name: str, seed: int, grid: dict[str, list[Any]] | None) -> Any:
     if name == "grid":
         return optuna.samplers.GridSampler(grid or {}, seed=seed)
     if name == "random":
@@ -171,10 +179,13 @@ def requeue_unfinished(study: optuna.Study) -> list[int]:
 
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Optuna's own per-trial log lines off (tuneserve prints its own)."""
+    """Optuna's own per-trial log lines off (tuneserve prints its own), and its notes on
+    experimental features (the heartbeat, TPE's ``group``) not shown."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():  # features Optuna marks experimental, used on purpose
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
     finally:
         optuna.logging.set_verbosity(level)
