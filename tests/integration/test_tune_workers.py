@@ -145,3 +145,40 @@ def test_two_workers_share_a_study_on_postgresql(tmp_path, postgres) -> None:
     assert last["best_trial"] == best.number
     assert last["best_value"] == pytest.approx(best.value)
     assert (last["package"] is None) == (last["best_package_at"] is not None)
+
+
+def test_optuna_dashboard_reads_the_study(tmp_path) -> None:
+    """The storage is Optuna's own: ``optuna-dashboard URL`` shows a tuneserve study."""
+    import shutil
+    import socket
+    import urllib.request
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ["iris", "--out", str(tmp_path / "o"), "--backbone", "logreg", "--trials", "2"]
+    _wait(_tune(*args, "--storage", storage, "--study", "shown", "--no-track"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    assert dashboard, "optuna-dashboard is a dev dependency; run make install"
+    proc = subprocess.Popen(
+        [dashboard, storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    studies = json.loads(r.read())["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer"
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    (shown,) = [s for s in studies if s["study_name"] == "shown"]
+    attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+    assert attrs["metric"] == "accuracy" and attrs["data"] == "iris"
