@@ -198,3 +198,39 @@ def test_a_timeout_shorter_than_one_trial_says_how_long_one_takes(tmp_path) -> N
     message = str(caught.value)
     assert "--timeout 1.5s ended before any trial finished" in message
     assert "of 400 epochs" in message and "one trial takes about" in message
+
+
+@pytest.mark.slow
+def test_text_strategies_compete_on_minilm(tmp_path) -> None:
+    """MiniLM on real sentences (the first line of library docstrings, labelled by library):
+    the strategy is a parameter, each with its own learning rate."""
+    import inspect
+
+    import numpy
+    import pandas as pd
+    import sklearn.linear_model
+
+    rows = []
+    for module in (numpy, pd, sklearn.linear_model):
+        lines = [
+            inspect.getdoc(obj).strip().splitlines()[0]
+            for name, obj in sorted(vars(module).items())
+            if not name.startswith("_") and callable(obj) and inspect.getdoc(obj)
+        ]
+        rows += [{"text": t, "label": module.__name__} for t in lines if len(t) > 15][:20]
+    pd.DataFrame(rows).to_csv(tmp_path / "docs.csv", index=False)
+    result = tune(
+        str(tmp_path / "docs.csv"),
+        tmp_path / "text",
+        trials=3,
+        sampler_name="random",
+        pruner_name="none",
+        space={"strategy": ["probe", "partial"], "epochs": 2, "max_length": 32},
+        storage=_storage(tmp_path),
+        study="text",
+    )
+    study = _study(tmp_path, "text")
+    assert {t.params["model"] for t in study.trials} <= {"minilm/probe", "minilm/partial"}
+    best = result.package.manifest.lineage
+    assert best.backbone.strategy == study.best_params["model"].split("/")[1]
+    assert best.config["max_length"] == 32 and best.config["epochs"] == 2
