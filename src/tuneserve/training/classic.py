@@ -23,8 +23,10 @@ from tuneserve.preprocessing import TablePreprocessor
 from ._build import Parts, Run
 from ._plan import Plan, Strategy, register_strategy
 from ._result import TrainedModel, package_preprocessor
+from .budget import Budget, with_budget_record
 from .config import TrainConfig
-from .loop import fit
+from .head_first import fit_head_first
+from .loop import LoopResult, fit
 
 
 def _check_table(data: Dataset, what: str) -> None:
@@ -97,13 +99,15 @@ def train_mlp(
     resume: bool = False,
     init: Package | None = None,
     keep_head: bool = False,
+    head_first: int = 0,
 ) -> TrainedModel:
     """Train the torch MLP on a table with the full loop.
 
     With ``init`` (an MLP package on the same columns) training starts from its weights and
     preprocessing: with a new output layer for these labels (``--from``), or with
     ``keep_head=True`` its own output layer, the labels coded as the package codes them
-    (``--update``: continue training on new data).
+    (``--update``: continue training on new data). ``head_first``: with a new output
+    layer, epochs of it alone before every weight trains (:func:`fit_head_first`).
     """
     _check_table(train, "the MLP")
     config = config or TrainConfig(learning_rate=1e-3)
@@ -138,17 +142,22 @@ def train_mlp(
         return torch.from_numpy(((d.y - mean) / std).astype(np.float32))
 
     model = start.model if start is not None else TableMLP(x_train.shape[1], outputs)
-    result = fit(
-        model,
-        ((x_train,), target(train)),
-        ((x_val,), target(validation)),
-        config,
-        task=train.task,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        data_fingerprint=train.fingerprint,
-        description="training mlp",
-    )
+
+    def run_fit(settings: TrainConfig) -> LoopResult:
+        return fit(
+            model,
+            ((x_train,), target(train)),
+            ((x_val,), target(validation)),
+            settings,
+            task=train.task,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            data_fingerprint=train.fingerprint,
+            description="training mlp",
+        )
+
+    first = head_first if start is not None and not keep_head else 0
+    result = fit_head_first(model, model.net[-1], first, config, run_fit)
     metrics = result.val_metrics
     if not classification:
         metrics = {"val_mse": metrics["val_loss"] * std**2}
@@ -161,7 +170,7 @@ def train_mlp(
         lineage=Lineage(
             trainer="train_mlp",
             backbone=Backbone(name="mlp", strategy="full"),
-            config=config.to_dict(),
+            config={**config.to_dict(), **({"head_first": first} if first else {})},
             history=result.history,
             best_epoch=result.best_epoch,
             parent=init.id if init is not None else None,
@@ -213,15 +222,19 @@ def _fit_sklearn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
 
 def fit_mlp(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
     """The MLP's loop; an update continues the package's own output layer."""
-    return train_mlp(
-        parts.train,
-        parts.validation,
-        plan.config,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        init=plan.init,
-        keep_head=plan.strategy.stage == "update",
-    )
+    budget = Budget(plan.options.time_budget)
+    with budget.watching():
+        trained = train_mlp(
+            parts.train,
+            parts.validation,
+            plan.config,
+            checkpoint_dir=run.checkpoint_dir,
+            resume=run.resume,
+            init=plan.init,
+            keep_head=plan.strategy.stage == "update",
+            head_first=plan.options.head_first,
+        )
+    return with_budget_record(trained, budget, plan.config.epochs if plan.config else None)
 
 
 register_strategy(
@@ -239,6 +252,7 @@ register_strategy(
         "full",
         fit_mlp,
         defaults={"learning_rate": 1e-3, "epochs": 100, "patience": 15},
+        options=("time_budget",),
         description="every weight trained with the loop",
     )
 )

@@ -20,8 +20,10 @@ from ._build import Parts, Run
 from ._plan import Plan, Strategy, register_strategy
 from ._result import TrainedModel, package_preprocessor
 from .augment import ImageAugment
+from .budget import Budget, with_budget_record
 from .config import TrainConfig
-from .loop import fit
+from .head_first import fit_head_first
+from .loop import LoopResult, fit
 
 
 @dataclass
@@ -53,10 +55,12 @@ def train_cnn(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     init: Package | None = None,
+    head_first: int = 0,
 ) -> TrainedModel:
     """Train :class:`SmallCNN` on an image classification data set, from scratch or, with
     ``init``, from the CNN of another package (supervised transfer: its weights and
-    preprocessing, with a new output layer for these labels).
+    preprocessing, with a new output layer for these labels; ``head_first`` epochs of that
+    layer alone first, see :func:`fit_head_first`).
 
     Each epoch trains on ``train`` and scores ``validation``; the best epoch is kept;
     training stops after ``patience`` epochs without gain. With ``checkpoint_dir`` every
@@ -79,17 +83,22 @@ def train_cnn(
         model = new_cnn(preprocessor, train.num_classes, config)
     x_train = torch.from_numpy(preprocessor.transform(train.X)["input"])  # (n, c, h, w)
     x_val = torch.from_numpy(preprocessor.transform(validation.X)["input"])
-    result = fit(
-        model,
-        ((x_train,), torch.from_numpy(train.y)),
-        ((x_val,), torch.from_numpy(validation.y)),
-        config,
-        augment=_augment(config),
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        data_fingerprint=train.fingerprint,
-        description="training cnn",
-    )
+
+    def run_fit(settings: TrainConfig) -> LoopResult:
+        return fit(
+            model,
+            ((x_train,), torch.from_numpy(train.y)),
+            ((x_val,), torch.from_numpy(validation.y)),
+            settings,
+            augment=_augment(config),
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            data_fingerprint=train.fingerprint,
+            description="training cnn",
+        )
+
+    first = head_first if init is not None else 0
+    result = fit_head_first(model, model.head[-1], first, config, run_fit)
     return TrainedModel(
         model=model,
         preprocessor=preprocessor,
@@ -99,7 +108,7 @@ def train_cnn(
         lineage=Lineage(
             trainer="train_cnn",
             backbone=Backbone(name="cnn", strategy="full"),
-            config=config.to_dict(),
+            config={**config.to_dict(), **({"head_first": first} if first else {})},
             history=result.history,
             best_epoch=result.best_epoch,
             parent=init.id if init is not None else None,
@@ -150,14 +159,19 @@ def _from_package(source: Package, num_classes: int) -> tuple[SmallCNN, ImagePre
 
 def _fit_cnn(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
     config = plan.config if isinstance(plan.config, CNNConfig) else None
-    return train_cnn(
-        parts.train,
-        parts.validation,
-        config or CNNConfig(**(plan.config.to_dict() if plan.config else {})),
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        init=plan.init,
-    )
+    config = config or CNNConfig(**(plan.config.to_dict() if plan.config else {}))
+    budget = Budget(plan.options.time_budget)
+    with budget.watching():
+        trained = train_cnn(
+            parts.train,
+            parts.validation,
+            config,
+            checkpoint_dir=run.checkpoint_dir,
+            resume=run.resume,
+            init=plan.init,
+            head_first=plan.options.head_first,
+        )
+    return with_budget_record(trained, budget, config.epochs)
 
 
 def _augment(config: CNNConfig) -> ImageAugment | None:
@@ -176,6 +190,7 @@ register_strategy(
         "full",
         _fit_cnn,
         config_class=CNNConfig,
+        options=("time_budget",),
         description="every weight trained with the loop (from scratch, or --from a package)",
     )
 )
