@@ -143,13 +143,19 @@ class SplitPlan:
 @dataclass(frozen=True)
 class Options:
     """Strategy options beyond the loop: text tokens kept, blocks unfrozen by ``partial``,
-    LoRA rank, passes of ``partial_fit`` for an update, and a scikit-learn estimator's
-    parameters."""
+    LoRA rank, passes of ``partial_fit`` for an update, a scikit-learn estimator's
+    parameters, the training-time budget in seconds (``None``: none; ``tuneserve train``
+    gives a few minutes, see :mod:`tuneserve.training.budget`), and whether ``--from``
+    tries the alternatives to plain transfer (:mod:`tuneserve.training.guard`)."""
 
     max_length: int = 128
     unfreeze: int = 2
     lora_rank: int = 8
     passes: int = 10
+    time_budget: float | None = None
+    guard: bool = True
+    #: ``--from`` a cnn or mlp package: epochs of the new output layer alone, body frozen
+    head_first: int = 0
     #: a scikit-learn estimator's own parameters, set before it is fit (``{"C": 0.5}``)
     estimator: Mapping[str, Any] = field(default_factory=dict)
 

@@ -25,6 +25,7 @@ from tuneserve.progress import progress_bar
 from ._build import Parts, Run
 from ._plan import Plan, Strategy, register_strategy
 from ._result import TrainedModel
+from .budget import Budget, with_budget_record
 from .config import TrainConfig
 from .feature_cache import FeatureCache
 from .loop import fit
@@ -69,18 +70,77 @@ class EncoderRun:
     parent: str | None = None
 
 
+def mask_index(feed: dict[str, np.ndarray]) -> int | None:
+    """Position of a right-padded ``attention_mask`` among the model's inputs, if any."""
+    names = list(feed)
+    if "attention_mask" not in names:
+        return None
+    mask = feed["attention_mask"]
+    # right padding: once a row's mask drops to 0 it stays 0 (then a batch can be cut)
+    if mask.ndim != 2 or (np.diff(mask, axis=1) > 0).any():
+        return None
+    return names.index("attention_mask")
+
+
+def trim(inputs: tuple[torch.Tensor, ...], mask_at: int) -> tuple[torch.Tensor, ...]:
+    """The batch cut to its longest text: the padding beyond it is masked out anyway, and
+    the tokenizer pads a whole data set to its longest text (113 tokens for docstrings whose
+    median is 14), so attention and feed-forward over it are most of the work."""
+    n = max(1, int(inputs[mask_at].sum(1).max()))
+    return tuple(t[:, :n] if t.ndim == 2 else t for t in inputs)  # (batch, n)
+
+
+class TrimPadding(nn.Module):
+    """Runs ``model`` on each batch cut to its longest text (right-padded token inputs);
+    the outputs are those of the uncut batch, since padded positions are masked. Exposes
+    the model's ``head`` and ``blocks()`` for the loop's learning-rate groups."""
+
+    def __init__(self, model: nn.Module, mask_at: int) -> None:
+        super().__init__()
+        self.model = model
+        self.mask_at = mask_at
+
+    @property
+    def head(self) -> nn.Module:
+        head: nn.Module = getattr(self.model, "head")  # noqa: B009 - typed as Module
+        return head
+
+    def blocks(self) -> list[nn.Module]:
+        blocks: list[nn.Module] = getattr(self.model, "blocks")()  # noqa: B009
+        return blocks
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(*trim(inputs, self.mask_at))
+        return out
+
+
 def embed_all(model: Any, feed: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """Pooled features ``(n, hidden)`` of a preprocessed data set, without gradients."""
+    """Pooled features ``(n, hidden)`` of a preprocessed data set, without gradients.
+
+    Token inputs are embedded in order of length, each batch cut to its longest text (the
+    features are the same; the work is what the texts need, not the longest one's)."""
     model.eval()
     tensors = [torch.from_numpy(v) for v in feed.values()]
     n = len(tensors[0])
-    out = []
+    mask_at = mask_index(feed)
+    order = (
+        np.argsort(-feed["attention_mask"].sum(1), kind="stable")
+        if mask_at is not None
+        else np.arange(n)
+    )
+    out = np.empty((n, 0), dtype=np.float32)
     with torch.no_grad(), progress_bar(f"embedding {name}", total=n) as advance:
         for start in range(0, n, EMBED_BATCH):
-            batch = [t[start : start + EMBED_BATCH] for t in tensors]
-            out.append(model.embed(*batch).float().numpy())
-            advance(len(batch[0]))
-    return np.concatenate(out)
+            rows = torch.from_numpy(order[start : start + EMBED_BATCH])
+            batch = tuple(t[rows] for t in tensors)
+            if mask_at is not None:
+                batch = trim(batch, mask_at)
+            features = model.embed(*batch).float().numpy()  # (batch, hidden)
+            if out.shape[1] == 0:
+                out = np.empty((n, features.shape[1]), dtype=np.float32)
+            out[order[start : start + EMBED_BATCH]] = features
+            advance(len(rows))
+    return out
 
 
 def _targets(data: Dataset) -> torch.Tensor:
@@ -152,22 +212,10 @@ def fine_tune(
         )
         details["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
     else:
-        if strategy == "partial":
-            blocks = model.blocks()
-            if not 1 <= run.unfreeze <= len(blocks):
-                raise InvalidInputError(
-                    f"unfreeze must be between 1 and {len(blocks)} (the encoder's blocks); "
-                    f"got {run.unfreeze}"
-                )
-            model.encoder.requires_grad_(False)
-            for block in blocks[-run.unfreeze :]:
-                block.requires_grad_(True)
-            extra["unfreeze"] = run.unfreeze
-        if strategy == "lora":
-            model.encoder = with_lora(model.encoder, rank=run.lora_rank)
-            extra["lora_rank"] = run.lora_rank
+        extra.update(prepare_strategy(model, strategy, run.unfreeze, run.lora_rank))
+        mask_at = mask_index(train_feed)
         result = fit(
-            model,
+            model if mask_at is None else TrimPadding(model, mask_at),
             (tuple(torch.from_numpy(v) for v in train_feed.values()), y_train),
             (tuple(torch.from_numpy(v) for v in val_feed.values()), y_val),
             config,
@@ -196,6 +244,27 @@ def fine_tune(
         ),
         metrics=result.val_metrics,
     )
+
+
+def prepare_strategy(model: Any, strategy: str, unfreeze: int, lora_rank: int) -> dict[str, Any]:
+    """Make what ``strategy`` trains trainable (``partial``: the last ``unfreeze`` blocks
+    and the head; ``lora``: adapters on the attention, wrapped around ``model.encoder``);
+    returns the settings to record."""
+    if strategy == "partial":
+        blocks = model.blocks()
+        if not 1 <= unfreeze <= len(blocks):
+            raise InvalidInputError(
+                f"unfreeze must be between 1 and {len(blocks)} (the encoder's blocks); "
+                f"got {unfreeze}"
+            )
+        model.encoder.requires_grad_(False)
+        for block in blocks[-unfreeze:]:
+            block.requires_grad_(True)
+        return {"unfreeze": unfreeze}
+    if strategy == "lora":
+        model.encoder = with_lora(model.encoder, rank=lora_rank)
+        return {"lora_rank": lora_rank}
+    return {}
 
 
 #: Names of the attention query and value projections in common encoder families.
@@ -281,6 +350,11 @@ def probe_defaults(config: TrainConfig) -> TrainConfig:
     return replace(config, **PROBE_DEFAULTS)
 
 
+#: ``setup(train, plan) -> (run, settings)``: a family's model, preprocessing and identity,
+#: ready for :func:`fine_tune` (``text_run``, ``vision_run``).
+Setup = Callable[[Dataset, Plan], tuple[EncoderRun, dict[str, Any]]]
+
+
 def register_encoder_strategies(
     family: str,
     trainer: Callable[..., TrainedModel],
@@ -288,23 +362,27 @@ def register_encoder_strategies(
 ) -> None:
     """Register ``probe``, ``partial``, ``full`` and ``lora`` for an encoder family, each
     training with ``trainer`` (:func:`train_text`, :func:`train_vision`) and the family's
-    ``defaults`` (probe: :data:`PROBE_DEFAULTS`)."""
+    ``defaults`` (probe: :data:`PROBE_DEFAULTS`), within the plan's time budget. (The
+    family registers ``auto`` first, its default: :func:`tuneserve.training.auto.register_auto`.)"""
 
     def fit(parts: Parts, plan: Plan, run: Run) -> TrainedModel:
         text = {"max_length": plan.options.max_length} if family == "text" else {}
-        return trainer(
-            parts.train,
-            parts.validation,
-            backbone=plan.backbone,
-            strategy=plan.strategy.name,
-            config=plan.config,
-            unfreeze=plan.options.unfreeze,
-            lora_rank=plan.options.lora_rank,
-            checkpoint_dir=run.checkpoint_dir,
-            resume=run.resume,
-            init=plan.init,
-            **text,
-        )
+        budget = Budget(plan.options.time_budget)
+        with budget.watching():
+            trained = trainer(
+                parts.train,
+                parts.validation,
+                backbone=plan.backbone,
+                strategy=plan.strategy.name,
+                config=plan.config,
+                unfreeze=plan.options.unfreeze,
+                lora_rank=plan.options.lora_rank,
+                checkpoint_dir=run.checkpoint_dir,
+                resume=run.resume,
+                init=plan.init,
+                **text,
+            )
+        return with_budget_record(trained, budget, plan.config.epochs if plan.config else None)
 
     for name in STRATEGIES:
         settings = PROBE_DEFAULTS if name == "probe" else defaults[name]
@@ -316,7 +394,7 @@ def register_encoder_strategies(
                 name,
                 fit,
                 defaults=settings,
-                options=options,
+                options=(*options, "time_budget"),
                 description=_DESCRIPTIONS[name],
             )
         )

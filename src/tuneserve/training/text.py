@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,6 +15,7 @@ from tuneserve.package import Package
 from tuneserve.preprocessing import TextPreprocessor
 
 from ._result import TrainedModel, package_preprocessor
+from .auto import register_auto
 from .config import TrainConfig
 from .encoder import (
     EncoderRun,
@@ -58,6 +61,29 @@ def train_text(
     check_strategy_name(strategy)
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
+    run, extra = text_run(train, backbone=backbone, max_length=max_length, init=init)
+    run = replace(run, strategy=strategy, unfreeze=unfreeze, lora_rank=lora_rank)
+    return fine_tune(
+        run,
+        train,
+        validation,
+        config,
+        trainer="train_text",
+        extra=extra,
+        cache=cache,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
+
+
+def text_run(
+    train: Dataset, *, backbone: str, max_length: int, init: Package | None = None
+) -> tuple[EncoderRun, dict[str, Any]]:
+    """The model (pretrained encoder, or ``init``'s, with a new head for ``train``'s
+    labels), its tokenizer and identity, ready for :func:`fine_tune`; and the settings to
+    record. Seed torch first: the head is drawn here."""
+    if train.modality != "text":
+        raise DataError(f"text backbones train on text data; {train.name} is {train.modality}")
     outputs = train.num_classes if train.task == "classification" else 1
     if init is not None:
         model, preprocessor, backbone = _from_package(init, outputs)
@@ -70,22 +96,9 @@ def train_text(
         model=model,
         preprocessor=preprocessor,
         identity=identity,
-        strategy=strategy,
-        unfreeze=unfreeze,
-        lora_rank=lora_rank,
         parent=init.id if init is not None else None,
     )
-    return fine_tune(
-        run,
-        train,
-        validation,
-        config,
-        trainer="train_text",
-        extra={"backbone": backbone, "max_length": max_length},
-        cache=cache,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-    )
+    return run, {"backbone": backbone, "max_length": max_length}
 
 
 def _from_package(source: Package, outputs: int) -> tuple[TextClassifier, TextPreprocessor, str]:
@@ -97,12 +110,17 @@ def _from_package(source: Package, outputs: int) -> tuple[TextClassifier, TextPr
 
 # transformers: bf16 autocast where the hardware has it ("auto"; about 2x on CPU)
 _AUTO = {"mixed_precision": "auto"}
-register_encoder_strategies(
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "partial": {"learning_rate": 1e-4, "epochs": 4, "batch_size": 16, **_AUTO},
+    "full": {"learning_rate": 5e-5, "epochs": 3, "batch_size": 16, **_AUTO},
+    "lora": {"learning_rate": 2e-3, "epochs": 5, "batch_size": 16, **_AUTO},
+}
+# auto first: the family's default
+register_auto(
     "text",
-    train_text,
-    {
-        "partial": {"learning_rate": 1e-4, "epochs": 4, "batch_size": 16, **_AUTO},
-        "full": {"learning_rate": 5e-5, "epochs": 3, "batch_size": 16, **_AUTO},
-        "lora": {"learning_rate": 2e-3, "epochs": 5, "batch_size": 16, **_AUTO},
-    },
+    lambda train, plan: text_run(
+        train, backbone=plan.backbone, max_length=plan.options.max_length, init=plan.init
+    ),
+    _DEFAULTS["full"],
 )
+register_encoder_strategies("text", train_text, _DEFAULTS)

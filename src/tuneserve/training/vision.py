@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,6 +15,7 @@ from tuneserve.package import Package
 from tuneserve.preprocessing import ImagePreprocessor
 
 from ._result import TrainedModel, package_preprocessor
+from .auto import register_auto
 from .config import TrainConfig
 from .encoder import (
     EncoderRun,
@@ -55,6 +58,29 @@ def train_vision(
     check_strategy_name(strategy)
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
+    run, extra = vision_run(train, backbone=backbone, init=init)
+    run = replace(run, strategy=strategy, unfreeze=unfreeze, lora_rank=lora_rank)
+    return fine_tune(
+        run,
+        train,
+        validation,
+        config,
+        trainer="train_vision",
+        extra=extra,
+        cache=cache,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
+
+
+def vision_run(
+    train: Dataset, *, backbone: str, init: Package | None = None
+) -> tuple[EncoderRun, dict[str, Any]]:
+    """The model (pretrained, or ``init``'s, with a new head for ``train``'s labels), its
+    image preprocessing and identity, ready for :func:`fine_tune`; and the settings to
+    record. Seed torch first: the head is drawn here."""
+    if train.modality != "image":
+        raise DataError(f"vision backbones train on images; {train.name} is {train.modality}")
     outputs = train.num_classes if train.task == "classification" else 1
     if init is not None:
         model, backbone = encoder_from_package(
@@ -72,32 +98,22 @@ def train_vision(
         model=model,
         preprocessor=preprocessor,
         identity=identity,
-        strategy=strategy,
-        unfreeze=unfreeze,
-        lora_rank=lora_rank,
         parent=init.id if init is not None else None,
     )
-    return fine_tune(
-        run,
-        train,
-        validation,
-        config,
-        trainer="train_vision",
-        extra={"backbone": backbone},
-        cache=cache,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-    )
+    return run, {"backbone": backbone}
 
 
 # transformers: bf16 autocast where the hardware has it ("auto"; about 2x on CPU)
 _AUTO = {"mixed_precision": "auto"}
-register_encoder_strategies(
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "partial": {"learning_rate": 2e-4, "epochs": 10, "batch_size": 32, **_AUTO},
+    "full": {"learning_rate": 1e-4, "epochs": 10, "batch_size": 32, **_AUTO},
+    "lora": {"learning_rate": 2e-3, "epochs": 10, "batch_size": 32, **_AUTO},
+}
+# auto first: the family's default
+register_auto(
     "vision",
-    train_vision,
-    {
-        "partial": {"learning_rate": 2e-4, "epochs": 10, "batch_size": 32, **_AUTO},
-        "full": {"learning_rate": 1e-4, "epochs": 10, "batch_size": 32, **_AUTO},
-        "lora": {"learning_rate": 2e-3, "epochs": 10, "batch_size": 32, **_AUTO},
-    },
+    lambda train, plan: vision_run(train, backbone=plan.backbone, init=plan.init),
+    _DEFAULTS["full"],
 )
+register_encoder_strategies("vision", train_vision, _DEFAULTS)

@@ -24,9 +24,12 @@ def test_every_backbone_family_has_training_strategies():
 
 
 def test_the_first_registered_strategy_is_the_default():
-    assert get_strategy(get_backbone("minilm"), None).name == "probe"
+    # encoders: auto measures the others on this machine and picks what fits the budget
+    assert get_strategy(get_backbone("minilm"), None).name == "auto"
     assert get_strategy(get_backbone("minilm"), "partial").name == "partial"
-    assert [s.name for s in list_strategies("text")] == ["probe", "partial", "full", "lora"]
+    expected = ["auto", "probe", "partial", "full", "lora"]
+    assert [s.name for s in list_strategies("text")] == expected
+    assert [s.name for s in list_strategies("vision")] == expected
 
 
 def test_an_unknown_strategy_names_the_family_s_own():
@@ -50,7 +53,8 @@ def test_a_duplicate_strategy_is_refused():
 
 
 def test_plan_resolves_defaults_per_strategy():
-    probe = plan("text")
+    assert plan("text").strategy.name == "auto"
+    probe = plan("text", strategy="probe")
     assert (probe.backbone, probe.strategy.name) == ("minilm", "probe")
     assert probe.config is not None and probe.config.learning_rate == 1e-2
     full = plan("text", strategy="full", settings={"epochs": 7, "batch_size": None})
