@@ -26,7 +26,20 @@ def train(
         None,
         "--strategy",
         "-s",
-        help="probe | partial | full | lora (text and vision encoders); default per backbone.",
+        help="auto | probe | partial | full | lora (text and vision encoders; default auto: "
+        "measures each here and fine-tunes what fits --time-budget); default per backbone.",
+    ),
+    time_budget: str = typer.Option(
+        "3m",
+        "--time-budget",
+        help="Training time for loop-trained models: 90s, 3m, 1h, seconds, or none. A loop "
+        "stops before an epoch that would not fit (best epoch kept); auto chooses what fits.",
+    ),
+    guard: bool = typer.Option(
+        True,
+        "--guard/--no-guard",
+        help="With --from: also train from scratch (cnn, mlp: and with the body frozen "
+        "first) and keep the best on validation. --no-guard: plain transfer only.",
     ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Most epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
@@ -74,7 +87,9 @@ def train(
     """Train on DATA and write a package (parity-checked, scored on a held-out test split)."""
     from tuneserve.data import load
     from tuneserve.stages import train as run_train
+    from tuneserve.training.budget import parse_time_budget
 
+    seconds = parse_time_budget(time_budget)  # refused before the data is read
     loop = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -126,6 +141,8 @@ def train(
             overwrite=force,
             init=init,
             track=track,
+            time_budget=seconds,
+            guard=guard,
         )
     m = result.package.manifest
     trained = m.lineage.backbone
@@ -140,6 +157,7 @@ def train(
         "epochs_run": len(m.lineage.history),
         "parity_max_abs_diff": m.graph.parity_max_abs_diff,
         "mlflow_run_id": result.run_id,
+        **{k: v for k, v in m.lineage.details.items() if k in ("auto", "guard", "time_budget")},
     }
     if as_json:
         print_json(summary)
@@ -149,6 +167,8 @@ def train(
         f"[bold]{dataset.name}[/bold]: {summary['backbone']} / {summary['strategy']}, "
         f"{len(dataset)} rows"
     )
+    for line in _choices(m.lineage.details):
+        con.print(line, markup=False)
     if summary["epochs_run"]:
         con.print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}")
     for split_name, values in (
@@ -160,6 +180,34 @@ def train(
     con.print(f"wrote {result.package.path} ({result.package.id}); parity {parity:.1e}")
     if result.run_id:
         con.print(f"tracked as MLflow run {result.run_id} (tuneserve ui shows it)")
+
+
+def _choices(details: dict[str, Any]) -> list[str]:
+    """What auto chose and measured, the --from guard's outcome, and a budget that ended
+    training: one line each."""
+    from tuneserve.training.budget import budget_message
+    from tuneserve.training.guard import guard_message
+
+    lines = []
+    auto = details.get("auto")
+    if isinstance(auto, dict):
+        steps = ", ".join(
+            f"{name} {m['step_seconds']:.2f} s/step (~{m['epoch_seconds']:.0f} s/epoch)"
+            for name, m in auto.get("measured", {}).items()
+        )
+        lines.append(f"auto: {auto['reason']}")
+        if steps:
+            lines.append(f"auto measured: {steps}")
+        kept_val = {k: v for k, v in auto.items() if k.endswith("_val")}
+        scores = ", ".join(
+            f"{k.removesuffix('_val')} {v.get('val_accuracy', v.get('val_loss', 0.0)):.4f}"
+            for k, v in kept_val.items()
+        )
+        lines.append(f"auto kept {auto['kept']} (validation: {scores}) in {auto['seconds']:.0f} s")
+    for message in (guard_message(details), budget_message(details)):
+        if message:
+            lines.append(message)
+    return lines
 
 
 def _update(

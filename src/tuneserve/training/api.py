@@ -9,10 +9,12 @@ from typing import Any
 from tuneserve.data import DataLike, Dataset, Splits, load
 from tuneserve.package import Package
 
-from ._build import Parts, build, check_out
+from ._build import Parts, Run, build, check_out
 from ._plan import Options, plan
 from ._result import TrainedModel
+from .budget import DEFAULT_TIME_BUDGET, parse_time_budget
 from .config import TrainConfig
+from .guard import guard_transfer
 
 
 @dataclass
@@ -77,6 +79,8 @@ def train(
     overwrite: bool = False,
     init: str | Path | Package | None = None,
     parent_version: str | None = None,
+    time_budget: float | str | None = DEFAULT_TIME_BUDGET,
+    guard: bool = True,
 ) -> TrainResult:
     """Train on ``data`` and write a package to ``out`` (no tracking: see
     :func:`tuneserve.train`, which also logs the run to MLflow).
@@ -91,8 +95,9 @@ def train(
         backbone: Registry name, or a Hugging Face id or local path: a text encoder for
             text data, a vision model (AutoModel + AutoImageProcessor) for images. Default
             per modality: cnn, random-forest, minilm.
-        strategy: ``probe``, ``partial``, ``full``, ``lora`` (text, vision); ``full`` (cnn,
-            mlp); ``fit`` (scikit-learn). Default: the family's first.
+        strategy: ``auto``, ``probe``, ``partial``, ``full``, ``lora`` (text, vision);
+            ``full`` (cnn, mlp); ``fit`` (scikit-learn). Default: the family's first
+            (``auto`` for text and vision: see :mod:`tuneserve.training.auto`).
         config: Loop settings (default: the strategy's, with ``settings`` applied).
         settings: Overrides of the default loop settings, e.g. ``{"epochs": 5}``.
         seed, validation, test: The split.
@@ -103,11 +108,20 @@ def train(
             these labels. Same kind of data; torch backbones only.
         parent_version: ``init``'s registry version (``name/version``), recorded in the
             lineage (:func:`tuneserve.train` fills it for a ``models:/`` reference).
+        time_budget: Seconds (or ``"90s"``, ``"3m"``, ``"1h"``) loop-trained models may
+            train; ``None``: no limit. A loop stops before an epoch that would not fit,
+            keeping its best epoch (``lineage.details["time_budget"]`` says so); ``auto``
+            chooses what fits it. Default :data:`DEFAULT_TIME_BUDGET` (3 minutes).
+        guard: With ``init``: also train from scratch (and, for cnn and mlp, with the body
+            frozen first) and keep the best on validation (``lineage.details["guard"]``);
+            ``False`` trains plain transfer only.
 
     Raises:
-        InvalidInputError: unknown backbone or strategy, or an ``init`` package that does
-            not fit (other modality, a scikit-learn model).
+        InvalidInputError: unknown backbone or strategy, an ``init`` package that does
+            not fit (other modality, a scikit-learn model), or a time budget that is not a
+            positive duration.
     """
+    seconds = parse_time_budget(time_budget)
     check_out(out, overwrite)
     dataset = data if isinstance(data, Dataset) else load(data)
     source = init if isinstance(init, Package) or init is None else Package.load(init)
@@ -122,8 +136,10 @@ def train(
         test=test,
         init=source,
         parent_version=parent_version,
-        options=Options(max_length=max_length, unfreeze=unfreeze),
+        options=Options(max_length=max_length, unfreeze=unfreeze, time_budget=seconds, guard=guard),
     )
+    run = Run(Path(checkpoint_dir) if checkpoint_dir is not None else None, resume)
+    chosen = guard_transfer(dataset, chosen, run)
     kept: list[tuple[TrainedModel, Parts]] = []
     package = build(
         dataset,
