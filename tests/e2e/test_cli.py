@@ -241,8 +241,9 @@ def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
 
     out = tmp_path / "reviews"
     env_home = {"TUNESERVE_HOME": str(tmp_path / "home")}
+    args = ["train", str(reviews_csv), "--out", str(out), "-s", "probe", "--max-length", "32"]
     proc = subprocess.run(
-        [*CLI, "train", str(reviews_csv), "--out", str(out), "--max-length", "32", "--json"],
+        [*CLI, *args, "--json"],
         capture_output=True,
         text=True,
         timeout=600,

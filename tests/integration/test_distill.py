@@ -317,7 +317,7 @@ def test_vision_student_keeps_half_the_blocks(tiny_vit, digits, tmp_path, monkey
 def test_text_student_keeps_three_of_minilms_six_layers(reviews_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     data = load(reviews_csv)
-    teacher = train(data, tmp_path / "teacher", max_length=32).package  # minilm, probe
+    teacher = train(data, tmp_path / "teacher", strategy="probe", max_length=32).package
     student = _distill(
         data, teacher, tmp_path / "student", layers=3, max_length=16, epochs=3, learning_rate=2e-4
     )

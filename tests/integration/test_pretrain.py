@@ -87,7 +87,9 @@ def test_pretrained_features_beat_random_ones(contrastive_package, digits):
 def test_train_from_a_pretrained_cnn(contrastive_package, digits, tmp_path):
     source = contrastive_package.package
     target = digits.select_classes(["5", "6", "7", "8", "9"])
-    result = train(target, tmp_path / "ft", init=source.path, config=CNNConfig(epochs=3))
+    result = train(
+        target, tmp_path / "ft", init=source.path, config=CNNConfig(epochs=3), guard=False
+    )
     manifest = result.package.manifest
     assert manifest.lineage.parent == source.id
     assert manifest.task == "classification" and len(manifest.label_names) == 5
@@ -149,7 +151,14 @@ def test_simcse_text_pretraining_then_probe(reviews_csv, tmp_path, monkeypatch):
     m = source.package.manifest
     assert (m.task, m.modality) == ("embedding", "text")
     assert Predictor(source.package).run(["good food", "bad food"]).shape == (2, 384)
-    result = train(reviews_csv, tmp_path / "clf", init=source.package.path, max_length=32)
+    result = train(
+        reviews_csv,
+        tmp_path / "clf",
+        init=source.package.path,
+        strategy="probe",
+        max_length=32,
+        guard=False,
+    )
     assert result.package.manifest.lineage.parent == source.package.id
     assert result.package.manifest.lineage.backbone.strategy == "probe"
     assert result.test_metrics["test_accuracy"] >= 0.9
@@ -161,7 +170,7 @@ def test_vision_model_contrastive_pretraining(tiny_vit, unlabeled_digits, tmp_pa
     result = pretrain(data, tmp_path / "vit", backbone=str(tiny_vit), config=config)
     assert Predictor(result.package).run(data.X[:3]).shape == (3, 32)
     target = load("digits").sample_per_class(20, seed=0)[0]
-    tuned = train(target, tmp_path / "ft", init=result.package.path, config=None)
+    tuned = train(target, tmp_path / "ft", init=result.package.path, strategy="probe", guard=False)
     assert tuned.package.manifest.lineage.parent == result.package.id
 
 

@@ -244,7 +244,9 @@ def test_structured_prune_of_a_text_encoder(reviews_csv, tmp_path):
     """MiniLM loses half its feed-forward units; the stored encoder config rebuilds it."""
     import json
 
-    parent_result = tuneserve.train(reviews_csv, tmp_path / "text", track=False, max_length=32)
+    parent_result = tuneserve.train(
+        reviews_csv, tmp_path / "text", strategy="probe", track=False, max_length=32
+    )
     parent = parent_result.package
     data = load(reviews_csv)
     p = plan(

@@ -21,13 +21,13 @@ def _check(result, accuracy: float = 0.9) -> None:
 
 def test_probe_caches_frozen_features(reviews_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
-    first = train(reviews_csv, tmp_path / "a", max_length=32)
+    first = train(reviews_csv, tmp_path / "a", strategy="probe", max_length=32)
     assert first.package.manifest.lineage.backbone.strategy == "probe"
     assert first.package.manifest.lineage.details["feature_cache"] == {"hits": 0, "misses": 2}
     _check(first)
     cached = list((tmp_path / "home/cache/features").glob("*.npy"))
     assert len(cached) == 2  # train and validation features
-    second = train(reviews_csv, tmp_path / "b", max_length=32)
+    second = train(reviews_csv, tmp_path / "b", strategy="probe", max_length=32)
     assert second.package.manifest.lineage.details["feature_cache"] == {"hits": 2, "misses": 0}
     # same features, same seed: the same head
     np.testing.assert_allclose(
@@ -36,7 +36,7 @@ def test_probe_caches_frozen_features(reviews_csv, tmp_path, monkeypatch):
         atol=1e-6,
     )
     # another tokenization is another cache entry
-    third = train(reviews_csv, tmp_path / "c", max_length=24)
+    third = train(reviews_csv, tmp_path / "c", strategy="probe", max_length=24)
     assert third.package.manifest.lineage.details["feature_cache"] == {"hits": 0, "misses": 2}
 
 

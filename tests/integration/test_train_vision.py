@@ -71,8 +71,12 @@ def test_probe_reads_cached_features_on_the_second_run(
     tiny_vit, digits_small, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
-    first = train(digits_small, tmp_path / "a", backbone=str(tiny_vit), config=FAST)
-    second = train(digits_small, tmp_path / "b", backbone=str(tiny_vit), config=FAST)
+    first = train(
+        digits_small, tmp_path / "a", backbone=str(tiny_vit), strategy="probe", config=FAST
+    )
+    second = train(
+        digits_small, tmp_path / "b", backbone=str(tiny_vit), strategy="probe", config=FAST
+    )
     assert first.package.manifest.lineage.details["feature_cache"] == {"hits": 0, "misses": 2}
     assert second.package.manifest.lineage.details["feature_cache"] == {"hits": 2, "misses": 0}
 
@@ -113,7 +117,12 @@ def test_from_a_vision_package_needs_no_original_folder(tiny_vit, tmp_path):
         assert torch.equal(model.state_dict()[key], value), key
     target_data = digits.select_classes(["5", "6", "7", "8", "9"]).sample_per_class(10, seed=0)[0]
     target = train(
-        target_data, tmp_path / "target", init=source.package.path, strategy="full", config=FAST
+        target_data,
+        tmp_path / "target",
+        init=source.package.path,
+        strategy="full",
+        config=FAST,
+        guard=False,
     )
     assert target.package.manifest.lineage.parent == source.package.id
     assert target.package.manifest.label_names == ["5", "6", "7", "8", "9"]

@@ -108,6 +108,7 @@ def test_mlp_from_package_gets_a_new_head(tmp_path):
         tmp_path / "dst",
         init=source.package.path,
         config=TrainConfig(epochs=10, patience=None),
+        guard=False,
     )
     assert target.package.manifest.lineage.parent == source.package.id
     assert target.trained.model.net[-1].out_features == 3
