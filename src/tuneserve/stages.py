@@ -253,17 +253,26 @@ def tune(
             )
         )
     result = run(data, out, callbacks=callbacks, **options)
-    if tracker is not None and result.package is not None:
+    if tracker is not None:
         try:
             parent = tracker.parent(result.study, result.storage)
             result.run_ids["study"] = parent
-            best = log_package(result.package, True, "tune")  # nests below
-            if best is not None:
-                result.run_ids["best"] = best
-                nest_run(best, parent)
+            if result.package is not None:
+                best = log_package(result.package, True, "tune")
+                if best is not None:
+                    result.run_ids["best"] = best
+                    nest_run(best, parent)
             _finish_study(parent, result)
         except Exception as exc:  # the store is down or refuses: the study stands
             warn_untracked(exc, "the study")
+    if register is not None and result.package is None:
+        from tuneserve.exceptions import TuneserveError
+
+        raise TuneserveError(
+            f"--register {register}: the best trial's package was written by another worker "
+            f"({result.best_package_at}); register it there, or rerun this command once that "
+            "worker is done to copy it"
+        )
     if register is not None and result.package is not None:
         from tuneserve.registry import Registry
 

@@ -197,7 +197,7 @@ def test_a_timeout_shorter_than_one_trial_says_how_long_one_takes(tmp_path) -> N
         )
     message = str(caught.value)
     assert "--timeout 1.5s ended before any trial finished" in message
-    assert "of 400 epochs" in message and "one trial takes about" in message
+    assert "of 400 epochs" in message and "an epoch takes" in message
 
 
 @pytest.mark.slow
@@ -234,3 +234,76 @@ def test_text_strategies_compete_on_minilm(tmp_path) -> None:
     best = result.package.manifest.lineage
     assert best.backbone.strategy == study.best_params["model"].split("/")[1]
     assert best.config["max_length"] == 32 and best.config["epochs"] == 2
+
+
+def test_a_study_whose_every_trial_fails_stops_and_names_the_error(tmp_path) -> None:
+    with pytest.raises(TuneError, match=r"no trial .* finished; first error: training diverged"):
+        tune(
+            "iris",
+            tmp_path / "nan",
+            backbones=["mlp"],
+            trials=2,
+            space={"learning_rate": 1e12, "epochs": 2},
+            storage=_storage(tmp_path),
+            study="nan",
+        )
+    study = _study(tmp_path, "nan")
+    assert len(study.trials) == 5  # stopped after five failures in a row, not for ever
+
+
+def test_a_trial_interrupted_twice_continues_from_its_first_checkpoints(tmp_path) -> None:
+    from tuneserve.training import on_epoch
+
+    kw = dict(
+        backbones=["mlp"],
+        trials=1,
+        space={"epochs": 9, "patience": 9, "learning_rate": 1e-3, "batch_size": 16},
+        storage=_storage(tmp_path),
+        study="ctrl-c",
+    )
+
+    def interrupt_at(epoch: int):
+        def callback(record: dict[str, float]) -> None:
+            if record["epoch"] == epoch:
+                raise KeyboardInterrupt
+
+        return callback
+
+    for epoch in (3, 6):  # Ctrl-C after epoch 3, and again after epoch 6
+        with on_epoch(interrupt_at(epoch)), pytest.raises(KeyboardInterrupt):
+            tune("wine", tmp_path / "out", **kw)
+    result = tune("wine", tmp_path / "out", **kw)
+    study = _study(tmp_path, "ctrl-c")
+    last = study.trials[-1]
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "COMPLETE"]
+    assert last.user_attrs["retried_from"] == 0 and result.requeued == [0]
+    assert sorted(last.intermediate_values) == [7, 8, 9]  # went on after epoch 6
+    assert not any((tmp_path / "out" / "trials" / ".checkpoints").iterdir())
+
+
+def test_backbones_of_one_study_are_pruned_on_one_scale(tmp_path) -> None:
+    """Regression: an MLP learns standardized targets; a forest's row rungs are measured the
+    same way, so a pruner ranks both on one scale."""
+    tune(
+        "diabetes",
+        tmp_path / "mixed",
+        backbones=["mlp", "random-forest"],
+        trials=4,
+        sampler_name="random",
+        pruner_name="none",
+        space={"mlp": {"epochs": 3}, "random-forest": {"n_estimators": 20}},
+        storage=_storage(tmp_path),
+        study="mixed",
+    )
+    study = _study(tmp_path, "mixed")
+    firsts = [t.intermediate_values[1] for t in study.trials]
+    assert {t.params["model"] for t in study.trials} == {"mlp", "random-forest"}
+    assert all(0 < v < 3 for v in firsts), firsts  # standardized MSE, not raw (~3000)
+    assert all(t.value > 1000 for t in study.trials)  # the trial's value is the raw mse
+
+
+def test_a_study_is_not_continued_with_other_folds(tmp_path) -> None:
+    kw = dict(backbones=["logreg"], trials=1, storage=_storage(tmp_path), study="f")
+    tune("iris", tmp_path / "f", folds=3, **kw)
+    with pytest.raises(TuneError, match=r"another split \(--seed, --folds\)"):
+        tune("iris", tmp_path / "f", **kw)

@@ -1,9 +1,14 @@
 """One trial: the sampled parameters made into a plan and built through the one seam, with
 the validation metric reported at every rung of its fidelity so that a pruner can stop it.
 
-Fidelity: epochs for loop-trained models (each epoch's validation metric), folds with
-``folds`` (the running mean over the folds done), and training rows for scikit-learn
-estimators (fits on 1/9, 1/3, then all of the training rows).
+Fidelity: epochs for loop-trained models, folds with ``folds`` (the running mean of the
+study's metric over the folds done), and training rows for scikit-learn estimators (fits on
+1/9, 1/3, then all of the training rows).
+
+At each epoch or row rung the pruner compares one measure for every backbone of a study:
+validation accuracy (or cross-entropy, when the study minimises) for classification, and the
+mean squared error of standardized targets (as the MLP learns them) for regression, negated
+when the study maximises (R²). The trial's value is the study's own metric.
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ class Objective:
         self.setup = setup
         self._steps = 0
         self._retried: int | None = None
+        self._planned = 0
+        self._epoch_seconds: list[float] = []
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.setup
@@ -115,11 +122,13 @@ class Objective:
         trial.set_user_attr("strategy", branch.strategy)
         started = time.monotonic()
         self._steps = 0
+        self._epoch_seconds = []
         self._retried = retried_from(trial)
         if self._retried is not None:
             trial.set_user_attr("retried_from", self._retried)
         try:
             chosen = plan_for(s, branch, values)
+            self._planned = chosen.config.epochs if chosen.config is not None else 0
             if chosen.config is not None:
                 trial.set_user_attr("epochs", chosen.config.epochs)
             chosen = with_tuning(chosen, s, trial.number, trial.params)
@@ -136,13 +145,19 @@ class Objective:
             self._clean(trial.number, keep_package=False)
             trial.set_user_attr("error", str(exc)[:500])
             raise
-        except KeyboardInterrupt:  # Optuna fails the trial; a resumed study continues it
+        except KeyboardInterrupt:  # Optuna fails the trial; the next run continues it
             shutil.rmtree(self.setup.package_dir(trial.number), ignore_errors=True)
             trial.set_user_attr("error", "interrupted")
+            root = self._retried if self._retried is not None else trial.number
+            trial.study.enqueue_trial(
+                trial.params, user_attrs={"retried_from": root}, skip_if_exists=False
+            )
             raise
         finally:
             trial.set_user_attr("seconds", round(time.monotonic() - started, 3))
             trial.set_user_attr("steps", self._steps)
+            if self._epoch_seconds:
+                trial.set_user_attr("epoch_seconds", float(np.median(self._epoch_seconds)))
         self._clean(trial.number, keep_package=True)
         if not s.folds:
             trial.set_user_attr("package", str(s.package_dir(trial.number)))
@@ -152,12 +167,13 @@ class Objective:
 
     # -- one rung ---------------------------------------------------------------------
 
-    def _report(self, trial: optuna.Trial, value: float, step: int = 0) -> None:
+    def _report(self, trial: optuna.Trial, value: float, step: int = 0, last: bool = False) -> None:
         # an epoch's own number, so that a trial resumed from its checkpoint reports the
         # epochs it runs; a strategy that trains twice (auto) counts on
         self._steps = max(self._steps + 1, step)
         trial.report(value, self._steps)
-        self._check_time(trial)
+        if not last:  # a trial whose last rung is done is kept, even past the timeout
+            self._check_time(trial)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after step {self._steps} ({value:.4g})")
 
@@ -167,16 +183,23 @@ class Objective:
             raise OutOfTime(f"the timeout ended trial {trial.number} after {self._steps} step(s)")
 
     def _intermediate(self, record: dict[str, float]) -> float:
-        """The epoch's value of the study's metric, or the nearest the loop records (the
-        loss for a loss-like metric, else accuracy, else the negated loss)."""
-        key = f"val_{self.setup.metric}"
-        if key in record:
-            return float(record[key])
-        if self.setup.direction == "minimize":
-            return float(record["val_loss"])
-        if "val_accuracy" in record:
-            return float(record["val_accuracy"])
-        return -float(record["val_loss"])
+        """An epoch's measure for the pruner (see the module docstring)."""
+        if "epoch_seconds" in record:
+            self._epoch_seconds.append(float(record["epoch_seconds"]))
+        minimize = self.setup.direction == "minimize"
+        if self.setup.data.task == "classification":
+            return float(record["val_loss"] if minimize else record["val_accuracy"])
+        return float(record["val_loss"]) * (1 if minimize else -1)
+
+    def _rung_value(self, trained: TrainedModel, data: Dataset, train_y: np.ndarray) -> float:
+        """A row rung's measure for the pruner: the loop's, computed on the predictions."""
+        output = trained.predict_proba(data.X)
+        minimize = self.setup.direction == "minimize"
+        if data.task == "classification":
+            name = "log_loss" if minimize else "accuracy"
+            return single_metric(data.task, name, data.y, output)
+        scaled = single_metric(data.task, "mse", data.y, output) / (float(np.var(train_y)) or 1.0)
+        return scaled if minimize else -scaled
 
     def _score(self, trained: TrainedModel, data: Dataset) -> float:
         output = trained.predict_proba(data.X)
@@ -184,8 +207,11 @@ class Objective:
 
     # -- the three fidelities -----------------------------------------------------------
 
-    def _build(self, chosen: Plan, out: Path, ckpt: Path | None, resume: bool = False) -> float:
-        kept: list[float] = []
+    def _build(
+        self, chosen: Plan, out: Path, ckpt: Path | None, resume: bool = False
+    ) -> tuple[float, TrainedModel, Any]:
+        """The study's metric on the validation rows, the model and its parts."""
+        kept: list[tuple[float, TrainedModel, Any]] = []
         build(
             self.setup.data,
             chosen,
@@ -193,7 +219,9 @@ class Objective:
             checkpoint_dir=ckpt,
             resume=resume,
             overwrite=True,
-            keep=lambda trained, parts: kept.append(self._score(trained, parts.validation)),
+            keep=lambda trained, parts: kept.append(
+                (self._score(trained, parts.validation), trained, parts)
+            ),
         )
         return kept[0]
 
@@ -204,20 +232,23 @@ class Objective:
         ckpt = self.setup.checkpoint_dir(retried if retried is not None else trial.number)
 
         def report(record: dict[str, float]) -> None:
-            self._report(trial, self._intermediate(record), int(record.get("epoch", 0)))
+            epoch = int(record.get("epoch", 0))
+            last = epoch >= self._planned
+            self._report(trial, self._intermediate(record), epoch, last=last)
 
         with on_epoch(report):
-            return self._build(
+            value, _, _ = self._build(
                 chosen, self.setup.package_dir(trial.number), ckpt, resume=retried is not None
             )
+        return value
 
     def _rows(self, trial: optuna.Trial, chosen: Plan) -> float:
         parts = split_for(self.setup.data, chosen)
         train = parts.train
-        for share in ROW_RUNGS[:-1]:
+        for rung, share in enumerate(ROW_RUNGS[:-1], start=1):
             rows = _subsample(train, share, chosen.seed)
             if rows is None:
-                continue  # too few rows for this rung
+                continue  # too few rows for this rung: the rungs keep their numbers
             try:
                 trained = train_sklearn(
                     train.subset(rows),
@@ -228,9 +259,10 @@ class Objective:
                 )
             except DataError:  # e.g. a calibrated SVM's folds need more rows per class
                 continue
-            self._report(trial, self._score(trained, parts.validation))
-        value = self._build(chosen, self.setup.package_dir(trial.number), None)
-        self._report(trial, value)
+            self._report(trial, self._rung_value(trained, parts.validation, train.y), rung)
+        value, trained, parts = self._build(chosen, self.setup.package_dir(trial.number), None)
+        measure = self._rung_value(trained, parts.validation, parts.train.y)
+        self._report(trial, measure, len(ROW_RUNGS), last=True)
         return value
 
     def _folds(self, trial: optuna.Trial, chosen: Plan) -> float:
@@ -258,10 +290,10 @@ class Objective:
                 )
                 out = s.checkpoint_dir(trial.number).with_name(f"trial-{trial.number:04d}-fold")
                 try:
-                    scores.append(self._build(fold_plan, out, None))
+                    scores.append(self._build(fold_plan, out, None)[0])
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
-                self._report(trial, float(np.mean(scores)))
+                self._report(trial, float(np.mean(scores)), k + 1, last=k + 1 == folds)
         return float(np.mean(scores))
 
     def _clean(self, number: int, *, keep_package: bool) -> None:
@@ -274,14 +306,16 @@ class Objective:
 
 
 def retried_from(trial: optuna.Trial) -> int | None:
-    """The trial this one runs again: one an interrupted run left unfinished (queued by
-    :func:`requeue_unfinished`), or one whose worker stopped beating (Optuna's retry)."""
+    """The first trial of the chain this one runs again (whose checkpoints it continues):
+    one an interrupted run left unfinished, or one whose worker stopped beating (Optuna's
+    retry)."""
     mine = trial.user_attrs.get("retried_from")
     if mine is not None:
         return int(mine)
     frozen = trial.study._storage.get_trial(trial._trial_id)  # no public view of system attrs
-    theirs = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
-    return int(theirs) if theirs is not None else None
+    # set by RetryHeartbeatStaleTrialCallback: every trial retried before, the first first
+    history = frozen.system_attrs.get("retry_history") or []
+    return int(history[0]) if history else None
 
 
 def _subsample(data: Dataset, share: float, seed: int) -> np.ndarray | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,15 @@ from tuneserve.package import Package
 from tuneserve.training import build
 
 from ._objective import Objective, OutOfTime, Setup, plan_for
-from ._space import Branch, Choice, Range, Space, build_space, read_space_file
+from ._space import (
+    Branch,
+    Choice,
+    Range,
+    Space,
+    build_space,
+    check_estimator,
+    read_space_file,
+)
 from ._study import (
     TuneError,
     masked,
@@ -38,6 +47,7 @@ from ._study import (
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 DEFAULT_TRIALS = 20
+FAILURES_IN_A_ROW = 5
 RECORD = "tune.json"
 
 
@@ -138,19 +148,28 @@ def _check_space(setup: Setup) -> None:
             base = {k: v for k, v in corners[0].items() if k not in values}
             try:
                 plan_for(setup, branch, {**base, **values})
+                check_estimator(branch, setup.data.modality, setup.data.task, {**base, **values})
             except InvalidInputError as exc:
                 raise InvalidInputError(f"--space, {branch.label}: {exc}") from None
 
 
 def _existing(study: optuna.Study, attrs: dict[str, Any]) -> None:
-    """Refuse to continue a study that searched other data, metric or space."""
+    """Refuse to continue a study that searched other data, metric, space or split: its
+    trials' values could not be ranked against this run's."""
     have = study.user_attrs
-    for key, what in (("data_fingerprint", "data"), ("metric", "metric"), ("space", "space")):
+    checked = (
+        ("data_fingerprint", "data"),
+        ("metric", "metric"),
+        ("space", "space"),
+        ("split", "split (--seed, --folds)"),
+        ("fidelity", "fidelity"),
+    )
+    for key, what in checked:
         if key in have and have[key] != attrs[key]:
             raise TuneError(
                 f"study {study.study_name!r} already exists with another {what} "
                 f"({str(have[key])[:120]}); pass --study NEW_NAME to start a new study, or "
-                "the same data, metric and space to continue it"
+                "the same data, metric, space, seed and folds to continue it"
             )
 
 
@@ -159,7 +178,10 @@ def _prepare_out(out: Path, study: str, storage: str, force: bool) -> None:
     replaced with ``force``; ``tune.json`` names the study from the start, so a killed run's
     folder is known as this study's."""
     record = out / RECORD
-    ours = record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("study") == study
+    try:
+        ours = record.is_file() and json.loads(record.read_text("utf-8")).get("study") == study
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        ours = False
     if out.exists() and not ours and any(out.iterdir()) and not force:
         raise InvalidInputError(
             f"{out} already holds something other than this study's results; choose another "
@@ -171,15 +193,38 @@ def _prepare_out(out: Path, study: str, storage: str, force: bool) -> None:
 
 
 def _copy_best(source: Path, target: Path) -> None:
-    """``target`` replaced by a copy of ``source``, never half-written."""
+    """``target`` replaced by a copy of ``source``, never half-written (names unique to this
+    process, so that two workers on one ``--out`` do not collide)."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
+    for _ in range(5):  # another worker may be swapping its copy in at the same moment
+        try:
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TuneError(f"could not write {target}: another process keeps replacing it")
     shutil.rmtree(old, ignore_errors=True)
+
+
+def best_of(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial, ties to the earliest (the same answer in every worker and
+    every storage, which Optuna's ``best_trial`` does not promise)."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    if not complete:
+        return None
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return min(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
 
 
 def _keep_best_only(trials_dir: Path) -> TrialCallback:
@@ -187,14 +232,26 @@ def _keep_best_only(trials_dir: Path) -> TrialCallback:
     best so far (a study of a hundred trials keeps one package, not a hundred)."""
 
     def callback(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-        try:
-            best = study.best_trial.number
-        except ValueError:
+        best = best_of(study)
+        if best is None:
             return
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            path = Path(str(t.user_attrs.get("package", "")))
-            if t.number != best and path.parent == trials_dir and path.exists():
+            path = Path(str(t.user_attrs.get("package") or ""))
+            if t.number != best.number and path.parent == trials_dir and path.exists():
                 shutil.rmtree(path, ignore_errors=True)
+
+    return callback
+
+
+def _stop_after_failures(limit: int) -> TrialCallback:
+    """Stop the study after ``limit`` failed trials in a row (a space where every trial
+    diverges would otherwise run until the timeout, or for ever)."""
+    streak = [0]
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        streak[0] = streak[0] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        if streak[0] >= limit:
+            study.stop()
 
     return callback
 
@@ -205,11 +262,12 @@ def _no_trial_finished(study: optuna.Study, timeout: float | None) -> TuneError:
     if timed and timeout is not None:
         t = timed[0]
         seconds, steps = float(t.user_attrs.get("seconds", 0)), int(t.user_attrs.get("steps", 0))
-        epochs = t.user_attrs.get("epochs")
-        if steps and epochs:
+        epochs, per_epoch = t.user_attrs.get("epochs"), t.user_attrs.get("epoch_seconds")
+        if steps and epochs and per_epoch:
             took = (
-                f"trial {t.number} ran {steps} of {epochs} epochs in {seconds:.1f} s, so one "
-                f"trial takes about {seconds / steps * int(epochs):.0f} s"
+                f"trial {t.number} ran {steps} of {epochs} epochs in {seconds:.1f} s (an epoch "
+                f"takes {float(per_epoch):.2g} s, so its epochs take about "
+                f"{float(per_epoch) * int(epochs):.0f} s, besides loading and export)"
             )
         else:
             took = f"trial {t.number} ran {steps} step(s) in {seconds:.1f} s before it was stopped"
@@ -341,14 +399,21 @@ def tune(
         }.items():
             if key not in the_study.user_attrs or key in ("sampler", "pruner"):
                 the_study.set_user_attr(key, value)
-        requeued = requeue_unfinished(the_study)
         total = trials
-        if total is None and seconds is None:
-            total = _grid_size(chosen) if sampler_name == "grid" else DEFAULT_TRIALS
+        if sampler_name == "grid":  # a grid ends with its last point
+            total = min(total or _grid_size(chosen), _grid_size(chosen))
+        elif total is None and seconds is None:
+            total = DEFAULT_TRIALS
         finished = len(the_study.get_trials(deepcopy=False, states=DONE))
         setup.deadline = time.monotonic() + seconds if seconds is not None else None
+        requeued: list[int] = []
         if total is None or finished < total:
-            extra: list[TrialCallback] = [_keep_best_only(setup.trials_dir), *callbacks]
+            requeued = requeue_unfinished(the_study)
+            extra: list[TrialCallback] = [
+                _keep_best_only(setup.trials_dir),
+                _stop_after_failures(FAILURES_IN_A_ROW),
+                *callbacks,
+            ]
             if total is not None:
                 extra.insert(0, optuna.study.MaxTrialsCallback(total, states=DONE))
             left = max(total - finished, 0) if total is not None else None
@@ -385,27 +450,32 @@ def _finish(
 ) -> TuneResult:
     from ._report import tune_report
 
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
+    best = best_of(study)
+    if best is None:
         raise _no_trial_finished(study, timeout)
-    best = study.best_trial
     target = out / "best"
     package: Package | None = None
     elsewhere: str | None = None
-    if setup.folds:
-        package = _rebuild(setup, best, target)
-    else:
-        path = Path(str(best.user_attrs.get("package", "")))
-        if path.is_dir():
-            _copy_best(path, target)
-            package = Package.load(target)
-        else:
-            elsewhere = f"{best.user_attrs.get('owner', '?')}:{path}"
+    for _ in range(3):  # a worker may delete the package it held as a better one arrives
+        kept = str(best.user_attrs.get("package") or "")
+        try:
+            if _holds(target, study.study_name, best.number):
+                package = Package.load(target)
+            elif setup.folds:
+                package = _rebuild(setup, best, target)
+            elif kept and Path(kept).is_dir():
+                _copy_best(Path(kept), target)
+                package = Package.load(target)
+            else:
+                elsewhere = f"{best.user_attrs.get('owner', '?')}:{kept or '?'}"
+            break
+        except (FileNotFoundError, shutil.Error):
+            best = best_of(study) or best
     counts: dict[str, int] = {}
     compute = 0
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-        compute += len(t.intermediate_values) or (1 if t.state in DONE else 0)
+        compute += len(t.intermediate_values) or 1
     report = tune_report(study, out / "report.html")
     result = TuneResult(
         study=study.study_name,
@@ -424,6 +494,15 @@ def _finish(
     )
     write_text(out / RECORD, json.dumps(result.to_dict(), indent=2, default=str))
     return result
+
+
+def _holds(target: Path, study: str, trial: int) -> bool:
+    """``target`` is already that trial's package (a rerun with nothing better found)."""
+    try:
+        tuning = Package.load(target, verify=False).manifest.lineage.tuning
+    except Exception:  # absent or unreadable: write it again
+        return False
+    return tuning is not None and (tuning.study, tuning.trial) == (study, trial)
 
 
 def _rebuild(setup: Setup, best: optuna.trial.FrozenTrial, target: Path) -> Package:

@@ -16,6 +16,7 @@ space.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -28,13 +29,14 @@ from tuneserve.training import Options, get_strategy, list_strategies, resolve_b
 
 @dataclass(frozen=True)
 class Range:
-    """A numeric range; ``integer`` ranges suggest ints (``step`` apart)."""
+    """A numeric range; ``integer`` ranges suggest ints; ``step`` (not with ``log``) keeps
+    values that far apart (None: any value, or every int)."""
 
     low: float
     high: float
     log: bool = False
     integer: bool = False
-    step: int = 1
+    step: float | None = None
 
     def grid(self, points: int = 3) -> list[Any]:
         """``points`` values from ``low`` to ``high`` (log-spaced for a log range)."""
@@ -47,7 +49,8 @@ class Range:
             values = [self.low + i * (self.high - self.low) / (points - 1) for i in range(points)]
         if self.integer:
             return sorted({round(v) for v in values})
-        return [float(f"{v:.4g}") for v in values]
+        # four significant figures, but never outside the range
+        return [min(max(float(f"{v:.4g}"), self.low), self.high) for v in values]
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,8 @@ class Branch:
         estimator: Names this branch's estimator accepts (scikit-learn), with the name to
             set (``C`` of a calibrated SVM is ``estimator__C``).
         valid: Every name a space file may use for this branch.
+        kinds: Whether a numeric parameter takes ints or floats (a range is read as such,
+            however its bounds are written).
     """
 
     backbone: str
@@ -149,6 +154,7 @@ class Branch:
     space: dict[str, Param]
     estimator: dict[str, str] = field(default_factory=dict)
     valid: tuple[str, ...] = ()
+    kinds: dict[str, str] = field(default_factory=dict)  # name -> "int" | "float"
 
     @property
     def label(self) -> str:
@@ -168,6 +174,28 @@ class Branch:
             else:
                 settings[name] = value
         return settings, Options(**options, estimator=estimator), estimator
+
+
+def check_estimator(branch: Branch, modality: str, task: str, values: dict[str, Any]) -> None:
+    """Refuse values a scikit-learn branch's estimator would refuse when fit (its own
+    parameter checks, run now rather than in a trial).
+
+    Raises:
+        InvalidInputError: the estimator's message, naming the parameter.
+    """
+    if branch.family != "sklearn":
+        return
+    _, spec = resolve_backbone(modality, branch.backbone)
+    estimator = spec.factory(task == "classification", 0)
+    _, _, params = branch.split(values)
+    try:
+        estimator.set_params(**params)
+        for part in [estimator, *estimator.get_params(deep=False).values()]:
+            validate = getattr(part, "_validate_params", None)
+            if callable(validate) and hasattr(part, "get_params"):
+                validate()
+    except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is a ValueError
+        raise InvalidInputError(f"{exc}".split("\n")[0]) from None
 
 
 @dataclass(frozen=True)
@@ -199,11 +227,10 @@ class Space:
         for name, p in branch.space.items():
             key = self.param_name(branch, name)
             if isinstance(p, Range) and p.integer:
-                values[name] = trial.suggest_int(
-                    key, int(p.low), int(p.high), log=p.log, step=1 if p.log else p.step
-                )
+                step = int(p.step or 1)
+                values[name] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log, step=step)
             elif isinstance(p, Range):
-                values[name] = trial.suggest_float(key, p.low, p.high, log=p.log)
+                values[name] = trial.suggest_float(key, p.low, p.high, log=p.log, step=p.step)
             elif isinstance(p, Choice):
                 values[name] = trial.suggest_categorical(key, list(p.choices))
             else:
@@ -242,7 +269,7 @@ class Space:
 
 def _describe(p: Param) -> Any:
     if isinstance(p, Range):
-        return {"low": p.low, "high": p.high, "log": p.log, "integer": p.integer}
+        return {"low": p.low, "high": p.high, "log": p.log, "integer": p.integer, "step": p.step}
     if isinstance(p, Choice):
         return list(p.choices)
     return p
@@ -286,18 +313,34 @@ def default_branches(
                 )
         for strategy in known:
             chosen = get_strategy(spec, strategy, backbone=name)
+            kinds: dict[str, str] = {}
             if spec.family == "sklearn":
                 estimator = _estimator_names(name, modality, task == "classification")
                 space = dict(_ESTIMATORS.get(name, {}))
                 valid = tuple(sorted(estimator))
+                defaults = spec.factory(task == "classification", 0).get_params(deep=True)
+                for short, full in estimator.items():
+                    kinds.update(_kind(short, defaults.get(full)))
             else:
                 estimator = {}
                 space = dict(_LOOP.get(_loop_key(spec.family, strategy), {}))
                 config = chosen.default_config()
-                loop = [f.name for f in fields(config)] if config is not None else []
-                valid = tuple(sorted({*loop, *(o for o in _OPTIONS if o in chosen.options)}))
-            out.append(Branch(name, strategy, spec.family, space, estimator, valid))
+                loop = list(fields(config)) if config is not None else []
+                options = [o for o in _OPTIONS if o in chosen.options]
+                valid = tuple(sorted({*(f.name for f in loop), *options}))
+                for f in loop:
+                    text = str(f.type)
+                    if text.startswith(("int", "float")):
+                        kinds[f.name] = text.split()[0]
+                kinds.update({o: "int" for o in options})
+            out.append(Branch(name, strategy, spec.family, space, estimator, valid, kinds))
     return out
+
+
+def _kind(name: str, default: Any) -> dict[str, str]:
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return {}
+    return {name: "int" if isinstance(default, int) else "float"}
 
 
 def read_space_file(path: str | Path) -> dict[str, Any]:
@@ -325,19 +368,44 @@ def read_space_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def parse_param(name: str, value: Any, where: str = "--space") -> Param:
-    """A space file entry as a :class:`Range`, :class:`Choice` or fixed value.
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _number(name: str, what: str, value: Any, where: str) -> float:
+    """A number from a space file (YAML reads ``1e-4`` as text: it is taken as a number)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{where} {name}: {what} must be a number; got {value!r}")
+    return value
+
+
+def parse_param(name: str, value: Any, where: str = "--space", kind: str | None = None) -> Param:
+    """A space file entry as a :class:`Range`, :class:`Choice` or fixed value; ``kind``
+    (``int`` or ``float``) is what the parameter takes, whatever the bounds look like.
 
     Raises:
-        InvalidInputError: an empty or inverted range, a log range that reaches 0, no choices.
+        InvalidInputError: an empty or inverted range, a log range that reaches 0, a bad
+            step, no choices, a choice that is not a plain value.
     """
     if isinstance(value, list):
         if not value:
             raise InvalidInputError(
                 f"{where} {name}: the list of choices is empty; give one or more"
             )
+        odd = [v for v in value if not isinstance(v, _SCALARS)]
+        if odd:
+            raise InvalidInputError(
+                f"{where} {name}: choices must be plain values (numbers, text, true/false, "
+                f"null); got {odd[0]!r}"
+            )
         return Choice(tuple(value)) if len(value) > 1 else value[0]
     if not isinstance(value, dict):
+        if not isinstance(value, _SCALARS):
+            raise InvalidInputError(f"{where} {name}: a fixed value must be plain; got {value!r}")
         return value
     unknown = sorted(set(value) - {"low", "high", "log", "step"})
     if unknown or not {"low", "high"} <= set(value):
@@ -345,20 +413,35 @@ def parse_param(name: str, value: Any, where: str = "--space") -> Param:
             f"{where} {name}: a range is {{low: L, high: H}} with optional log: true and step: "
             f"N; got {value}"
         )
-    low, high = value["low"], value["high"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise InvalidInputError(f"{where} {name}: low and high must be numbers; got {value}")
+    low = _number(name, "low", value["low"], where)
+    high = _number(name, "high", value["high"], where)
     if not low < high:
         word = "empty" if low == high else "inverted"
         raise InvalidInputError(
-            f"{where} {name}: the range [{low}, {high}] is {word}; low must be below high "
-            f"(to fix a value, write '{name}: {low}')"
+            f"{where} {name}: the range [{value['low']}, {value['high']}] is {word}; low must be "
+            f"below high (to fix a value, write '{name}: {value['low']}')"
         )
-    log = bool(value.get("log", False))
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise InvalidInputError(f"{where} {name}: log is true or false; got {log!r}")
     if log and low <= 0:
         raise InvalidInputError(f"{where} {name}: a log range needs low > 0; got low={low}")
-    integer = isinstance(low, int) and isinstance(high, int)
-    return Range(float(low) if not integer else low, high, log, integer, int(value.get("step", 1)))
+    integer = kind == "int" if kind else isinstance(low, int) and isinstance(high, int)
+    if integer and not (float(low).is_integer() and float(high).is_integer()):
+        raise InvalidInputError(
+            f"{where} {name} takes whole numbers; got the range [{low}, {high}]"
+        )
+    step = value.get("step")
+    if step is not None:
+        step = _number(name, "step", step, where)
+        if not step > 0 or (integer and not float(step).is_integer()) or log:
+            raise InvalidInputError(
+                f"{where} {name}: step must be a {'whole ' if integer else ''}number > 0 and "
+                f"cannot go with log: true; got step={value.get('step')!r}"
+            )
+    if integer:
+        return Range(int(low), int(high), log, True, int(step) if step is not None else None)
+    return Range(float(low), float(high), log, False, float(step) if step is not None else None)
 
 
 def apply_space_file(branches: list[Branch], given: dict[str, Any]) -> list[Branch]:
@@ -369,7 +452,9 @@ def apply_space_file(branches: list[Branch], given: dict[str, Any]) -> list[Bran
             branch the study does not search, a bad range.
     """
     given = dict(given)
-    replace_all = bool(given.pop("replace", False))
+    replace_all = given.pop("replace", False)
+    if not isinstance(replace_all, bool):
+        raise InvalidInputError(f"--space replace: is true or false; got {replace_all!r}")
     given.pop("strategy", None)  # applied when the branches were chosen
     labels = {b.label: b for b in branches}
     per_branch: dict[str, dict[str, Any]] = {b.label: {} for b in branches}
@@ -399,8 +484,8 @@ def apply_space_file(branches: list[Branch], given: dict[str, Any]) -> list[Bran
                     f"--space: unknown parameter {name!r} for {b.label}; valid: "
                     f"{', '.join(b.valid)}"
                 )
-            space[name] = parse_param(name, value)
-        out.append(Branch(b.backbone, b.strategy, b.family, space, b.estimator, b.valid))
+            space[name] = parse_param(name, value, kind=b.kinds.get(name))
+        out.append(dataclasses.replace(b, space=space))
     return out
 
 

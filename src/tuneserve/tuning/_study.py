@@ -144,45 +144,44 @@ def _alive(pid: int) -> bool:
 
 
 def requeue_unfinished(study: optuna.Study) -> list[int]:
-    """Queue again, with their parameters, the trials an earlier run left unfinished: those
-    interrupted (Ctrl-C) and those still RUNNING whose process on this host is gone (a
-    kill or a crash; those are failed first). Returns their numbers.
+    """Queue again, with their parameters, the trials still RUNNING whose process on this
+    host is gone (a kill or a crash; they are failed first), and return the numbers of the
+    trials this run will continue: those, and those an interrupted run (Ctrl-C) queued
+    itself.
 
     Running trials of other hosts are left to the heartbeat: their processes cannot be
     checked from here, and the next worker fails and retries them after a grace period."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
     host = socket.gethostname()
     storage = study._storage  # setting a trial's state has no public API
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retried_from") for t in trials}
     again: list[int] = []
-    for trial in trials:
-        if trial.number in retried:
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == optuna.trial.TrialState.WAITING and "retried_from" in trial.user_attrs:
+            again.append(int(trial.user_attrs["retried_from"]))
             continue
-        state = trial.state
-        if state == optuna.trial.TrialState.RUNNING:
-            name, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
-            if name != host or not pid.isdigit() or _alive(int(pid)):
-                continue
-            tid = trial._trial_id
-            if not storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL):
-                continue  # another worker got there first
-        elif not (
-            state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("error") == "interrupted"
-        ):
+        if trial.state != optuna.trial.TrialState.RUNNING:
             continue
-        study.enqueue_trial(
-            trial.params, user_attrs={"retried_from": trial.number}, skip_if_exists=False
-        )
-        again.append(trial.number)
-    return again
+        name, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another worker (or the heartbeat) got there first
+        root = int(trial.user_attrs.get("retried_from", trial.number))
+        study.enqueue_trial(trial.params, user_attrs={"retried_from": root}, skip_if_exists=False)
+        again.append(root)
+    return sorted(set(again))
 
 
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Optuna's own per-trial log lines off (tuneserve prints its own), and its notes on
+    """Optuna's own per-trial log lines off (tuneserve prints its own, and a failed trial's
+    error in one line rather than Optuna's traceback), and its notes on
     experimental features (the heartbeat, TPE's ``group``) not shown."""
     level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         with warnings.catch_warnings():  # features Optuna marks experimental, used on purpose
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
