@@ -307,3 +307,23 @@ def test_a_study_is_not_continued_with_other_folds(tmp_path) -> None:
     tune("iris", tmp_path / "f", folds=3, **kw)
     with pytest.raises(TuneError, match=r"another split \(--seed, --folds\)"):
         tune("iris", tmp_path / "f", **kw)
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path) -> None:
+    """ASHA's rungs (1, 3, 9, ... epochs) know no last epoch: a trial that has done all its
+    epochs is kept, not pruned with its work thrown away."""
+    from tuneserve.tuning import Setup, build_space
+    from tuneserve.tuning._objective import Objective
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return True
+
+    wine = load("wine")
+    for epochs, state in ((1, "COMPLETE"), (2, "PRUNED")):
+        space = build_space("table", "classification", ["mlp"], {"epochs": epochs})
+        setup = Setup(wine, space, "accuracy", trials_dir=tmp_path / f"e{epochs}", study="p")
+        study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+        study.optimize(Objective(setup), n_trials=1)
+        assert study.trials[0].state.name == state
+        assert sorted(study.trials[0].intermediate_values) == [1]

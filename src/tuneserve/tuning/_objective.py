@@ -172,8 +172,9 @@ class Objective:
         # epochs it runs; a strategy that trains twice (auto) counts on
         self._steps = max(self._steps + 1, step)
         trial.report(value, self._steps)
-        if not last:  # a trial whose last rung is done is kept, even past the timeout
-            self._check_time(trial)
+        if last:  # a trial whose last rung is done is kept: neither the timeout nor a
+            return  # pruner (ASHA knows no last epoch) throws its finished work away
+        self._check_time(trial)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after step {self._steps} ({value:.4g})")
 

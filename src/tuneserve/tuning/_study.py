@@ -9,6 +9,7 @@ import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -67,6 +68,11 @@ def open_storage(url: str | None) -> tuple[optuna.storages.BaseStorage, str]:
         raise InvalidInputError(
             f"--storage {chosen!r} is not a database URL; use e.g. sqlite:///studies.db or "
             "postgresql://user@host:5432/db"
+        )
+    if chosen.startswith("sqlite:///") and chosen != "sqlite:///:memory:":
+        # a file in a folder that does not exist yet: the folder is made, as for the default
+        Path(chosen.removeprefix("sqlite:///")).expanduser().parent.mkdir(
+            parents=True, exist_ok=True
         )
     try:
         with warnings.catch_warnings():  # the heartbeat and its retry are "experimental"
