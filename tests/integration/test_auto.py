@@ -33,7 +33,8 @@ def test_auto_is_the_default_and_records_its_choice(tiny_vit, digits_small, tmp_
     assert lineage.config["strategy_kept"] == auto["kept"]
     if auto["chose"] != "probe":  # the chosen strategy trained from the probe's head
         assert auto["epochs"] >= 1 and f"{auto['chose']}_val" in auto
-        assert lineage.details["time_budget"]["seconds"] == 10.0
+        assert isinstance(auto["budget_ended_fine_tuning"], bool)
+    assert lineage.details["time_budget"]["seconds"] == 10.0
     kept = auto[f"{auto['kept']}_val"]
     assert result.validation_metrics["val_accuracy"] == kept["val_accuracy"]
     # the probe is never better on validation than what was kept

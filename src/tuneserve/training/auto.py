@@ -124,14 +124,16 @@ def choose(
             return Choice(
                 name,
                 epochs,
-                f"{name}: {epochs} epochs of ~{m.epoch_seconds:.1f} s fit in {seconds_left:.0f} "
+                f"{name}: {epochs} epoch{'s' * (epochs != 1)} of ~{m.epoch_seconds:.1f} s fit "
+                f"in {seconds_left:.0f} "
                 f"s left of the budget" + (f" ({', '.join(too_slow)} did not)" if too_slow else ""),
             )
         too_slow.append(f"{name} ~{m.epoch_seconds:.0f} s/epoch")
     return Choice(
         "probe",
         0,
-        f"probe only: {min_epochs} epochs of any fine-tuning would not fit in "
+        f"probe only: {min_epochs} epoch{'s' * (min_epochs != 1)} of any fine-tuning would "
+        "not fit in "
         f"{seconds_left:.0f} s left ({', '.join(too_slow) or 'nothing measured'}). Hint: a "
         "larger --time-budget",
     )
@@ -263,7 +265,7 @@ def fit_auto(parts: Parts, plan: Plan, run: Run, setup: Setup) -> TrainedModel:
         "reason": choice.reason,
         "probe_val": probe.metrics,
     }
-    kept = probe
+    kept, planned = probe, probe_config.epochs
     if choice.strategy != "probe":
         if run.checkpoint_dir is not None:
             Path(run.checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -290,9 +292,13 @@ def fit_auto(parts: Parts, plan: Plan, run: Run, setup: Setup) -> TrainedModel:
                 checkpoint_dir=run.checkpoint_dir,
                 resume=run.resume,
             )
-        tuned = with_budget_record(tuned, budget, config.epochs)
+        ended = budget.record(tuned.lineage, config.epochs)["ended_training"]
+        details["budget_ended_fine_tuning"] = ended
         details[f"{choice.strategy}_val"] = tuned.metrics
-        kept = tuned if _score(tuned) >= _score(probe) else probe
+        if _score(tuned) >= _score(probe):
+            kept, planned = tuned, config.epochs
+    # what the budget did to the kept model's own run (the probe's: nothing)
+    kept = with_budget_record(kept, budget, planned)
     details["kept"] = kept.lineage.backbone.strategy if kept.lineage.backbone else "probe"
     details["seconds"] = round(budget.used(), 2)
     lineage = kept.lineage
