@@ -22,7 +22,7 @@ from .classic import train_logistic_regression, train_mlp, train_sklearn
 from .cnn import CNNConfig, train_cnn
 from .config import TrainConfig
 from .feature_cache import FeatureCache
-from .loop import LoopResult, fit, on_epoch
+from .loop import LoopResult, fit, on_epoch, on_step
 from .pretrain import PretrainResult, pretrain, pretrain_defaults
 from .prune import PruneConfig, SparseConfig  # noqa: F401  (registers sparse and prune)
 from .qat import QATConfig  # noqa: F401  (registers the compress strategy qat)
@@ -56,6 +56,7 @@ __all__ = [
     "get_strategy",
     "list_strategies",
     "on_epoch",
+    "on_step",
     "plan",
     "pretrain",
     "pretrain_defaults",

@@ -4,9 +4,10 @@ that would not fit, keeping their best epoch, and the lineage says so.
 The budget counts from when the strategy starts fitting (loading the model, tokenizing,
 caching features and the epochs), not the export and parity check that follow. It is
 checked between epochs through :func:`tuneserve.training.loop.on_epoch`: after each epoch,
-training ends when the time used plus the last epoch's time would pass the budget, so an
-epoch is never cut in half and the budget is kept but for a first epoch that alone is
-longer than it.
+training ends when the time used plus the last epoch's time would pass the budget; and
+after every optimizer step through :func:`tuneserve.training.loop.on_step`: when the
+deadline has passed (the machine got slower, or one epoch is longer than the budget), the
+epoch is cut there, scored, and training ends with the best epoch kept.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.lineage import Lineage
 
-from .loop import on_epoch
+from .loop import on_epoch, on_step
 
 #: Seconds a ``train`` spends at most on a loop-trained model unless told otherwise: enough
 #: for a few epochs of full fine-tuning of MiniLM on a few thousand short texts on 2 CPU
@@ -111,11 +112,17 @@ class Budget:
         self.stopped_after = int(record["epoch"])
         return True
 
+    def after_step(self) -> bool:
+        """The loop's step callback: cut the epoch when the deadline has passed (a slower
+        machine than the last epoch said, or a first epoch longer than the budget)."""
+        return self.seconds is not None and self.left() <= 0
+
     @contextlib.contextmanager
     def watching(self) -> Iterator[Budget]:
-        """Every loop inside the block stops when the budget would run out."""
+        """Every loop inside the block stops when the budget would run out: after an epoch
+        when the next would not fit, and within one step when the deadline passes."""
         self._last = None
-        with on_epoch(self.after_epoch):
+        with on_epoch(self.after_epoch), on_step(self.after_step):
             yield self
 
     def record(self, lineage: Lineage, epochs: int | None) -> dict[str, Any]:

@@ -39,6 +39,27 @@ _EPOCH_CALLBACKS: contextvars.ContextVar[tuple[EpochCallback, ...]] = contextvar
 )
 
 
+#: ``callback() -> stop?`` after every optimizer step; see :func:`on_step`.
+StepCallback = Callable[[], bool | None]
+_STEP_CALLBACKS: contextvars.ContextVar[tuple[StepCallback, ...]] = contextvars.ContextVar(
+    "tuneserve_step_callbacks", default=()
+)
+
+
+@contextlib.contextmanager
+def on_step(callback: StepCallback) -> Iterator[None]:
+    """Call ``callback()`` after every optimizer step of every :func:`fit` run inside this
+    block. One that returns True cuts the epoch short there: the epoch is scored on the
+    validation rows as usual (its training loss over the rows it saw), and training ends
+    keeping the best epoch, as early stopping does. A time budget ends training within one
+    step of its deadline this way, not one epoch."""
+    token = _STEP_CALLBACKS.set((*_STEP_CALLBACKS.get(), callback))
+    try:
+        yield
+    finally:
+        _STEP_CALLBACKS.reset(token)
+
+
 @contextlib.contextmanager
 def on_epoch(callback: EpochCallback) -> Iterator[None]:
     """Call ``callback(record)`` after every epoch of every :func:`fit` run inside this block
@@ -301,7 +322,7 @@ def fit(
             epoch_start = time.perf_counter()
             model.train()
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            total_loss = 0.0
+            total_loss, seen, cut = 0.0, 0, False
             optimizer.zero_grad(set_to_none=True)
             for i, idx in enumerate(_batches(n, config.batch_size, generator)):
                 xb = tuple(t[idx].to(device) for t in x_train)
@@ -323,6 +344,7 @@ def fit(
                 group = min(accum, batches_per_epoch - (i // accum) * accum)
                 scaler.scale(loss / group).backward()
                 total_loss += loss.item() * len(idx)
+                seen += len(idx)
                 if (i + 1) % config.grad_accumulation == 0 or i + 1 == batches_per_epoch:
                     if config.clip_grad_norm is not None:
                         scaler.unscale_(optimizer)
@@ -331,8 +353,12 @@ def fit(
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
+                    cut = any([bool(cb()) for cb in _STEP_CALLBACKS.get()])
                 advance(1, loss=loss.item())
-            record = {"epoch": float(epoch), "train_loss": total_loss / n}
+                if cut:
+                    advance(batches_per_epoch - i - 1)
+                    break
+            record = {"epoch": float(epoch), "train_loss": total_loss / seen}
             if not math.isfinite(record["train_loss"]):
                 raise TrainingDivergedError(
                     f"training diverged: the loss is {record['train_loss']} in epoch {epoch} "
@@ -377,7 +403,7 @@ def fit(
                 )
             # every callback sees the epoch, even when an earlier one asks to stop
             stops = [bool(callback(dict(record))) for callback in _EPOCH_CALLBACKS.get()]
-            if any(stops) and epoch < config.epochs:
+            if (any(stops) or cut) and epoch < config.epochs:
                 stopped_early = True
             if stopped_early:
                 advance((config.epochs - epoch) * batches_per_epoch)
