@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_cli import assert_one_line_error, tuneserve
 
 
@@ -43,6 +45,7 @@ def test_tune_registers_the_best_and_nests_each_trial_under_the_study_run(tmp_pa
     assert "best_accuracy" in study[0].data.metrics
 
 
+@pytest.mark.slow
 def test_a_space_file_narrows_the_search(tmp_path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("C: {low: 0.5, high: 2.0}\nmax_iter: 500\n")

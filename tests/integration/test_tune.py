@@ -133,7 +133,14 @@ def test_several_backbones_compete_and_grid_searches_every_point(tmp_path) -> No
     assert result.package.manifest.lineage.backbone.name == study.best_params["model"]
 
 
-@pytest.mark.parametrize("sampler", ["gp", "cmaes", "tpe"])
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        "gp",
+        pytest.param("cmaes", marks=pytest.mark.slow),
+        pytest.param("tpe", marks=pytest.mark.slow),
+    ],
+)
 def test_each_sampler_runs(tmp_path, sampler) -> None:
     result = tune(
         "iris",

@@ -147,6 +147,7 @@ def test_two_workers_share_a_study_on_postgresql(tmp_path, postgres) -> None:
     assert (last["package"] is None) == (last["best_package_at"] is not None)
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_reads_the_study(tmp_path) -> None:
     """The storage is Optuna's own: ``optuna-dashboard URL`` shows a tuneserve study."""
     import shutil
