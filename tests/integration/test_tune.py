@@ -334,3 +334,17 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path) -> None:
         study.optimize(Objective(setup), n_trials=1)
         assert study.trials[0].state.name == state
         assert sorted(study.trials[0].intermediate_values) == [1]
+
+
+def test_a_grid_ends_with_its_last_point(tmp_path) -> None:
+    result = tune(
+        "iris",
+        tmp_path / "g",
+        backbones=["logreg"],
+        trials=5,
+        sampler_name="grid",
+        space={"C": [0.1, 1.0]},
+        storage=_storage(tmp_path),
+        study="g",
+    )
+    assert result.counts == {"complete": 2}

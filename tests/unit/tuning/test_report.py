@@ -206,3 +206,11 @@ def test_a_zero_can_be_best_and_running_trials_are_counted(fast_plots, tmp_path)
     assert "value (minimize)" in page and "<td>0 (trial 1)</td>" in page
     assert "3 complete, 0 pruned, 0 failed, 1 running" in page
     assert [n for n, _ in trial_rows(page)] == ["1", "2", "0", "3"]
+
+
+def test_mask_url_hides_a_password_in_the_query_string():
+    assert (
+        mask_url("postgresql://u@h/db?password=s3cret&x=1")
+        == "postgresql://u@h/db?password=***&x=1"
+    )
+    assert "s3cret" not in mask_url("postgresql://h/db?sslmode=require&sslpassword=s3cret")
