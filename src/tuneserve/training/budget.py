@@ -37,6 +37,15 @@ _RULE = (
 )
 
 
+def duration_seconds(text: str) -> float | None:
+    """Seconds of ``90``, ``90s``, ``3m`` or ``1h`` (any case, spaces allowed); None when
+    ``text`` is not such a duration (callers name their own option in the error)."""
+    match = _DURATION.match(text)
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
 def parse_time_budget(value: str | float | None) -> float | None:
     """Seconds of a time budget given as ``90s``, ``3m``, ``1h``, plain seconds, or
     ``none`` (no budget; ``None`` too).
@@ -49,13 +58,13 @@ def parse_time_budget(value: str | float | None) -> float | None:
     if isinstance(value, str):
         if value.strip().lower() in ("none", "off"):
             return None
-        match = _DURATION.match(value)
-        if match is None:
+        parsed = duration_seconds(value)
+        if parsed is None:
             raise InvalidInputError(
                 f"{_RULE}; got {value!r}. Hint: --time-budget 5m, or --time-budget none for "
                 "no limit"
             )
-        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        seconds = parsed
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInputError(f"{_RULE}; got {value!r} ({type(value).__name__})")
     else:

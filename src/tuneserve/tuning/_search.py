@@ -23,6 +23,7 @@ from tuneserve.evaluation import check_metric
 from tuneserve.exceptions import InvalidInputError, TuneserveError
 from tuneserve.package import Package
 from tuneserve.training import build
+from tuneserve.training.budget import duration_seconds
 
 from ._objective import Objective, OutOfTime, Setup, plan_for
 from ._space import (
@@ -114,12 +115,12 @@ def parse_duration(text: str | float | int | None, option: str = "--timeout") ->
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text))
-        if not match:
+        parsed = duration_seconds(str(text))
+        if parsed is None:
             raise InvalidInputError(
                 f"{option} {text!r} is not a duration; write e.g. 90s, 10m or 1h"
             )
-        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+        seconds = parsed
     if not seconds > 0:
         raise InvalidInputError(f"{option} must be more than 0 seconds; got {text!r}")
     return seconds
