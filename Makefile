@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tuneserve-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install kserve-client bench-peers demo test test-slow test-all check format clean
+.PHONY: install kserve-client bench-peers proto demo test test-slow test-all check format clean
 
 install: $(STAMP)
 
@@ -35,6 +35,16 @@ bench-peers:
 	@test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet --disable-pip-version-check \
 		"litserve==0.2.19" "bentoml==1.4.40" onnxruntime tokenizers pillow pandas pyarrow pydantic
+
+# The gRPC modules of the Open Inference Protocol, from the .proto beside them (checked in).
+# Their messages go into a private descriptor pool: tritonclient's own generated modules
+# define the same inference.* messages, and both are imported in one process by the tests.
+PROTO_DIR := src/tuneserve/serving/proto
+proto: install
+	cd src && ../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		tuneserve/serving/proto/grpc_predict_v2.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/_POOL = _descriptor_pool.DescriptorPool()  # tuneserve: private, see the Makefile\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
+		$(PROTO_DIR)/grpc_predict_v2_pb2.py
 
 demo: install
 	$(VENV)/bin/tuneserve demo

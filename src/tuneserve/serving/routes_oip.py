@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from tuneserve._version import __version__
 
 from . import decode, oip
+from .infer import infer_tensors
 from .repository import ServedModel
 from .state import ServerState
 
@@ -120,11 +121,7 @@ def add_oip_routes(router: APIRouter, state: ServerState) -> None:
     async def infer(name: str, version: str | None, request: Request) -> Response:
         model = state.route(name, version)
         parsed = oip.parse_request(await state.read_body(request), request.headers.get(oip.HEADER))
-        items = decode.from_tensors(model.inputs, parsed.inputs)
-        out = await state.predict(model, items, "v2")
-        state.mirror(name, items, out)
-        m = model.predictor.manifest
-        tensors = oip.outputs_for(m.task, m.label_names, out)
+        tensors = await infer_tensors(state, name, model, parsed, "v2")
         body, header = oip.encode_response(name, model.version, parsed, tensors)
         if header is None:
             return Response(body, media_type="application/json")

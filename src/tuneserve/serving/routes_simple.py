@@ -6,9 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from tuneserve.exceptions import InvalidInputError
-
-from . import decode, oip
+from . import oip
+from .infer import predict_json
 from .state import ServerState
 
 __all__ = ["add_simple_routes"]
@@ -54,18 +53,4 @@ def add_simple_routes(router: APIRouter, state: ServerState) -> None:
     async def predict(name: str, request: Request) -> dict[str, Any]:
         # JSON whatever the Content-Type says (curl -d sends form-urlencoded)
         payload = oip.load_json(await state.read_body(request))
-        if not isinstance(payload, dict):
-            raise InvalidInputError('send a JSON object: {"inputs": [...]}')
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            raise InvalidInputError('send {"inputs": [...]} with at least one input')
-        version = payload.get("version")
-        model = state.route(name, str(version) if version is not None else None)
-        items = decode.from_json(model.inputs, inputs)
-        out = await state.predict(model, items, "v1")
-        state.mirror(name, items, out)
-        return {
-            "model": name,
-            "version": model.version,
-            "predictions": [p.to_dict() for p in model.predictor.decode(out)],
-        }
+        return await predict_json(state, name, payload, "v1")
