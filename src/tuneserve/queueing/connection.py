@@ -1,0 +1,123 @@
+"""Reaching Redis: one clear error when it cannot be reached at start, and a back-off for
+the worker's loops when it goes away mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+
+from tuneserve.exceptions import InvalidInputError, UnavailableError
+
+__all__ = ["REDIS_DOWN", "Backoff", "connect", "connect_sync", "shown_url"]
+
+log = logging.getLogger(__name__)
+
+#: What a lost connection raises: the loops retry after these, with a back-off.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for errors and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _options(url: str) -> dict[str, object]:
+    if urlsplit(url).scheme not in _SCHEMES:
+        raise InvalidInputError(
+            f"--queue {shown_url(url)!r} is not a Redis URL; write redis://HOST:PORT/DB "
+            "(e.g. redis://127.0.0.1:6379/0), rediss:// for TLS or unix:///PATH"
+        )
+    # a blocking XREADGROUP waits 1 s; a reply slower than 10 s means the server is gone
+    return {
+        "decode_responses": True,
+        "encoding_errors": "replace",  # a message of bad bytes is dead-lettered, not fatal
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+    }
+
+
+def _down(url: str, exc: Exception) -> UnavailableError:
+    return UnavailableError(
+        f"cannot reach Redis at {shown_url(url)} ({type(exc).__name__}: {exc}). Hint: start "
+        "it (redis-server) or pass --queue redis://HOST:PORT/DB of a running one"
+    )
+
+
+def _client(url: str, factory: Any) -> object:
+    try:
+        return factory.from_url(url, **_options(url))
+    except ValueError as exc:  # redis-py's own URL checks (a bad port, database...)
+        raise InvalidInputError(
+            f"--queue {shown_url(url)!r} is not a valid Redis URL: {exc}; write "
+            "redis://HOST:PORT/DB"
+        ) from None
+
+
+async def connect(url: str) -> aioredis.Redis:
+    """An asyncio client of the Redis at ``url``, checked with a PING.
+
+    Raises:
+        InvalidInputError: ``url`` is not a Redis URL.
+        UnavailableError: Redis cannot be reached (names the URL and what to do).
+    """
+    client = _client(url, aioredis.Redis)
+    assert isinstance(client, aioredis.Redis)
+    try:
+        await client.ping()
+    except REDIS_DOWN as exc:
+        await client.aclose()
+        raise _down(url, exc) from None
+    return client
+
+
+def connect_sync(url: str) -> redis.Redis:
+    """A blocking client of the Redis at ``url``, checked with a PING (as :func:`connect`)."""
+    client = _client(url, redis.Redis)
+    assert isinstance(client, redis.Redis)
+    try:
+        client.ping()
+    except REDIS_DOWN as exc:
+        client.close()
+        raise _down(url, exc) from None
+    return client
+
+
+class Backoff:
+    """Exponential waits after Redis errors: 0.1 s doubling to 5 s, back to 0.1 s after a
+    success. Un-acknowledged messages stay pending in Redis while it waits, so nothing is
+    lost: they are read again (or claimed) once Redis is back."""
+
+    def __init__(self, url: str, first: float = 0.1, cap: float = 5.0) -> None:
+        self.url = shown_url(url)
+        self.first, self.cap = first, cap
+        self.delay = first
+
+    async def wait(self, exc: BaseException, doing: str, quiet: bool = False) -> None:
+        """Log the error (at debug level when ``quiet``) and sleep the current delay."""
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "Redis at %s: %s failed (%s: %s); retrying in %.1f s",
+            self.url,
+            doing,
+            type(exc).__name__,
+            exc,
+            self.delay,
+        )
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.cap)
+
+    def reset(self) -> None:
+        self.delay = self.first

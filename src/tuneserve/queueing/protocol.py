@@ -1,0 +1,219 @@
+"""What travels through Redis: the request message, the keys one stream name gives, and the
+one Lua script that records an outcome and acknowledges its message atomically.
+
+A request is one stream entry with one field, ``request``, holding JSON::
+
+    {"id": "9f1c...", "model": "reviews", "inputs": ["great food"],
+     "version": "3", "reply_to": "tuneserve:requests:reply:...", "ttl": 3600}
+
+``inputs`` (and ``version``) are those of the REST ``/v1`` simple JSON API; ``version``,
+``reply_to`` and ``ttl`` are optional. The keys of a stream ``S``:
+
+=====================  ===================================================================
+``S``                  the requests (a consumer group reads them; entries are deleted once
+                       their outcome is recorded)
+``S:results``          one entry per request id: ``id``, ``model``, ``version``, ``ok``
+                       (``1``/``0``) and ``body`` (the ``/v1`` answer, or ``{"error"}``)
+``S:dead``             dead letters: ``id``, ``error``, ``request`` (as sent), ``deliveries``
+``S:done:{id}``        the idempotency marker of a recorded request (expires after the
+                       result TTL)
+``S:failures``         the last error of each message that failed and waits for a retry
+``S:reply:{client}``   a client's reply list (see :class:`tuneserve.client.QueueClient`)
+=====================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tuneserve.exceptions import InvalidInputError
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "DEFAULT_STREAM",
+    "FINISH_SCRIPT",
+    "Keys",
+    "MalformedMessageError",
+    "Request",
+    "encode_request",
+    "parse_request",
+]
+
+DEFAULT_STREAM = "tuneserve:requests"
+DEFAULT_GROUP = "tuneserve-workers"
+#: The stream entry field that holds the request's JSON.
+FIELD = "request"
+
+
+class MalformedMessageError(InvalidInputError):
+    """A stream entry that is no request: retrying it cannot help, it is dead-lettered at
+    once. ``request_id`` and ``reply_to`` are kept when the message had them, so the
+    sender still learns why."""
+
+    def __init__(self, problem: str, request_id: str | None = None, reply_to: str | None = None):
+        super().__init__(problem)
+        self.request_id = request_id
+        self.reply_to = reply_to
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis keys derived from one stream name."""
+
+    stream: str
+
+    @property
+    def results(self) -> str:
+        return f"{self.stream}:results"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.stream}:dead"
+
+    @property
+    def failures(self) -> str:
+        return f"{self.stream}:failures"
+
+    def done(self, request_id: str) -> str:
+        return f"{self.stream}:done:{request_id}"
+
+    def reply(self, client_id: str) -> str:
+        return f"{self.stream}:reply:{client_id}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One inference request read from the stream."""
+
+    id: str
+    model: str
+    payload: dict[str, Any]  # {"inputs": [...], "version": optional}: what predict_json reads
+    reply_to: str | None = None
+    ttl: int | None = None
+
+
+def encode_request(
+    model: str,
+    inputs: list[Any],
+    *,
+    request_id: str | None = None,
+    version: str | None = None,
+    reply_to: str | None = None,
+    ttl: int | None = None,
+) -> tuple[str, dict[str, str]]:
+    """``(id, stream entry fields)`` of a request; a new id (uuid4 hex) unless given."""
+    rid = request_id or uuid.uuid4().hex
+    body: dict[str, Any] = {"id": rid, "model": model, "inputs": inputs}
+    if version is not None:
+        body["version"] = str(version)
+    if reply_to is not None:
+        body["reply_to"] = reply_to
+    if ttl is not None:
+        body["ttl"] = int(ttl)
+    return rid, {FIELD: json.dumps(body, default=_plain)}
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays (a pandas row's cells, pixel arrays) as JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable; send JSON values")
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_request(fields: dict[str, str], keys: Keys) -> Request:
+    """The request in a stream entry's fields (read from ``keys.stream``).
+
+    Raises:
+        MalformedMessageError: The entry is not a request: no ``request`` field, not JSON,
+            not an object, no ``id`` or ``model`` string, a bad ``ttl``, or a ``reply_to``
+            outside the stream's reply lists (``S:reply:...``; the worker writes no other
+            key a message names).
+            Whether the inputs are right is for the model's decoding to say.
+    """
+    raw = fields.get(FIELD)
+    if raw is None:
+        raise MalformedMessageError(
+            f"the stream entry has no {FIELD!r} field (fields: {sorted(fields)}); send "
+            f'{{"{FIELD}": "<JSON request>"}} (tuneserve.client.QueueClient does)'
+        )
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedMessageError(
+            f"the {FIELD!r} field is not JSON ({exc}): {raw[:80]!r}; send a JSON object "
+            '{"id", "model", "inputs"}'
+        ) from None
+    if not isinstance(body, dict):
+        raise MalformedMessageError(
+            f'the request is a JSON {type(body).__name__}, not an object; send {{"id", '
+            '"model", "inputs"}'
+        )
+    rid, reply_to = _text(body.get("id")), _text(body.get("reply_to"))
+    prefix = keys.reply("")
+    if body.get("reply_to") is not None and not (reply_to or "").startswith(prefix):
+        raise MalformedMessageError(
+            f"reply_to is {body.get('reply_to')!r}; it must be a key that starts with "
+            f"{prefix!r} (the worker writes no other key a message names)",
+            rid,
+        )
+    if rid is None:
+        raise MalformedMessageError(
+            f"the request has no id (a non-empty string); got {body.get('id')!r}. Hint: "
+            "tuneserve.client.QueueClient makes one per request",
+            None,
+            reply_to,
+        )
+    model = _text(body.get("model"))
+    if model is None:
+        raise MalformedMessageError(
+            f'request {rid} names no model: send "model": "NAME"; got {body.get("model")!r}',
+            rid,
+            reply_to,
+        )
+    ttl = body.get("ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
+        raise MalformedMessageError(
+            f"request {rid}: ttl is {ttl!r}; send a whole number of seconds >= 1", rid, reply_to
+        )
+    payload = {k: body[k] for k in ("inputs", "version") if k in body}
+    return Request(rid, model, payload, reply_to, ttl)
+
+
+# Records one outcome of a request and acknowledges its message, atomically:
+#   KEYS: stream, results, dead, done marker, failures hash[, reply list]
+#   ARGV: group, entry id, done TTL (s), results maxlen, request id, model, version, ok,
+#         body (JSON), dead-letter error ('' = none), request as sent, deliveries,
+#         write a result ('1'/'0'), reply payload, reply TTL (s)
+# The done marker (SET NX) makes it idempotent: a message processed twice (a slow worker
+# whose message another worker claimed) records one result, one dead letter, one reply.
+# The entry is then deleted (the request stream holds only what is pending or unread) and
+# its last failure, if any, forgotten.
+FINISH_SCRIPT = """
+local recorded = 0
+if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then
+  recorded = 1
+  if ARGV[13] == '1' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[5],
+               'model', ARGV[6], 'version', ARGV[7], 'ok', ARGV[8], 'body', ARGV[9])
+  end
+  if ARGV[10] ~= '' then
+    redis.call('XADD', KEYS[3], '*', 'id', ARGV[5], 'error', ARGV[10],
+               'request', ARGV[11], 'deliveries', ARGV[12])
+  end
+  if #KEYS > 5 then
+    redis.call('RPUSH', KEYS[6], ARGV[14])
+    redis.call('EXPIRE', KEYS[6], ARGV[15])
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[2])
+return recorded
+"""

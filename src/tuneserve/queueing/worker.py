@@ -1,0 +1,417 @@
+"""The queue worker: reads inference requests from a Redis Stream with a consumer group,
+answers them with the server's own prediction path, and records each outcome once.
+
+Delivery is at-least-once, results are exactly-once per request id:
+
+* A message is acknowledged only in the script that records its outcome
+  (:data:`~.protocol.FINISH_SCRIPT`: result, dead letter, reply, ack, one atomic step,
+  idempotent by request id). A worker that dies before that leaves it pending.
+* Every ``visibility_timeout / 2`` seconds each worker claims (XAUTOCLAIM) the messages
+  pending longer than ``visibility_timeout``, from any consumer, itself included, and runs
+  them again; one delivered more than ``max_attempts`` times is dead-lettered with its
+  last error.
+* Whose fault decides what a failure does (:func:`tuneserve.serving.errors.status_of`,
+  the same table as HTTP): the client's (a message that is no request, an unknown model,
+  bad inputs: 4xx) is recorded at once as an error result and a dead letter, since
+  retrying cannot help; the server's (a full queue, the time limit, anything unexpected:
+  5xx) leaves the message pending for a retry.
+
+Messages run as concurrent asyncio tasks (up to ``concurrency``), so a model's
+:class:`~tuneserve.serving.batcher.Batcher` merges them into one ONNX Runtime call, as it
+does HTTP requests. Redis errors are retried with a back-off: nothing is lost while it is
+away, since whatever is not acknowledged stays pending in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from tuneserve.serving.errors import status_of
+from tuneserve.serving.infer import predict_json
+from tuneserve.serving.state import ServerState
+
+from .connection import REDIS_DOWN, Backoff
+from .metrics import QueueMetrics
+from .protocol import (
+    DEFAULT_GROUP,
+    DEFAULT_STREAM,
+    FIELD,
+    FINISH_SCRIPT,
+    Keys,
+    MalformedMessageError,
+    parse_request,
+)
+
+__all__ = ["QueueState", "Worker", "WorkerSettings"]
+
+log = logging.getLogger(__name__)
+
+
+def default_consumer() -> str:
+    """This process's consumer name: ``hostname-pid``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WorkerSettings:
+    """How a worker reads and retries.
+
+    Attributes:
+        stream: The request stream; the other keys derive from it (:class:`~.protocol.Keys`).
+        group: The consumer group all workers of the stream share.
+        consumer: This worker's name in the group.
+        concurrency: Most messages in work at once.
+        visibility_timeout: Seconds a message may stay unacknowledged before another worker
+            claims it. Must exceed the time a request takes (the ``--timeout``).
+        max_attempts: Deliveries before a message that keeps failing is dead-lettered.
+        result_ttl: Seconds a request id is remembered (a repeat is not answered twice) and
+            a reply list is kept.
+        results_maxlen: The results stream is trimmed to about this many entries.
+        read_count: Most messages read per XREADGROUP (the model's batch size is a fit).
+    """
+
+    stream: str = DEFAULT_STREAM
+    group: str = DEFAULT_GROUP
+    consumer: str = field(default_factory=default_consumer)
+    concurrency: int = 64
+    visibility_timeout: float = 30.0
+    max_attempts: int = 5
+    result_ttl: int = 24 * 3600
+    results_maxlen: int = 1_000_000
+    read_count: int = 32
+    block_ms: int = 1000
+    observe_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the stream holds now: unread, pending, and the oldest unfinished message's age."""
+
+    backlog: int
+    pending: int
+    oldest_age: float
+
+
+@dataclass
+class _Outcome:
+    """What the finish script records for one message."""
+
+    request_id: str | None
+    model: str = ""
+    version: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # None: a prediction
+    status: int = 400  # of an error, as HTTP would answer it (the client maps it back)
+    dead: bool = False  # also a dead letter
+    reply_to: str | None = None
+    reply_ttl: int | None = None
+
+
+class Worker:
+    """Serves the models of ``state`` to the request stream of ``settings``.
+
+    Args:
+        state: The models (loaded), limits and metrics, as the HTTP server has them.
+        client: An asyncio Redis client (``decode_responses=True``; see
+            :func:`~.connection.connect`).
+        settings: Stream, group, limits of the reading and retrying.
+        url: Redis's address, for log lines.
+    """
+
+    def __init__(
+        self,
+        state: ServerState,
+        client: aioredis.Redis,
+        settings: WorkerSettings | None = None,
+        url: str = "redis",
+    ) -> None:
+        self.state = state
+        self.redis = client
+        self.settings = settings or WorkerSettings()
+        self.url = url
+        self.keys = Keys(self.settings.stream)
+        self.metrics = QueueMetrics(state.metrics.registry)
+        self.processed = 0  # outcomes this worker recorded
+        self._finish = client.register_script(FINISH_SCRIPT)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    async def ensure_group(self) -> None:
+        """Create the stream and the group if missing; a new group reads from the start, so
+        messages sent before any worker started are served."""
+        try:
+            await self.redis.xgroup_create(
+                self.keys.stream, self.settings.group, "0", mkstream=True
+            )
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until ``stop`` is set, then finish the messages in work (drain) and return
+        how many outcomes this worker recorded. Cancelled, it stops at once: what was in
+        work stays pending and other workers claim it."""
+        await self.ensure_group()
+        helpers = [
+            asyncio.create_task(self._claim_loop(stop)),
+            asyncio.create_task(self._observe()),
+        ]
+        if self.state.watch_interval:
+            helpers.append(asyncio.create_task(self.state.follow_aliases()))
+        try:
+            await self._read_loop(stop)
+            while self._inflight:
+                await asyncio.wait(list(self._inflight.values()))
+        finally:
+            for task in [*helpers, *self._inflight.values()]:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        return self.processed
+
+    # ---- reading and claiming ----------------------------------------------------------
+
+    @property
+    def free(self) -> int:
+        return self.settings.concurrency - len(self._inflight)
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        backoff = Backoff(self.url)
+        while not stop.is_set():
+            if self.free <= 0:
+                await asyncio.wait(
+                    list(self._inflight.values()),
+                    timeout=s.block_ms / 1000,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                continue
+            try:
+                replies: Any = await self.redis.xreadgroup(
+                    s.group,
+                    s.consumer,
+                    {self.keys.stream: ">"},
+                    count=min(self.free, s.read_count),
+                    block=s.block_ms,
+                )
+            except REDIS_DOWN as exc:
+                await backoff.wait(exc, "reading")
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self.ensure_group()  # Redis restarted without the stream: start anew
+                continue
+            if backoff.delay != backoff.first:
+                log.warning("Redis at %s is back; reading again", backoff.url)
+            backoff.reset()
+            for _, entries in replies or []:
+                for entry_id, fields in entries:
+                    self._start(entry_id, fields, 1)
+
+    def _start(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        if entry_id in self._inflight:  # claimed while in work here: the claim renewed it
+            return
+        if deliveries > self.settings.max_attempts:
+            coro = self._give_up(entry_id, fields, deliveries)
+        else:
+            coro = self._handle(entry_id, fields, deliveries)
+        task = asyncio.create_task(coro)
+        self._inflight[entry_id] = task
+        task.add_done_callback(lambda _: self._inflight.pop(entry_id, None))
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        """Claim what dead or failing deliveries left pending, every half visibility
+        timeout."""
+        backoff = Backoff(self.url)
+        idle_ms = max(int(self.settings.visibility_timeout * 1000), 1)
+        while not stop.is_set():
+            await asyncio.sleep(max(self.settings.visibility_timeout / 2, 0.05))
+            try:
+                await self.claim(idle_ms)
+            except REDIS_DOWN as exc:
+                await backoff.wait(exc, "claiming", quiet=True)
+                continue
+            backoff.reset()
+
+    async def claim(self, idle_ms: int) -> int:
+        """Claim and start the messages pending longer than ``idle_ms`` (as many as there is
+        room for); how many were claimed."""
+        s, start, claimed = self.settings, "0-0", 0
+        while self.free > 0:
+            reply = await self.redis.xautoclaim(
+                self.keys.stream, s.group, s.consumer, idle_ms, start_id=start, count=self.free
+            )
+            start, entries = reply[0], [(i, f) for i, f in reply[1] if f is not None]
+            if entries:
+                pipe = self.redis.pipeline(transaction=False)
+                for entry_id, _ in entries:
+                    pipe.xpending_range(self.keys.stream, s.group, entry_id, entry_id, 1)
+                rows = await pipe.execute()
+                counts = [r[0]["times_delivered"] if r else 1 for r in rows]
+                for (entry_id, fields), deliveries in zip(entries, counts, strict=True):
+                    if entry_id not in self._inflight:
+                        self.metrics.retried.labels(s.stream).inc()
+                    self._start(entry_id, fields, deliveries)
+                claimed += len(entries)
+            if start == "0-0":
+                break
+        return claimed
+
+    # ---- one message ----------------------------------------------------------------------
+
+    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        try:
+            request = parse_request(fields, self.keys)
+        except MalformedMessageError as exc:
+            outcome = _Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
+            await self._record(entry_id, fields, outcome, deliveries)
+            return
+        failed = _Outcome(request.id, request.model, reply_to=request.reply_to, dead=True)
+        failed.reply_ttl = request.ttl
+        repository = self.state.repository
+        if request.model not in repository.specs:
+            failed.status = 404
+            failed.error = (
+                f"no model named {request.model!r} is served on stream {self.keys.stream!r}; "
+                f"served: {repository.listed}. Hint: start a worker with --model "
+                f"{request.model}, or send it to the stream of the workers that serve it"
+            )
+            await self._record(entry_id, fields, failed, deliveries)
+            return
+        try:
+            answer = await predict_json(self.state, request.model, request.payload, "queue")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            problem = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                problem = f"the request took longer than {self.state.limits.timeout_s} s"
+            if status_of(exc) < 500:  # the request's fault: retrying cannot help
+                failed.error, failed.status = problem, status_of(exc)
+                await self._record(entry_id, fields, failed, deliveries)
+                return
+            # The server's: left pending, claimed again after the visibility timeout.
+            log.warning(
+                "request %s (%s) failed on delivery %d, left for a retry: %s: %s",
+                request.id,
+                entry_id,
+                deliveries,
+                type(exc).__name__,
+                problem,
+                exc_info=status_of(exc) == 500,
+            )
+            await self._note_failure(entry_id, f"{type(exc).__name__}: {problem}")
+            return
+        outcome = _Outcome(request.id, request.model, str(answer["version"]), answer)
+        outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
+        await self._record(entry_id, fields, outcome, deliveries)
+
+    async def _give_up(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        """Dead-letter a message delivered more than ``max_attempts`` times, with the last
+        error any worker noted for it."""
+        last: Any = None
+        with contextlib.suppress(*REDIS_DOWN):  # the dead letter says less, still written
+            last = await self.redis.hget(self.keys.failures, entry_id)
+        error = (
+            f"gave up after {deliveries - 1} deliveries (--max-attempts "
+            f"{self.settings.max_attempts}); last error: "
+            + (last or "none noted: each worker that took it stopped before it finished")
+        )
+        try:
+            request = parse_request(fields, self.keys)
+            outcome = _Outcome(request.id, request.model, error=error, status=503, dead=True)
+            outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
+        except MalformedMessageError as exc:
+            outcome = _Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
+        await self._record(entry_id, fields, outcome, deliveries)
+
+    async def _note_failure(self, entry_id: str, error: str) -> None:
+        with contextlib.suppress(*REDIS_DOWN):  # only a dead letter's message would lack it
+            await self.redis.hset(self.keys.failures, entry_id, error)
+
+    async def _record(
+        self, entry_id: str, fields: dict[str, str], outcome: _Outcome, deliveries: int
+    ) -> None:
+        """Run the finish script until Redis takes it (retried while Redis is away)."""
+        s, k, rid = self.settings, self.keys, outcome.request_id
+        ok = outcome.error is None
+        body = outcome.body if ok else {"error": outcome.error, "status": outcome.status}
+        keys = [k.stream, k.results, k.dead, k.done(rid or f"entry:{entry_id}"), k.failures]
+        if rid and outcome.reply_to:
+            keys.append(outcome.reply_to)
+        args: list[str | int] = [
+            s.group,
+            entry_id,
+            s.result_ttl,
+            s.results_maxlen,
+            rid or "",
+            outcome.model,
+            outcome.version,
+            "1" if ok else "0",
+            json.dumps(body),
+            (outcome.error or "") if outcome.dead else "",
+            fields.get(FIELD) or json.dumps(fields),
+            deliveries,
+            "1" if rid else "0",
+            json.dumps({"id": rid, "ok": ok, "body": body}),
+            outcome.reply_ttl or s.result_ttl,
+        ]
+        backoff = Backoff(self.url)
+        while True:
+            try:
+                recorded = await self._finish(keys=keys, args=args)
+                break
+            except REDIS_DOWN as exc:
+                await backoff.wait(exc, f"recording {entry_id}", quiet=True)
+        if not recorded:
+            log.debug("%s (request %s) was recorded by another delivery", entry_id, rid)
+            return
+        self.processed += 1
+        self.metrics.processed.labels(s.stream, "ok" if ok else "error").inc()
+        if outcome.dead:
+            self.metrics.dead_lettered.labels(s.stream).inc()
+            log.warning("dead-lettered %s (request %s): %s", entry_id, rid, outcome.error)
+
+    # ---- the queue's state, for the metrics ------------------------------------------
+
+    async def queue_state(self) -> QueueState:
+        """Backlog (unread by the group), pending, and the oldest unfinished message's age
+        in seconds (finished messages are deleted, so that is the stream's first entry)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xinfo_groups(self.keys.stream)
+        pipe.xpending(self.keys.stream, self.settings.group)
+        pipe.xrange(self.keys.stream, "-", "+", count=1)
+        pipe.xlen(self.keys.stream)
+        pipe.time()
+        groups, pending, first, length, now = await pipe.execute()
+        group: dict[str, Any] = next((g for g in groups if g["name"] == self.settings.group), {})
+        waiting = int(pending["pending"])
+        lag = group.get("lag")  # None after deletions past the group's position
+        backlog = int(lag) if lag is not None else max(int(length) - waiting, 0)
+        age = 0.0
+        if first:
+            millis = int(first[0][0].split("-")[0])
+            age = max(now[0] + now[1] / 1e6 - millis / 1000, 0.0)
+        return QueueState(backlog, waiting, age)
+
+    async def _observe(self) -> None:
+        gauges, stream = self.metrics, self.settings.stream
+        while True:
+            try:
+                state = await self.queue_state()
+            except (*REDIS_DOWN, redis.ResponseError):
+                pass  # the read loop reports Redis errors; the gauges keep their last value
+            else:
+                gauges.backlog.labels(stream).set(state.backlog)
+                gauges.pending.labels(stream).set(state.pending)
+                gauges.oldest_age.labels(stream).set(state.oldest_age)
+            await asyncio.sleep(self.settings.observe_interval)
