@@ -26,6 +26,7 @@ from . import (
     train,
     tune,
     ui,
+    worker,
 )
 
 app = typer.Typer(
@@ -51,6 +52,8 @@ app.command("tune")(tune.tune)
 app.command("demo")(demo.demo)
 app.command("ui")(ui.ui)
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
+app.command("submit")(worker.submit)
 
 
 def _version(value: bool) -> None:
