@@ -699,3 +699,48 @@ def test_labels_a_package_chose_cannot_drive_the_terminal(tmp_path):
         assert "\x1b" not in out and "\x07" not in out  # no escape sequence reaches the terminal
         assert "\\x1b]0;pwned\\x07yes" in out  # but the label is shown, escaped
     assert "[red]no[/red]" in shown  # rich markup in a label is printed as written
+
+
+def test_serve_grpc_beside_http_with_two_workers(cancer_package, cancer_splits):
+    import urllib.request
+
+    """``--grpc-port`` with ``--workers 2``: each worker serves gRPC on the one port, and
+    /metrics counts the gRPC calls of both."""
+    import socket
+
+    import tritonclient.grpc as triton
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        grpc_port = sock.getsockname()[1]
+    frame = cancer_splits.test.X.iloc[:2]
+    args = ["serve", "-m", f"cancer={cancer_package}", "--workers", "2"]
+    with _running(*args, "--grpc-port", str(grpc_port)) as server:
+        for _ in range(12):  # a new connection each time: spread over the workers
+            client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            try:
+                tensors = []
+                for column in frame.columns:
+                    t = triton.InferInput(column, [len(frame)], "FP64")
+                    t.set_data_from_numpy(frame[column].to_numpy(np.float64))
+                    tensors.append(t)
+                result = client.infer("cancer", tensors)
+                assert result.as_numpy("probabilities").shape == (2, 2)
+            finally:
+                client.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server['port']}/metrics") as reply:
+            text = reply.read().decode()
+        assert 'tuneserve_requests_total{api="grpc",code="200",model="cancer"} 12.0' in text
+        # the port is taken now: another server says so in one line, before loading models
+        taken = tuneserve(
+            "serve",
+            "-m",
+            f"cancer={cancer_package}",
+            "--grpc-port",
+            str(server["port"]),
+            check=False,
+        )
+        assert_one_line_error(taken, f"--grpc-port {server['port']}", "another program holds")
+    assert f"gRPC (Open Inference Protocol) on 127.0.0.1:{grpc_port}" in server["out"]
+    same = tuneserve("serve", "-m", "x", "--port", "9", "--grpc-port", "9", check=False)
+    assert_one_line_error(same, "--grpc-port 9 is also --port")

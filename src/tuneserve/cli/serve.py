@@ -17,6 +17,14 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
+    grpc_port: int | None = typer.Option(
+        None,
+        "--grpc-port",
+        min=1,
+        max=65535,
+        help="Also serve the Open Inference Protocol over gRPC on this port (same models, "
+        "batching, keys and metrics; message limit --max-body-mb).",
+    ),
     max_batch_size: int = typer.Option(32, "--max-batch-size", min=1),
     max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", min=0.0),
     max_queue: int = typer.Option(1024, "--max-queue", min=1, help="Items waiting per model."),
@@ -53,7 +61,8 @@ def serve(
     require_signature: bool = REQUIRE,
     trusted_key: list[str] | None = TRUSTED,
 ) -> None:
-    """Serve packages over HTTP: simple JSON (/v1) and the Open Inference Protocol (/v2)."""
+    """Serve packages over HTTP: simple JSON (/v1) and the Open Inference Protocol (/v2);
+    with --grpc-port, the Open Inference Protocol over gRPC too."""
     import os
     import shutil
     import tempfile
@@ -87,12 +96,25 @@ def serve(
         max_image_pixels=max_image_pixels,
         require_signature=require_signature,
         trusted_keys=trusted_key or [],
+        grpc_host=host,
+        grpc_port=grpc_port,
     )
+    if grpc_port is not None:
+        if grpc_port == port:
+            from tuneserve.exceptions import InvalidInputError
+
+            raise InvalidInputError(
+                f"--grpc-port {grpc_port} is also --port; HTTP and gRPC need a port each. "
+                "Hint: --grpc-port 8001"
+            )
+        _check_free(host, grpc_port, "--grpc-port")
     app = build_app(config)  # every model must load before the server starts
     repository = app.state.repository
     for name in repository.names:
         served = repository.get(name)
         typer.echo(f"serving {name} version {served.version} from {served.source}")
+    if grpc_port is not None:
+        typer.echo(f"gRPC (Open Inference Protocol) on {host}:{grpc_port}")
     typer.echo(f"http://{host}:{port}/docs for the OpenAPI document; Ctrl-C stops")
     common: dict[str, object] = {
         "host": host,
@@ -117,6 +139,24 @@ def serve(
     finally:
         if not user_dir:
             shutil.rmtree(os.environ.pop(MULTIPROCESS_ENV), ignore_errors=True)
+
+
+def _check_free(host: str, port: int, option: str) -> None:
+    """Refuse a port another program holds, before the models load (the gRPC server binds
+    with SO_REUSEPORT for --workers, so its own bind would not notice every such program)."""
+    import socket
+
+    from tuneserve.exceptions import InvalidInputError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"{option} {port}: cannot listen on {host}:{port} ({exc.strerror}); another "
+                "program holds it. Hint: choose a free port"
+            ) from None
 
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as in serving.metrics, which imports prometheus

@@ -4,11 +4,13 @@
 * the Open Inference Protocol, KServe v2 REST with the binary tensor extension
   (:mod:`.routes_oip`): server and model metadata, health, inference;
 * the model repository extension (:mod:`.routes_repository`): index, load, unload;
-* operations (:mod:`.routes_ops`): Prometheus ``/metrics``.
+* operations (:mod:`.routes_ops`): Prometheus ``/metrics``;
+* and, on its own port, the Open Inference Protocol over gRPC (:mod:`.grpc_service`).
 
-They share one :class:`~.state.ServerState`. Inputs are decoded in one place
-(:mod:`.decode`), errors become HTTP statuses in one place (:mod:`.errors`), and every
-request meets the :class:`~.gate.Gate` first (body size, API keys). Bad input always gets
+They share one :class:`~.state.ServerState`. A prediction takes one path per request shape
+(:mod:`.infer`), inputs are decoded in one place (:mod:`.decode`), errors become HTTP
+statuses in one place (:mod:`.errors`), and every request meets the :class:`~.gate.Gate`
+first (body size, API keys). Bad input always gets
 a 4xx with ``{"error": "..."}``; the server never imports torch.
 """
 
@@ -43,6 +45,7 @@ def create_app(
     api_keys: dict[str, str] | None = None,
     watch_interval: float | None = None,
     traffic: Traffic | None = None,
+    grpc_address: tuple[str, int] | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``repository`` (its models already loaded).
 
@@ -55,6 +58,9 @@ def create_app(
             new version is loaded, warmed up and swapped in; one that fails to load is not.
             None: aliases are not followed.
         traffic: Canary and shadow splits.
+        grpc_address: ``(host, port)`` to serve the Open Inference Protocol's gRPC service
+            on too, from the same models and state, for as long as the app runs (see
+            :mod:`tuneserve.serving.grpc_service`).
     """
     state = ServerState(
         repository,
@@ -70,7 +76,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(state.follow_aliases()) if watch_interval else None
+        grpc_server = None
+        if grpc_address is not None:
+            from .grpc_service import start_grpc
+
+            grpc_server = await start_grpc(state, *grpc_address)
         yield
+        if grpc_server is not None:  # calls in flight finish; new ones are refused
+            await grpc_server.stop(grace=state.limits.timeout_s)
         if task is not None:
             task.cancel()
         state.metrics.worker_exits()

@@ -28,6 +28,8 @@ class ServeConfig:
     max_image_pixels: int = 40_000_000  # preprocessing.image.DEFAULT_MAX_IMAGE_PIXELS
     require_signature: bool = False
     trusted_keys: list[str] = field(default_factory=list)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int | None = None  # None: no gRPC service
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -57,8 +59,14 @@ def build_app(config: ServeConfig) -> Any:
     )
     repository.load_all()
     limits = Limits(config.max_body_bytes, config.max_items, config.timeout_s)
+    grpc = None if config.grpc_port is None else (config.grpc_host, config.grpc_port)
     return create_app(
-        repository, limits, keys, watch_interval=config.watch or None, traffic=traffic
+        repository,
+        limits,
+        keys,
+        watch_interval=config.watch or None,
+        traffic=traffic,
+        grpc_address=grpc,
     )
 
 

@@ -19,13 +19,21 @@ from typing import Any
 
 import numpy as np
 
+from tuneserve._version import __version__
 from tuneserve.exceptions import InvalidInputError
 
 from . import decode, oip
 from .repository import ServedModel
 from .state import ServerState
 
-__all__ = ["infer_tensors", "predict_json"]
+__all__ = ["SERVER_METADATA", "infer_tensors", "model_metadata", "predict_json"]
+
+#: OIP server metadata, less the transport's own extensions (REST adds binary_tensor_data).
+SERVER_METADATA: dict[str, Any] = {
+    "name": "tuneserve",
+    "version": __version__,
+    "extensions": ["model_repository"],
+}
 
 #: Named output tensors: {name: (OIP datatype, values)}.
 Tensors = dict[str, tuple[str, np.ndarray]]
@@ -69,3 +77,36 @@ async def infer_tensors(
     state.mirror(name, items, out)
     m = model.predictor.manifest
     return oip.outputs_for(m.task, m.label_names, out)
+
+
+_OUTPUTS: dict[str, list[dict[str, Any]]] = {
+    "regression": [{"name": "value", "datatype": "FP32", "shape": [-1]}],
+    "embedding": [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}],
+}
+
+
+def model_metadata(model: ServedModel, versions: list[str]) -> dict[str, Any]:
+    """OIP model metadata: raw inputs by modality (and how to send them), outputs by task."""
+    m = model.predictor.manifest
+    inputs, how = decode.metadata_inputs(model.inputs)
+    if m.task == "classification":
+        outputs = [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(m.label_names or [])]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ]
+    else:
+        outputs = _OUTPUTS[m.task]
+    return {
+        "name": model.name,
+        "versions": versions,
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "task": m.task,
+            "modality": m.modality,
+            "package_id": model.predictor.package.id,
+            "labels": m.label_names,
+            **how,
+        },
+    }

@@ -117,6 +117,57 @@ def load_json(body: bytes) -> Any:
         ) from None
 
 
+def check_header(name: str, datatype: Any, shape: Any) -> tuple[str, list[int]]:
+    """An input tensor's datatype and shape, checked: an OIP type, and a list of sane
+    sizes."""
+    if datatype != "BYTES" and datatype not in DTYPES:
+        raise InvalidInputError(
+            f"input {name!r}: datatype {datatype!r} is not an OIP type "
+            f"({', '.join(['BYTES', *DTYPES])})"
+        )
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInputError(f"input {name!r}: shape must be a list of sizes >= 0")
+    if len(shape) > MAX_RANK or any(d > MAX_DIM for d in shape):
+        raise InvalidInputError(
+            f"input {name!r}: shape {_short(shape)} is beyond what any request can hold (at "
+            f"most {MAX_RANK} dimensions of at most {MAX_DIM} each); send the tensor's real "
+            "shape"
+        )
+    return datatype, shape
+
+
+def raw_values(name: str, datatype: str, shape: list[int], blob: bytes) -> np.ndarray:
+    """A tensor's flat values from its raw bytes (the binary extension's, or gRPC's
+    ``raw_input_contents``): little-endian elements, or length-prefixed ``BYTES``."""
+    if datatype == "BYTES":
+        return _object_array(_bytes_elements(blob, name))
+    dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
+    if len(blob) != _count(shape) * dtype.itemsize:
+        raise InvalidInputError(
+            f"input {name!r}: {len(blob)} raw bytes, but shape {shape} of "
+            f"{datatype} needs {_count(shape) * dtype.itemsize}"
+        )
+    return np.frombuffer(blob, dtype=dtype)
+
+
+def shaped(name: str, datatype: str, shape: list[int], values: np.ndarray) -> Tensor:
+    """The tensor of flat ``values`` in ``shape``, whose element count must match."""
+    if values.size != _count(shape):
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} holds {_count(shape)} elements but "
+            f"{values.size} were sent"
+        )
+    try:
+        return Tensor(name, datatype, shape, values.reshape(shape))
+    except ValueError:  # an empty tensor whose other sizes multiply past numpy's limit
+        raise InvalidInputError(
+            f"input {name!r}: shape {_short(shape)} is larger than numpy can address; send "
+            "the tensor's real shape"
+        ) from None
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Decode an infer request (JSON, or JSON header plus binary tensors)."""
     if header_length is not None:
@@ -143,21 +194,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"inputs[{i}] has no name")
-        if datatype != "BYTES" and datatype not in DTYPES:
-            raise InvalidInputError(
-                f"input {name!r}: datatype {datatype!r} is not an OIP type "
-                f"({', '.join(['BYTES', *DTYPES])})"
-            )
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise InvalidInputError(f"input {name!r}: shape must be a list of sizes >= 0")
-        if len(shape) > MAX_RANK or any(d > MAX_DIM for d in shape):
-            raise InvalidInputError(
-                f"input {name!r}: shape {_short(shape)} is beyond what any request can hold (at "
-                f"most {MAX_RANK} dimensions of at most {MAX_DIM} each); send the tensor's real "
-                "shape"
-            )
+        datatype, shape = check_header(name, datatype, shape)
         params = raw.get("parameters") or {}
         blob_size = params.get("binary_data_size") if isinstance(params, dict) else None
         if blob_size is not None:
@@ -166,35 +203,13 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
                     f"input {name!r}: binary_data_size {blob_size!r} does not fit the "
                     f"{len(binary) - offset} binary bytes left"
                 )
-            blob = binary[offset : offset + blob_size]
+            values = raw_values(name, datatype, shape, binary[offset : offset + blob_size])
             offset += blob_size
-            if datatype == "BYTES":
-                values = _object_array(_bytes_elements(blob, name))
-            else:
-                dtype = np.dtype(DTYPES[datatype])
-                if len(blob) != _count(shape) * dtype.itemsize:
-                    raise InvalidInputError(
-                        f"input {name!r}: {len(blob)} binary bytes, but shape {shape} of "
-                        f"{datatype} needs {_count(shape) * dtype.itemsize}"
-                    )
-                values = np.frombuffer(blob, dtype=dtype)
         else:
             if "data" not in raw:
                 raise InvalidInputError(f"input {name!r} has no data and no binary_data_size")
             values = _json_values(raw["data"], datatype, name)
-        if values.size != _count(shape):
-            raise InvalidInputError(
-                f"input {name!r}: shape {shape} holds {_count(shape)} elements but "
-                f"{values.size} were sent"
-            )
-        try:
-            shaped = values.reshape(shape)
-        except ValueError:  # an empty tensor whose other sizes multiply past numpy's limit
-            raise InvalidInputError(
-                f"input {name!r}: shape {_short(shape)} is larger than numpy can address; send "
-                "the tensor's real shape"
-            ) from None
-        tensors.append(Tensor(name, datatype, shape, shaped))
+        tensors.append(shaped(name, datatype, shape, values))
     if offset != len(binary):
         raise InvalidInputError(
             f"{len(binary) - offset} binary bytes follow the tensors; binary_data_size must "
@@ -285,6 +300,27 @@ def outputs_for(
     return {"value": ("FP32", result.astype(np.float32).reshape(-1))}
 
 
+def to_raw(datatype: str, values: np.ndarray) -> bytes:
+    """A tensor's raw bytes: elements row-major and little-endian, or length-prefixed
+    ``BYTES`` (the binary extension's layout, and gRPC's ``raw_output_contents``)."""
+    if datatype == "BYTES":
+        return encode_bytes(list(values.reshape(-1)))
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+
+
+def wanted_outputs(
+    requested: list[dict[str, Any]] | None, tensors: dict[str, tuple[str, np.ndarray]]
+) -> dict[str, dict[str, Any]] | None:
+    """The outputs a request asked for, by name (None: all); an unknown one is refused."""
+    if not requested:
+        return None
+    wanted = {o["name"]: o for o in requested}
+    unknown = sorted(set(wanted) - set(tensors))
+    if unknown:
+        raise InvalidInputError(f"unknown outputs {unknown}; this model has {sorted(tensors)}")
+    return wanted
+
+
 def encode_response(
     model: str,
     version: str,
@@ -292,11 +328,7 @@ def encode_response(
     tensors: dict[str, tuple[str, np.ndarray]],
 ) -> tuple[bytes, int | None]:
     """The response body and, when it has binary outputs, its JSON header length."""
-    wanted = {o["name"]: o for o in request.outputs} if request.outputs else None
-    if wanted is not None:
-        unknown = sorted(set(wanted) - set(tensors))
-        if unknown:
-            raise InvalidInputError(f"unknown outputs {unknown}; this model has {sorted(tensors)}")
+    wanted = wanted_outputs(request.outputs, tensors)
     outputs, blobs = [], []
     for name, (datatype, values) in tensors.items():
         if wanted is not None and name not in wanted:
@@ -305,11 +337,7 @@ def encode_response(
         binary = bool(params.get("binary_data", request.binary_output))
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(values.shape)}
         if binary:
-            blob = (
-                encode_bytes(list(values.reshape(-1)))
-                if datatype == "BYTES"
-                else np.ascontiguousarray(values).tobytes()
-            )
+            blob = to_raw(datatype, values)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif datatype == "BYTES":

@@ -14,11 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from tuneserve._version import __version__
-
-from . import decode, oip
-from .infer import infer_tensors
-from .repository import ServedModel
+from . import oip
+from .infer import SERVER_METADATA, infer_tensors, model_metadata
 from .state import ServerState
 
 __all__ = ["add_oip_routes"]
@@ -52,38 +49,6 @@ _INFER_DOC: dict[str, Any] = {
     }
 }
 
-_OUTPUTS: dict[str, list[dict[str, Any]]] = {
-    "regression": [{"name": "value", "datatype": "FP32", "shape": [-1]}],
-    "embedding": [{"name": "embedding", "datatype": "FP32", "shape": [-1, -1]}],
-}
-
-
-def model_metadata(model: ServedModel, versions: list[str]) -> dict[str, Any]:
-    """OIP model metadata: raw inputs by modality (and how to send them), outputs by task."""
-    m = model.predictor.manifest
-    inputs, how = decode.metadata_inputs(model.inputs)
-    if m.task == "classification":
-        outputs = [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(m.label_names or [])]},
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-        ]
-    else:
-        outputs = _OUTPUTS[m.task]
-    return {
-        "name": model.name,
-        "versions": versions,
-        "platform": "onnxruntime_onnx",
-        "inputs": inputs,
-        "outputs": outputs,
-        "parameters": {
-            "task": m.task,
-            "modality": m.modality,
-            "package_id": model.predictor.package.id,
-            "labels": m.label_names,
-            **how,
-        },
-    }
-
 
 def add_oip_routes(router: APIRouter, state: ServerState) -> None:
     """Add this room's routes to ``router``."""
@@ -91,11 +56,8 @@ def add_oip_routes(router: APIRouter, state: ServerState) -> None:
 
     @router.get("/v2", summary="Server metadata (OIP)")
     async def server_metadata() -> dict[str, Any]:
-        return {
-            "name": "tuneserve",
-            "version": __version__,
-            "extensions": ["binary_tensor_data", "model_repository"],
-        }
+        extensions = ["binary_tensor_data", *SERVER_METADATA["extensions"]]
+        return {**SERVER_METADATA, "extensions": extensions}
 
     @router.get("/v2/health/live", summary="Liveness (OIP)")
     async def live() -> dict[str, bool]:
