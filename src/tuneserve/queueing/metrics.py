@@ -52,7 +52,7 @@ class QueueMetrics:
             ["stream"],
             registry=registry,
         )
-        self.reconnects = Counter(
+        self.redis_errors = Counter(
             "tuneserve_queue_redis_errors",
             "Redis connection errors this worker retried after",
             ["stream"],

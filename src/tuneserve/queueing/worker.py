@@ -126,6 +126,8 @@ class Worker:
             :func:`~.connection.connect`).
         settings: Stream, group, limits of the reading and retrying.
         url: Redis's address, for log lines.
+        metrics: Where to count; default: new ones in ``state.metrics.registry`` (one
+            scrape shows both). A registry takes one set: pass it to a second worker.
     """
 
     def __init__(
@@ -134,13 +136,14 @@ class Worker:
         client: aioredis.Redis,
         settings: WorkerSettings | None = None,
         url: str = "redis",
+        metrics: QueueMetrics | None = None,
     ) -> None:
         self.state = state
         self.redis = client
         self.settings = settings or WorkerSettings()
         self.url = url
         self.keys = Keys(self.settings.stream)
-        self.metrics = QueueMetrics(state.metrics.registry)
+        self.metrics = metrics or QueueMetrics(state.metrics.registry)
         self.processed = 0  # outcomes this worker recorded
         self._finish = client.register_script(FINISH_SCRIPT)
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -203,6 +206,7 @@ class Worker:
                     block=s.block_ms,
                 )
             except REDIS_DOWN as exc:
+                self.metrics.redis_errors.labels(s.stream).inc()
                 await backoff.wait(exc, "reading")
                 continue
             except redis.ResponseError as exc:

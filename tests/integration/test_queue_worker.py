@@ -1,0 +1,443 @@
+"""The queue worker against the real Redis on 127.0.0.1:6379: predictions equal the
+runtime's for text, images and tables; messages that are no request, unknown models and bad
+inputs are dead-lettered at once while the worker keeps serving; server-side failures are
+retried and then dead-lettered; the queue's metrics; registry aliases followed; SIGTERM
+drains. Each test has its own stream, deleted afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from prometheus_client import CollectorRegistry as Registry
+from prometheus_client import generate_latest
+
+from tuneserve.client import QueueClient
+from tuneserve.exceptions import InvalidInputError, NotFoundError, UnavailableError
+from tuneserve.queueing import (
+    Keys,
+    Worker,
+    WorkerConfig,
+    WorkerSettings,
+    connect,
+    encode_request,
+    load_state,
+)
+from tuneserve.queueing.metrics import QueueMetrics
+from tuneserve.runtime import Predictor
+from tuneserve.serving import BatchSettings, Limits
+
+REDIS = "redis://127.0.0.1:6379/0"
+CLI = [sys.executable, "-m", "tuneserve.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"the queue tests need Redis at {REDIS} and it is down: {exc}")
+    return REDIS
+
+
+@pytest.fixture
+def stream(redis_url: str) -> Iterator[str]:
+    """A stream of this test alone; its keys are deleted afterwards."""
+    name = f"test:queue:{uuid.uuid4().hex[:12]}"
+    yield name
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(f"{name}*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+class RunningWorker:
+    """A :class:`Worker` in this process, on its own event loop in a thread."""
+
+    def __init__(self, config: WorkerConfig, state: Any = None) -> None:
+        self.config = config
+        self.state = state or load_state(config)
+        self.worker: Worker | None = None
+        self.processed: int | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(60), "the worker did not start"
+
+    async def _main(self) -> None:
+        client = await connect(self.config.url)
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.worker = Worker(self.state, client, self.config.settings, self.config.url)
+        await self.worker.ensure_group()
+        self._ready.set()
+        try:
+            self.processed = await self.worker.run(self._stop)
+        finally:
+            await client.aclose()
+
+    def metrics(self) -> str:
+        return generate_latest(self.state.metrics.registry).decode()
+
+    def stop(self) -> int:
+        """Drain and stop; how many outcomes it recorded."""
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the worker did not drain"
+        assert self.processed is not None
+        return self.processed
+
+
+def _config(stream: str, models: list[str], **settings: Any) -> WorkerConfig:
+    limits = settings.pop("limits", Limits())
+    watch = settings.pop("watch", 0.0)
+    return WorkerConfig(
+        models=models,
+        url=REDIS,
+        settings=WorkerSettings(stream=stream, **settings),
+        batch=BatchSettings(max_batch_size=32, max_queue_delay_ms=5),
+        limits=limits,
+        watch=watch,
+    )
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((image[:, :, 0] * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _results(stream: str) -> list[dict[str, str]]:
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        return [fields for _, fields in r.xrange(Keys(stream).results)]
+    finally:
+        r.close()
+
+
+def _dead(stream: str) -> list[dict[str, str]]:
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        return [fields for _, fields in r.xrange(Keys(stream).dead)]
+    finally:
+        r.close()
+
+
+def test_predictions_equal_the_runtimes_for_text_images_and_tables(
+    stream, digits_package, cancer_package, text_package, digits_splits, cancer_splits, text_model
+):
+    models = [f"digits={digits_package}", f"cancer={cancer_package}", f"reviews={text_package}"]
+    running = RunningWorker(_config(stream, models))
+    try:
+        with QueueClient(REDIS, stream=stream, timeout=60) as client:
+            images = digits_splits.test.X[:5]
+            encoded = [base64.b64encode(_png(x)).decode() for x in images[:3]]
+            digits = client.submit(encoded + [x[:, :, 0].tolist() for x in images[3:]], "digits")
+            rows = cancer_splits.test.X.iloc[:40].to_dict("records")
+            tables = client.submit_many([[row] for row in rows], "cancer")  # 40 concurrent
+            _, _, texts, _ = text_model
+            reviews = client.submit(texts, "reviews")
+
+            got = digits.result(60)
+            want = Predictor(digits_package).predict(
+                [_png(x) for x in images[:3]] + [x[:, :, 0] for x in images[3:]]
+            )
+            assert got["model"] == "digits" and got["version"] == "1"
+            assert [p["label"] for p in got["predictions"]] == [p.label for p in want]
+
+            probabilities = [f.result(60)["predictions"][0]["probabilities"] for f in tables]
+            want_p = Predictor(cancer_package).predict_proba(rows)
+            labels = list(probabilities[0])
+            got_p = [[p[k] for k in labels] for p in probabilities]
+            np.testing.assert_allclose(got_p, want_p, atol=1e-6)
+
+            got = reviews.result(60)
+            want = Predictor(text_package).predict(texts)
+            assert [p["label"] for p in got["predictions"]] == [p.label for p in want]
+            np.testing.assert_allclose(
+                [list(p["probabilities"].values()) for p in got["predictions"]],
+                [list(p.probabilities.values()) for p in want],
+                atol=1e-5,
+            )
+        # the 40 one-row requests, in work at once, met in the model's batcher
+        assert running.state.repository.get("cancer").batcher.stats.largest > 1
+    finally:
+        processed = running.stop()
+    assert processed == 42
+    results = _results(stream)
+    assert len(results) == 42 and {r["ok"] for r in results} == {"1"}
+    assert json.loads(results[0]["body"])["predictions"]
+    assert _dead(stream) == []
+    assert 'tuneserve_requests_total{api="queue",code="200",model="cancer"} 40.0\n' in (
+        running.metrics()
+    )
+
+
+def test_bad_messages_are_dead_lettered_at_once_and_the_worker_keeps_serving(
+    stream, cancer_package, cancer_splits
+):
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"]))
+    r = redis.Redis.from_url(REDIS)
+    keys = Keys(stream)
+    try:
+        r.xadd(stream, {"request": "this is not JSON"})
+        r.xadd(stream, {"request": b"\xff\xfe not UTF-8"})
+        r.xadd(stream, {"something": "else"})
+        r.xadd(stream, {"request": json.dumps({"id": "no-model", "inputs": [1]})})
+        r.xadd(stream, {"request": json.dumps({"model": "cancer", "inputs": [1]})})
+        r.xadd(stream, {"request": json.dumps(["a", "list"])})
+        evil = {"id": "evil", "model": "cancer", "inputs": [{}], "reply_to": f"{stream}:results"}
+        r.xadd(stream, {"request": json.dumps(evil)})
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=60) as client:
+            unknown = client.submit([{"a": 1}], model="no-such-model")
+            with pytest.raises(NotFoundError, match="no model named 'no-such-model'"):
+                unknown.result(60)
+            bad = client.submit([{"mean radius": "not a number"}])
+            with pytest.raises(InvalidInputError, match="missing column"):
+                bad.result(60)
+            empty = client.submit([[]])
+            with pytest.raises(InvalidInputError):
+                empty.result(60)
+            row = cancer_splits.test.X.iloc[:1].to_dict("records")
+            good = client.submit(row).result(60)  # the worker still serves
+            assert good["predictions"][0]["label"] in ("malignant", "benign")
+    finally:
+        running.stop()
+        r.close()
+    dead = _dead(stream)
+    assert len(dead) == 10, [d["error"] for d in dead]
+    assert all(int(d["deliveries"]) == 1 for d in dead)
+    by_request = {d["request"]: d["error"] for d in dead}  # the request as it was sent
+    expected = {
+        "this is not JSON": r"'request' field is not JSON",
+        "\ufffd\ufffd not UTF-8": r"'request' field is not JSON",  # bad bytes read as U+FFFD
+        '{"something": "else"}': r"no 'request' field \(fields: \['something'\]\)",
+        json.dumps({"id": "no-model", "inputs": [1]}): r"request no-model names no model",
+        json.dumps({"model": "cancer", "inputs": [1]}): r"the request has no id",
+        json.dumps(["a", "list"]): r"the request is a JSON list, not an object",
+        json.dumps(evil): r"reply_to is '.*:results'; it must be a key that starts with",
+    }
+    for request, pattern in expected.items():
+        assert re.search(pattern, by_request[request]), (pattern, by_request[request])
+    by_id = {d["id"]: d["error"] for d in dead}
+    assert "no model named 'no-such-model' is served on stream" in by_id[unknown.request_id]
+    assert "missing column" in by_id[bad.request_id]
+    assert by_id[empty.request_id]
+    # error results for the requests that have an id: the submitter learns why
+    results = {x["id"]: x for x in _results(stream)}
+    assert results["no-model"]["ok"] == "0" and "names no model" in results["no-model"]["body"]
+    assert results["evil"]["ok"] == "0"
+    assert sum(x["ok"] == "1" for x in results.values()) == 1
+    assert redis.Redis.from_url(REDIS).xlen(keys.stream) == 0  # all acknowledged and deleted
+
+
+def test_server_side_failures_are_retried_then_dead_lettered(stream, cancer_package, cancer_splits):
+    """A request over the worker's time limit is the server's failure: it stays pending, is
+    claimed again (here by a worker with a sane limit, which answers it) or, when it keeps
+    failing, dead-lettered after --max-attempts deliveries with its last error."""
+    rows = cancer_splits.test.X.iloc[:2].to_dict("records")
+    too_fast = Limits(timeout_s=1e-6)  # no ONNX Runtime call ends within a microsecond
+    model = [f"cancer={cancer_package}"]
+    with QueueClient(REDIS, stream=stream, model="cancer", timeout=60) as client:
+        failing = RunningWorker(_config(stream, model, limits=too_fast, visibility_timeout=60))
+        first = client.submit([rows[0]])
+        r = redis.Redis.from_url(REDIS, decode_responses=True)
+        deadline = time.monotonic() + 30
+        while not r.hlen(Keys(stream).failures):  # the failure is noted, the message pending
+            assert time.monotonic() < deadline, "the first delivery never failed"
+            time.sleep(0.05)
+        assert failing.stop() == 0
+        assert r.xpending(stream, "tuneserve-workers")["pending"] == 1
+        healthy = RunningWorker(_config(stream, model, visibility_timeout=0.3))
+        answer = first.result(60)  # claimed from the stopped worker and answered
+        assert answer["predictions"][0]["label"] in ("malignant", "benign")
+        healthy.stop()
+        assert f'tuneserve_queue_retried_total{{stream="{stream}"}} 1.0\n' in healthy.metrics()
+
+        hopeless = RunningWorker(
+            _config(stream, model, limits=too_fast, visibility_timeout=0.2, max_attempts=3)
+        )
+        second = client.submit([rows[1]])
+        with pytest.raises(UnavailableError, match=r"gave up after 3 deliveries.*TimeoutError"):
+            second.result(60)
+        hopeless.stop()
+        r.close()
+    (dead,) = _dead(stream)
+    assert dead["deliveries"] == "4" and "longer than 1e-06 s" in dead["error"]
+    assert [x["ok"] for x in _results(stream)] == ["1", "0"]
+    assert "tuneserve_queue_dead_lettered_total" in hopeless.metrics()
+
+
+def test_the_queue_metrics_count_backlog_pending_and_age(stream, cancer_package, cancer_splits):
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.3)
+    state = load_state(config)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    rows = cancer_splits.test.X.iloc[:5].to_dict("records")
+    for row in rows:
+        r.xadd(stream, encode_request("cancer", [row])[1])
+
+    async def observe() -> Any:
+        client = await connect(REDIS)
+        try:  # a worker that does not run, only reads the queue's state
+            worker = Worker(state, client, config.settings, metrics=QueueMetrics(Registry()))
+            await worker.ensure_group()
+            return await worker.queue_state()
+        finally:
+            await client.aclose()
+
+    before = asyncio.run(observe())
+    assert (before.backlog, before.pending) == (5, 0) and before.oldest_age >= 0
+    # a worker that read two messages and died: they are pending
+    r.xreadgroup("tuneserve-workers", "dead-worker", {stream: ">"}, count=2)
+    after = asyncio.run(observe())
+    assert (after.backlog, after.pending) == (3, 2)
+    assert after.oldest_age >= before.oldest_age
+
+    running = RunningWorker(config, state)
+    labels = f'{{stream="{stream}"}}'
+    deadline = time.monotonic() + 30
+    while f"tuneserve_queue_oldest_age_seconds{labels} 0.0\n" not in (text := running.metrics()):
+        assert time.monotonic() < deadline, f"the queue never emptied:\n{text}"
+        time.sleep(0.05)
+    running.stop()
+    r.close()
+    assert len(_results(stream)) == 5
+    assert f"tuneserve_queue_retried_total{labels} 2.0\n" in text  # the dead worker's two
+    assert f'tuneserve_queue_processed_total{{outcome="ok",stream="{stream}"}} 5.0\n' in text
+    assert f"tuneserve_queue_backlog{labels} 0.0\n" in text
+    assert f"tuneserve_queue_pending{labels} 0.0\n" in text
+    assert f"tuneserve_queue_dead_lettered_total{labels}" not in text  # none yet
+
+
+def test_redis_down_at_start_is_one_clear_error(unused_port):
+    url = f"redis://127.0.0.1:{unused_port}/0"
+    with pytest.raises(UnavailableError, match=rf"cannot reach Redis at {url} .*Hint: start"):
+        asyncio.run(connect(url))
+    with pytest.raises(UnavailableError, match="cannot reach Redis"):
+        QueueClient(url)
+    with pytest.raises(InvalidInputError, match="not a Redis URL; write redis://HOST:PORT/DB"):
+        QueueClient("http://127.0.0.1:6379")
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_registry_alias_moves_are_followed(stream, tmp_path, monkeypatch):
+    from tuneserve.registry import Registry
+    from tuneserve.training import train
+
+    monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
+    registry = Registry()
+    for seed in (0, 1):
+        path = train("iris", tmp_path / f"v{seed}", backbone="logreg", seed=seed).package.path
+        registry.register(path, "iris")
+    registry.promote("iris", 1)
+    running = RunningWorker(_config(stream, ["iris"], watch=0.05))
+    row = {
+        "sepal length (cm)": 5.9,
+        "sepal width (cm)": 3.0,
+        "petal length (cm)": 4.2,
+        "petal width (cm)": 1.5,
+    }
+    try:
+        with QueueClient(REDIS, stream=stream, model="iris", timeout=60) as client:
+            assert client.submit([row]).result(60)["version"] == "1"
+            registry.promote("iris", 2)
+            deadline = time.monotonic() + 60
+            while client.submit([row]).result(60)["version"] != "2":
+                assert time.monotonic() < deadline, "the worker never followed the alias"
+                time.sleep(0.05)
+    finally:
+        running.stop()
+    assert running.state.repository.swaps == 1
+
+
+def _worker_process(stream: str, package: Any, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            *CLI,
+            "worker",
+            "--model",
+            f"cancer={package}",
+            "--queue",
+            REDIS,
+            "--stream",
+            stream,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+
+
+def test_sigterm_drains_what_is_in_work_and_exits_0(stream, cancer_package, cancer_splits):
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    rows = cancer_splits.test.X.iloc[:50].to_dict("records")
+    ids = []
+    pipe = r.pipeline(transaction=False)
+    for i in range(2000):
+        rid, fields = encode_request("cancer", [rows[i % len(rows)]])
+        ids.append(rid)
+        pipe.xadd(stream, fields)
+    pipe.execute()
+    proc = _worker_process(stream, cancer_package, "--metrics-port", "0", "--concurrency", "16")
+    port = None
+    assert proc.stderr is not None
+    for line in proc.stderr:  # "metrics on http://127.0.0.1:PORT/metrics"
+        if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
+            port = int(m.group(1))
+            break
+    assert port, "no metrics line"
+    deadline = time.monotonic() + 60
+    while r.xlen(Keys(stream).results) < 1:
+        assert time.monotonic() < deadline and proc.poll() is None, "nothing was answered"
+        time.sleep(0.01)
+    labels = f'{{stream="{stream}"}}'
+    while True:  # the gauges are read from Redis every second
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        if f"tuneserve_queue_backlog{labels}" in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    for name in ("pending", "oldest_age_seconds"):
+        assert f"tuneserve_queue_{name}{labels}" in text
+    assert 'tuneserve_requests_total{api="queue",code="200",model="cancer"}' in text
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    found = re.search(r"drained: (\d+) requests answered", err)
+    assert found, err
+    drained = int(found.group(1))
+    answered = r.xlen(Keys(stream).results)
+    assert 0 < drained == answered < 2000  # stopped early, with nothing left half done
+    assert r.xpending(stream, "tuneserve-workers")["pending"] == 0
+    assert r.xlen(stream) == 2000 - answered  # the rest wait, unread, for another worker
+    r.close()
