@@ -1,4 +1,5 @@
-"""Closed-loop load on ``tuneserve serve`` versus raw ONNX Runtime, LitServe and BentoML.
+"""Closed-loop load on ``tuneserve serve`` versus raw ONNX Runtime, LitServe and BentoML;
+over gRPC versus REST; and the Redis Streams queue worker's throughput.
 
 For each workload, in one run: the digits CNN and MiniLM (a 3-class probe that tuneserve
 trains on real docstrings, FP32, 64 tokens) over simple JSON, and a breast_cancer logistic
@@ -25,6 +26,9 @@ as one ``[1, 30]`` tensor:
     serving layer differs. They live in ``.venv-peers`` (``make bench-peers``), never in
     tuneserve's environment; without it they are skipped and the table says so. They
     speak simple JSON only, so the OIP workloads are tuneserve's alone;
+  * ``tuneserve gRPC`` is the same server started with ``--grpc-port``, loaded by Triton's
+    own gRPC client (``_serve_grpc.py``), one input per request as OIP tensors; it takes
+    its turns with the others, and a table sets it beside REST;
   * ``--baseline-src DIR`` adds a second tuneserve, run from another checkout's ``src``
     (e.g. ``git archive`` of the commit before a change), and a before/after table: the
     way to show a change to the server costs no throughput.
@@ -56,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _serve_grpc
 import _serve_raw
 from _serve_raw import PATHS, spread
 
@@ -63,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / ".venv-peers" / "bin"
 MAX_BATCH, MAX_DELAY_MS = 32, 2.0
 OURS, BASELINE = "tuneserve", "tuneserve (baseline)"
+OURS_GRPC = "tuneserve gRPC"  # the same server with --grpc-port, loaded by tritonclient.grpc
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Workload:
     inputs: list[Any]  # raw inputs, for raw ONNX Runtime
     bodies: list[bytes]
     api: str = "v1"
+    matrix: bool = False  # a table sent as one [1, n_columns] tensor (gRPC too)
 
 
 class Unsupported(Exception):
@@ -105,7 +112,7 @@ def _commands(
     server: str, package: Path, port: int, threads: int, api: str
 ) -> tuple[list[str], str]:
     """The command line of ``server`` and the path it predicts on."""
-    if server in (OURS, BASELINE):
+    if server in (OURS, BASELINE, OURS_GRPC):
         cli = str(Path(sys.executable).parent / "tuneserve")
         return [
             cli, "serve", "-m", f"m={package}", "--port", str(port), "--watch", "0",
@@ -126,6 +133,8 @@ def _start(
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     port = _free_port()
     command, path = _commands(server, work.package, port, len(cpus), work.api)
+    if server == OURS_GRPC:
+        command += ["--grpc-port", str(grpc_port := _free_port())]
     src = baseline_src if server == BASELINE and baseline_src else ROOT / "src"
     env = dict(
         os.environ,
@@ -154,6 +163,8 @@ def _start(
         except OSError:
             pass
         else:
+            if status == 200 and server == OURS_GRPC:
+                return proc, grpc_port, "grpc-matrix" if work.matrix else "grpc"
             if status == 200:
                 return proc, port, path
             _stop(proc)
@@ -297,7 +308,8 @@ def _workloads(folder: Path, wanted: list[str], text_packages: list[Path]) -> li
             if key in wanted:
                 bodies = [json.dumps({"inputs": tensors(row)}).encode() for row in rows]
                 name = f"breast_cancer logreg, {label}"
-                out.append(Workload(name, folder / "cancer", rows, bodies, "v2"))
+                matrix = key == "cancer-oip-matrix"
+                out.append(Workload(name, folder / "cancer", rows, bodies, "v2", matrix))
     return out
 
 
@@ -323,7 +335,7 @@ def _measure(
     batching: dict[int, tuple[list, float]] = {}
     try:
         for server in servers:
-            if work.api != "v1" and server not in (OURS, BASELINE):
+            if work.api != "v1" and server not in (OURS, BASELINE, OURS_GRPC):
                 unsupported[server] = "speaks simple JSON only"
                 continue
             try:
@@ -335,7 +347,8 @@ def _measure(
             """Closed-loop load on one server; and its batcher's histogram before and after."""
             _, port, path = started[server]
             before = _serve_raw.batch_histogram(port) if server == OURS else None
-            client_args = [str(port), path, str(bodies_file), str(clients), str(seconds)]
+            sent = inputs_file if path.startswith("grpc") else bodies_file  # tensors from inputs
+            client_args = [str(port), path, str(sent), str(clients), str(seconds)]
             result = _in_process(client_cpus, "--client", *client_args)
             after = _serve_raw.batch_histogram(port) if before else None
             return result, (before, after) if after else None
@@ -373,7 +386,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="keep the packages here between runs")
-    default_servers = [OURS, "LitServe", "BentoML"]
+    default_servers = [OURS, OURS_GRPC, "LitServe", "BentoML"]
     parser.add_argument("--servers", nargs="+", default=default_servers)
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument(
@@ -404,7 +417,12 @@ def main() -> None:
     if args.client:  # the load generator process
         port, path, bodies_file, clients, seconds = args.client
         bodies = pickle.loads(Path(bodies_file).read_bytes())
-        print(json.dumps(_client(int(port), path, bodies, int(clients), float(seconds))))
+        if path.startswith("grpc"):  # bodies_file holds the raw inputs
+            matrix = path == "grpc-matrix"
+            result = _serve_grpc.client(int(port), bodies, int(clients), float(seconds), matrix)
+        else:
+            result = _client(int(port), path, bodies, int(clients), float(seconds))
+        print(json.dumps(result))
         return
     if args.per_request and not args.baseline_src:
         parser.error("--per-request compares two versions: give --baseline-src too")
@@ -415,7 +433,7 @@ def main() -> None:
         raise SystemExit("needs at least 2 CPU cores: one for the servers, one for the client")
     server_cpus = set(cpus[: max(1, len(cpus) // 2)])
     client_cpus = set(cpus) - server_cpus
-    servers = [s for s in args.servers if s == OURS or (PEERS / "python").exists()]
+    servers = [s for s in args.servers if s in (OURS, OURS_GRPC) or (PEERS / "python").exists()]
     skipped = sorted(set(args.servers) - set(servers))
     if args.baseline_src:
         servers.insert(servers.index(OURS), BASELINE)
@@ -427,6 +445,7 @@ def main() -> None:
     against_raw: list[str] = []
     package_notes: list[str] = []
     changes: list[str] = []
+    grpc_rows: list[str] = []
     notes: list[str] = []
     workloads = _workloads(folder, args.workloads, args.text_package)
     for work in workloads if args.repeats else []:  # --repeats 0: per request only
@@ -446,6 +465,7 @@ def main() -> None:
                     )
                 )
         notes += [f"{name}: {s} not run, it {why}." for s, why in unsupported.items()]
+        grpc_rows += _serve_grpc.comparison_rows(name, args.concurrency, results, OURS, OURS_GRPC)
         manifest = json.loads((work.package / "manifest.json").read_text())
         backbone = (manifest.get("lineage") or {}).get("backbone") or {}
         if backbone.get("strategy"):  # a trained encoder package: say what it is
@@ -558,6 +578,19 @@ def main() -> None:
         rerun,
         *(comparison if changes or per_request else []),
     ]
+    lines += [
+        "",
+        "## gRPC and REST",
+        "",
+        "The same server, started with `--grpc-port`, loaded over gRPC by Triton's own client "
+        "(`tritonclient.grpc`, one connection per client thread, one input per request as "
+        "Open Inference Protocol tensors: FP32 pixels, BYTES texts, FP64 columns) and over "
+        "REST (the workload's JSON body, keep-alive HTTP), taking turns as every server "
+        "here does. Medians over the repeats.",
+        "",
+        *_serve_grpc.HEADER,
+        *grpc_rows,
+    ] * bool(grpc_rows)
     lines += [
         "",
         "## Against raw ONNX Runtime and the peers",
