@@ -171,7 +171,7 @@ def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoRe
     con.rule("[bold]8. compress the digits CNN, register the chosen variant")
     compressed = _compress(con, package.path, out, digits, epochs, seed)
 
-    con.rule("[bold]9. serving: the champion over HTTP (simple JSON and OIP)")
+    con.rule("[bold]9. serving: the champion over HTTP (simple JSON and OIP) and gRPC")
     from tuneserve.demo_serve import serve_and_call
 
     serve_and_call(con, out, "digits-5-9", transfer_test.X[0])

@@ -1,4 +1,5 @@
-"""The demo's last step: serve the promoted model, call it over HTTP, print how to."""
+"""The demo's last step: serve the promoted model, call it over HTTP and gRPC, print how
+to."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 def serve_and_call(
     con: Any, out: Path, model: str, image: np.ndarray, keep_serving: bool | None = None
 ) -> dict[str, Any]:
-    """Serve ``models:/<model>@champion``, send a simple-JSON and an OIP request, print
-    both with a working curl command and a tritonclient snippet; then serve until Ctrl-C
-    on a terminal, or stop cleanly without one."""
+    """Serve ``models:/<model>@champion`` over HTTP and gRPC, send a simple-JSON, an OIP
+    and an OIP-over-gRPC request, print each with a working curl command or tritonclient
+    snippet; then serve until Ctrl-C on a terminal, or stop cleanly without one."""
     import uvicorn
     from PIL import Image
 
@@ -44,9 +45,9 @@ def serve_and_call(
     repository = Repository([ModelSpec.parse(model)])
     repository.load_all()
     port = _port(8000)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(repository), host="127.0.0.1", port=port, log_level="warning")
-    )
+    grpc_port = _port(8001 if port != 8001 else 8002)
+    app = create_app(repository, grpc_address=("127.0.0.1", grpc_port))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -79,17 +80,16 @@ def serve_and_call(
     con.print(f"Open Inference Protocol -> {label}")
     oip_cmd = f"curl -s -d @{out / 'request-oip.json'} {base}/v2/models/{model}/infer"
     con.print("  " + oip_cmd, markup=False, soft_wrap=True)
-    snippet = (
-        'python -c "import numpy as np, tritonclient.http as t; '
-        f"c = t.InferenceServerClient('127.0.0.1:{port}'); "
-        "i = t.InferInput('image', [1], 'BYTES'); "
-        f"i.set_data_from_numpy(np.array([open('{png}', 'rb').read()], dtype=object)); "
-        f"print(c.infer('{model}', [i]).as_numpy('label'))\""
-    )
-    con.print("  " + snippet, markup=False, soft_wrap=True)
+    con.print("  " + _snippet("http", port, model, png), markup=False, soft_wrap=True)
+    grpc_label = _call_grpc(grpc_port, model, png.read_bytes())
+    con.print(f"gRPC (Open Inference Protocol) -> {grpc_label}")
+    con.print("  " + _snippet("grpc", grpc_port, model, png), markup=False, soft_wrap=True)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if keep_serving if keep_serving is not None else interactive:
-        con.print(f"[bold]serving {model} on {base} (docs: {base}/docs); Ctrl-C stops[/bold]")
+        con.print(
+            f"[bold]serving {model} on {base} (docs: {base}/docs) and gRPC on "
+            f"127.0.0.1:{grpc_port}; Ctrl-C stops[/bold]"
+        )
         try:
             while thread.is_alive():
                 thread.join(0.5)
@@ -98,4 +98,29 @@ def serve_and_call(
     server.should_exit = True
     thread.join(timeout=30)
     con.print("server stopped cleanly")
-    return {"simple": answer, "oip": reply, "port": port}
+    return {"simple": answer, "oip": reply, "grpc": grpc_label, "port": port}
+
+
+def _snippet(transport: str, port: int, model: str, png: Path) -> str:
+    """A one-line tritonclient call (``http`` or ``grpc``) that sends the PNG file."""
+    return (
+        f'python -c "import numpy as np, tritonclient.{transport} as t; '
+        f"c = t.InferenceServerClient('127.0.0.1:{port}'); "
+        "i = t.InferInput('image', [1], 'BYTES'); "
+        f"i.set_data_from_numpy(np.array([open('{png}', 'rb').read()], dtype=object)); "
+        f"print(c.infer('{model}', [i]).as_numpy('label'))\""
+    )
+
+
+def _call_grpc(port: int, model: str, png: bytes) -> str:
+    """The label the gRPC service gives the PNG file, asked with Triton's gRPC client."""
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        tensor = triton.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([png], dtype=object))
+        label = client.infer(model, [tensor]).as_numpy("label")[0]
+    finally:
+        client.close()
+    return str(label.decode() if isinstance(label, bytes) else label)

@@ -177,9 +177,10 @@ def test_demo_runs_end_to_end(tmp_path, epochs, monkeypatch):
     assert (tmp_path / "digits-cnn-compressed" / "report.html").is_file()
     # the demo served the champion, called it, and printed commands that work
     assert "simple JSON  -> " in out and "Open Inference Protocol -> " in out
+    assert "gRPC (Open Inference Protocol) -> " in out
     assert "server stopped cleanly" in out  # no terminal: it does not keep serving
     commands = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(("curl", "python"))]
-    assert len(commands) == 3
+    assert len(commands) == 4
     _check_printed_commands(commands, out)
 
 
@@ -466,14 +467,20 @@ def test_serve_a_registered_champion(tmp_path, monkeypatch):
 
 
 def _check_printed_commands(commands: list[str], out: str) -> None:
-    """Serve the demo's champion again and run the curl and tritonclient lines it printed."""
+    """Serve the demo's champion again (with gRPC) and run the curl and tritonclient lines
+    it printed."""
     import re
     import shlex
+    import socket
 
     expected = out.split("simple JSON  -> ")[1].split()[0]
-    with _running("serve", "--model", "digits-5-9") as server:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        grpc_port = sock.getsockname()[1]
+    with _running("serve", "--model", "digits-5-9", "--grpc-port", str(grpc_port)) as server:
         for line in commands:
-            line = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{server['port']}", line)
+            port = grpc_port if "tritonclient.grpc" in line else server["port"]
+            line = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", line)
             if line.startswith("python"):
                 line = line.replace("python", sys.executable, 1)
             result = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60)
