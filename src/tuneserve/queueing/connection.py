@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from tuneserve.exceptions import InvalidInputError, UnavailableError
 
-__all__ = ["REDIS_DOWN", "Backoff", "connect", "connect_sync", "shown_url"]
+__all__ = ["REDIS_DOWN", "Backoff", "RedisHealth", "connect", "connect_sync", "shown_url"]
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,9 @@ def _down(url: str, exc: Exception) -> UnavailableError:
     )
 
 
-def _client(url: str, factory: Any) -> object:
+def _client(url: str, factory: Any, **extra: Any) -> object:
     try:
-        return factory.from_url(url, **_options(url))
+        return factory.from_url(url, **_options(url), **extra)
     except ValueError as exc:  # redis-py's own URL checks (a bad port, database...)
         raise InvalidInputError(
             f"--queue {shown_url(url)!r} is not a valid Redis URL: {exc}; write "
@@ -67,13 +70,15 @@ def _client(url: str, factory: Any) -> object:
 
 
 async def connect(url: str) -> aioredis.Redis:
-    """An asyncio client of the Redis at ``url``, checked with a PING.
+    """An asyncio client of the Redis at ``url``, checked with a PING. redis-py's own
+    retries are off: the worker's loops retry with :class:`Backoff`, which logs and counts
+    each error (one policy, visible in the metrics).
 
     Raises:
         InvalidInputError: ``url`` is not a Redis URL.
         UnavailableError: Redis cannot be reached (names the URL and what to do).
     """
-    client = _client(url, aioredis.Redis)
+    client = _client(url, aioredis.Redis, retry=AsyncRetry(NoBackoff(), 0))
     assert isinstance(client, aioredis.Redis)
     try:
         await client.ping()
@@ -95,29 +100,51 @@ def connect_sync(url: str) -> redis.Redis:
     return client
 
 
+class RedisHealth:
+    """Whether Redis answers, as every loop of one worker sees it: one warning when it goes
+    away (whichever loop notices first) and one when it is back, not one per waiting task.
+    ``on_error`` is called for every failed call (the worker counts them)."""
+
+    def __init__(self, url: str, on_error: Callable[[], None] | None = None) -> None:
+        self.url = shown_url(url)
+        self.on_error = on_error
+        self.down = False
+
+    def failed(self, exc: BaseException, doing: str) -> None:
+        if self.on_error:
+            self.on_error()
+        if not self.down:
+            self.down = True
+            log.warning(
+                "Redis at %s: %s failed (%s: %s); retrying in a back-off of 0.1 s to 5 s",
+                self.url,
+                doing,
+                type(exc).__name__,
+                exc,
+            )
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("Redis at %s answers again; carrying on", self.url)
+
+
 class Backoff:
     """Exponential waits after Redis errors: 0.1 s doubling to 5 s, back to 0.1 s after a
     success. Un-acknowledged messages stay pending in Redis while it waits, so nothing is
     lost: they are read again (or claimed) once Redis is back."""
 
-    def __init__(self, url: str, first: float = 0.1, cap: float = 5.0) -> None:
-        self.url = shown_url(url)
+    def __init__(self, health: RedisHealth, first: float = 0.1, cap: float = 5.0) -> None:
+        self.health = health
         self.first, self.cap = first, cap
         self.delay = first
 
-    async def wait(self, exc: BaseException, doing: str, quiet: bool = False) -> None:
-        """Log the error (at debug level when ``quiet``) and sleep the current delay."""
-        log.log(
-            logging.DEBUG if quiet else logging.WARNING,
-            "Redis at %s: %s failed (%s: %s); retrying in %.1f s",
-            self.url,
-            doing,
-            type(exc).__name__,
-            exc,
-            self.delay,
-        )
+    async def wait(self, exc: BaseException, doing: str) -> None:
+        """Note the error and sleep the current delay (doubled for the next time)."""
+        self.health.failed(exc, doing)
         await asyncio.sleep(self.delay)
         self.delay = min(self.delay * 2, self.cap)
 
     def reset(self) -> None:
         self.delay = self.first
+        self.health.ok()

@@ -40,7 +40,7 @@ from tuneserve.serving.errors import status_of
 from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
-from .connection import REDIS_DOWN, Backoff
+from .connection import REDIS_DOWN, Backoff, RedisHealth
 from .metrics import QueueMetrics
 from .protocol import (
     DEFAULT_GROUP,
@@ -144,6 +144,8 @@ class Worker:
         self.url = url
         self.keys = Keys(self.settings.stream)
         self.metrics = metrics or QueueMetrics(state.metrics.registry)
+        errors = self.metrics.redis_errors.labels(self.settings.stream)
+        self.health = RedisHealth(url, errors.inc)
         self.processed = 0  # outcomes this worker recorded
         self._finish = client.register_script(FINISH_SCRIPT)
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -188,7 +190,7 @@ class Worker:
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         s = self.settings
-        backoff = Backoff(self.url)
+        backoff = Backoff(self.health)
         while not stop.is_set():
             if self.free <= 0:
                 await asyncio.wait(
@@ -206,7 +208,6 @@ class Worker:
                     block=s.block_ms,
                 )
             except REDIS_DOWN as exc:
-                self.metrics.redis_errors.labels(s.stream).inc()
                 await backoff.wait(exc, "reading")
                 continue
             except redis.ResponseError as exc:
@@ -214,8 +215,6 @@ class Worker:
                     raise
                 await self.ensure_group()  # Redis restarted without the stream: start anew
                 continue
-            if backoff.delay != backoff.first:
-                log.warning("Redis at %s is back; reading again", backoff.url)
             backoff.reset()
             for _, entries in replies or []:
                 for entry_id, fields in entries:
@@ -235,14 +234,14 @@ class Worker:
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         """Claim what dead or failing deliveries left pending, every half visibility
         timeout."""
-        backoff = Backoff(self.url)
+        backoff = Backoff(self.health)
         idle_ms = max(int(self.settings.visibility_timeout * 1000), 1)
         while not stop.is_set():
             await asyncio.sleep(max(self.settings.visibility_timeout / 2, 0.05))
             try:
                 await self.claim(idle_ms)
             except REDIS_DOWN as exc:
-                await backoff.wait(exc, "claiming", quiet=True)
+                await backoff.wait(exc, "claiming")
                 continue
             backoff.reset()
 
@@ -369,13 +368,14 @@ class Worker:
             json.dumps({"id": rid, "ok": ok, "body": body}),
             outcome.reply_ttl or s.result_ttl,
         ]
-        backoff = Backoff(self.url)
+        backoff = Backoff(self.health)
         while True:
             try:
                 recorded = await self._finish(keys=keys, args=args)
                 break
             except REDIS_DOWN as exc:
-                await backoff.wait(exc, f"recording {entry_id}", quiet=True)
+                await backoff.wait(exc, f"recording {entry_id}")
+        backoff.reset()
         if not recorded:
             log.debug("%s (request %s) was recorded by another delivery", entry_id, rid)
             return
