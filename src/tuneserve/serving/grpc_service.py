@@ -161,10 +161,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             model = self.state.route(name, request.model_version or None)
             parsed = request_from_proto(request)
             remaining = context.time_remaining()
-            tensors = await asyncio.wait_for(
-                infer_tensors(self.state, name, model, parsed, "grpc"),
-                None if remaining is None else max(remaining, 0.0),
-            )
+            tensors = await infer_tensors(self.state, name, model, parsed, "grpc", remaining)
             return response_to_proto(name, model.version, parsed, tensors)
 
         return await self._call(context, "predict", work)

@@ -66,14 +66,20 @@ async def predict_json(state: ServerState, name: str, payload: Any, api: str) ->
 
 
 async def infer_tensors(
-    state: ServerState, name: str, model: ServedModel, request: oip.InferRequest, api: str
+    state: ServerState,
+    name: str,
+    model: ServedModel,
+    request: oip.InferRequest,
+    api: str,
+    deadline: float | None = None,
 ) -> Tensors:
     """An Open Inference Protocol request's named output tensors (every output; the
     caller's codec keeps those the request asked for). ``model`` is what
     :meth:`ServerState.route` chose for ``name``, before the body was read: an unknown model
-    is a 404 whatever the body holds."""
+    is a 404 whatever the body holds. ``deadline``: seconds the caller has left (a gRPC
+    deadline), when shorter than the server's time limit."""
     items = decode.from_tensors(model.inputs, request.inputs)
-    out = await state.predict(model, items, api)
+    out = await state.predict(model, items, api, deadline)
     state.mirror(name, items, out)
     m = model.predictor.manifest
     return oip.outputs_for(m.task, m.label_names, out)

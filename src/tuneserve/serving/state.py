@@ -72,9 +72,12 @@ class ServerState:
             self.metrics.routed.labels(name, "primary").inc()
         return self.repository.get(name, version)
 
-    async def predict(self, model: ServedModel, inputs: Items, api: str) -> np.ndarray:
-        """Run ``inputs`` through the model's batcher within the time limit; counted and
-        timed by model, API and status."""
+    async def predict(
+        self, model: ServedModel, inputs: Items, api: str, deadline: float | None = None
+    ) -> np.ndarray:
+        """Run ``inputs`` through the model's batcher within the time limit (or within
+        ``deadline`` seconds, the caller's, when that ends first); counted and timed by
+        model, API and status."""
         if len(inputs) > self.limits.max_items:
             raise InvalidInputError(
                 f"{len(inputs)} inputs in one request; the limit is {self.limits.max_items}. "
@@ -83,7 +86,10 @@ class ServerState:
         start = time.perf_counter()
         code = "200"
         try:
-            return await asyncio.wait_for(model.batcher.submit(inputs), self.limits.timeout_s)
+            limit = (
+                self.limits.timeout_s if deadline is None else min(deadline, self.limits.timeout_s)
+            )
+            return await asyncio.wait_for(model.batcher.submit(inputs), max(limit, 0.0))
         except Exception as exc:
             code = str(status_of(exc))
             raise
