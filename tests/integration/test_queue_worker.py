@@ -441,3 +441,36 @@ def test_sigterm_drains_what_is_in_work_and_exits_0(stream, cancer_package, canc
     assert r.xpending(stream, "tuneserve-workers")["pending"] == 0
     assert r.xlen(stream) == 2000 - answered  # the rest wait, unread, for another worker
     r.close()
+
+
+def test_the_limits_concurrency_ttls_and_results_length(stream, cancer_package, cancer_splits):
+    """--concurrency caps the messages in work (so the batch), --result-ttl the life of the
+    done markers and replies, a request's ttl its own reply, --results-maxlen the results."""
+    config = _config(
+        stream, [f"cancer={cancer_package}"], concurrency=3, result_ttl=500, results_maxlen=10
+    )
+    running = RunningWorker(config)
+    rows = cancer_splits.test.X.iloc[:1].to_dict("records")
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=60) as client:
+            futures = client.submit_many([rows] * 300)
+            assert all(f.result(60)["predictions"] for f in futures)
+            done = r.ttl(Keys(stream).done(futures[0].request_id))
+            assert 0 < done <= 500
+            keys = Keys(stream)
+            r.xadd(stream, encode_request("cancer", rows, reply_to=keys.reply("x"))[1])
+            r.xadd(stream, encode_request("cancer", rows, reply_to=keys.reply("y"), ttl=77)[1])
+            deadline = time.monotonic() + 30
+            while not (r.exists(keys.reply("x")) and r.exists(keys.reply("y"))):
+                assert time.monotonic() < deadline, "no reply"
+                time.sleep(0.02)
+            assert 77 < r.ttl(keys.reply("x")) <= 500  # no ttl sent: --result-ttl
+            assert 0 < r.ttl(keys.reply("y")) <= 77  # the request's own
+    finally:
+        running.stop()
+        r.close()
+    stats = running.state.repository.get("cancer").batcher.stats
+    assert stats.items == 302 and stats.largest <= 3
+    # trimmed in whole nodes of 100 entries (MAXLEN ~): far fewer than the 302 written
+    assert redis.Redis.from_url(REDIS).xlen(Keys(stream).results) <= 110
