@@ -5,8 +5,8 @@ in order, in an empty folder, with no TUNESERVE_* or MLFLOW_* variables (so the 
 ``./.tuneserve`` home and tracking are in force), no terminal, offline, and ``tuneserve``
 on PATH from this virtualenv. A shell block runs under ``bash -e``: any failing command
 fails the test, which shows that block and its output. The only edit made to the blocks is
-the server's port (8000 in the README), replaced by a free one. A background server that a
-block starts (``tuneserve serve ... &``) is stopped at the end.
+the server's ports (8000 and gRPC's 8001 in the README), replaced by free ones. A
+background server that a block starts (``tuneserve serve ... &``) is stopped at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 #: The port the README's tour serves on; the test swaps in a free one.
 README_PORT = "8000"
+#: The tour server's gRPC port; swapped for a free one too.
+README_GRPC_PORT = "8001"
 SHELLS = ("bash", "sh")
 BLOCK_TIMEOUT_S = 300  # a bound for a stuck block, far above the tour's normal minute
 
@@ -161,13 +163,14 @@ def test_the_tour_runs_as_written(tmp_path: Path, groups: list[int]) -> None:
     if "tuneserve serve" in tour:  # the port is swapped for a free one, so it must be the known one
         assert f"--port {README_PORT}" in tour, f"the tour's server must use --port {README_PORT}"
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     folder = tmp_path / "newcomer"  # the empty folder the newcomer works in
     logs = tmp_path / "blocks"  # the scripts and their output, outside that folder
     folder.mkdir()
     logs.mkdir()
     for number, block in enumerate(blocks, start=1):
         code = re.sub(rf"\b{README_PORT}\b", port, block.code)
+        code = re.sub(rf"\b{README_GRPC_PORT}\b", grpc_port, code)
         run_block(Block(block.language, code, block.line), number, folder, logs, groups)
 
     home = folder / ".tuneserve"
