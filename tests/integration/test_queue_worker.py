@@ -474,3 +474,22 @@ def test_the_limits_concurrency_ttls_and_results_length(stream, cancer_package, 
     assert stats.items == 302 and stats.largest <= 3
     # trimmed in whole nodes of 100 entries (MAXLEN ~): far fewer than the 302 written
     assert redis.Redis.from_url(REDIS).xlen(Keys(stream).results) <= 110
+
+
+def test_the_worker_and_the_client_never_import_torch(digits_package):
+    code = f"""
+import asyncio, sys
+from tuneserve.cli import worker
+from tuneserve.client import QueueClient
+from tuneserve.queueing import Worker, WorkerConfig, connect, load_state
+state = load_state(WorkerConfig(models=[{str(digits_package)!r}], url={REDIS!r}))
+async def main():
+    client = await connect({REDIS!r})
+    Worker(state, client)
+    await client.aclose()
+asyncio.run(main())
+QueueClient({REDIS!r}).close()
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

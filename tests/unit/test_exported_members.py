@@ -20,6 +20,8 @@ MODULES = [
     "tuneserve.runtime",
     "tuneserve.training",
     "tuneserve.backbones",
+    "tuneserve.queueing",
+    "tuneserve.client",
 ]
 
 

@@ -295,6 +295,67 @@ def _shortest_cycle(start: str, group: set[str], edges: dict[str, dict[str, Impo
     raise AssertionError(f"{start} is in no cycle")  # callers pass a cyclic group
 
 
+#: What the serving side (HTTP server, queue worker and client, runtime) may never import,
+#: even in a function: the heavy training libraries.
+TRAINING_LIBRARIES = ("torch", "torchvision", "transformers", "peft")
+SERVING_SIDE = (
+    "tuneserve.runtime",
+    "tuneserve.serving",
+    "tuneserve.queueing",
+    "tuneserve.client",
+    "tuneserve.cli.serve",
+    "tuneserve.cli.worker",
+)
+
+
+def reachable(graph: ImportGraph, starts: list[str]) -> dict[str, str | None]:
+    """Every module an import from ``starts`` can run, at any depth: ``{module: the module
+    that imports it}`` (``None`` for a start)."""
+    edges = graph.edges()
+    via: dict[str, str | None] = dict.fromkeys(starts)
+    stack = list(starts)
+    while stack:
+        module = stack.pop()
+        for target in edges.get(module, {}):
+            if target not in via:
+                via[target] = module
+                stack.append(target)
+    return via
+
+
+def third_party_imports(path: Path, names: tuple[str, ...]) -> list[int]:
+    """Lines of ``path`` that import one of ``names`` (any depth, function bodies too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = []
+    for stmt in _statements([tree]):
+        if isinstance(stmt, ast.Import):
+            modules = [alias.name for alias in stmt.names]
+        else:
+            modules = [stmt.module or ""] if not stmt.level else []
+        if any(m.split(".")[0] in names for m in modules):
+            lines.append(stmt.lineno)
+    return lines
+
+
+def test_the_serving_side_never_imports_the_training_libraries():
+    """The server, the queue worker and its client run packages with ONNX Runtime: no path of
+    imports from them (function-level ones included) reaches torch or its kin."""
+    graph = scan(SRC, ROOT)
+    assert third_party_imports(graph.files["tuneserve.backbones.text"], ("torch",))  # it sees
+    starts = [m for m in graph.files if m.startswith(SERVING_SIDE)]
+    assert "tuneserve.queueing.worker" in starts and "tuneserve.client" in starts
+    via = reachable(graph, starts)
+    found = []
+    for module in sorted(via):
+        for line in third_party_imports(graph.files[module], TRAINING_LIBRARIES):
+            chain, at = [module], via[module]
+            while at is not None:
+                chain.append(at)
+                at = via[at]
+            found.append(f"{graph.files[module]}:{line} imported via {' <- '.join(chain)}")
+    assert not found, "\n".join(found)
+
+
 def test_no_import_cycles():
     found = cycles(scan(SRC, ROOT))
     assert not found, "\n\n".join(found)
