@@ -460,3 +460,28 @@ def test_aliases_are_followed_over_grpc(tmp_path, monkeypatch):
     finally:
         client.close()
         server.stop()
+
+
+def test_a_compressed_message_is_held_to_the_limit_once_decompressed(served):
+    """A gzip-compressed request of 380 kB of zeros (about 1 kB on the wire) is refused
+    against the 200 kB limit: the limit is on the decompressed message, so a small
+    compressed request cannot make the server hold a large one."""
+    from tuneserve.serving.proto import grpc_predict_v2_pb2 as pb
+    from tuneserve.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="image", datatype="FP32", shape=[60, 40, 40])
+    request.raw_input_contents.append(bytes(60 * 40 * 40 * 4))
+    assert len(request.SerializeToString()) > 380_000
+    with grpc.insecure_channel(served.grpc, compression=grpc.Compression.Gzip) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    # a compressed request within the limit is served
+    small = pb.ModelInferRequest(model_name="digits")
+    small.inputs.add(name="image", datatype="FP32", shape=[1, 8, 8])
+    small.raw_input_contents.append(bytes(64 * 4))
+    with grpc.insecure_channel(served.grpc, compression=grpc.Compression.Gzip) as channel:
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(small, timeout=30)
+    assert list(reply.outputs[0].shape) == [1, 10]
