@@ -342,7 +342,9 @@ def test_the_server_never_imports_torch(digits_package):
         "import sys\n"
         "from tuneserve.serving import ModelSpec, Repository, create_app\n"
         f"r = Repository([ModelSpec.parse({str(digits_package)!r})]); r.load_all()\n"
-        "create_app(r)\n"
+        "from tuneserve.serving.grpc_service import InferenceService\n"
+        "from tuneserve.serving.state import ServerState\n"
+        "create_app(r, grpc_address=('127.0.0.1', 0)); InferenceService(ServerState(r))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
