@@ -32,6 +32,7 @@ from tuneserve.client import QueueClient
 from tuneserve.exceptions import InvalidInputError, NotFoundError, UnavailableError
 from tuneserve.queueing import (
     Keys,
+    QueueMetrics,
     Worker,
     WorkerConfig,
     WorkerSettings,
@@ -39,7 +40,6 @@ from tuneserve.queueing import (
     encode_request,
     load_state,
 )
-from tuneserve.queueing.metrics import QueueMetrics
 from tuneserve.runtime import Predictor
 from tuneserve.serving import BatchSettings, Limits
 

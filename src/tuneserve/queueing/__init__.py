@@ -6,6 +6,7 @@ The client side is :class:`tuneserve.client.QueueClient`.
 """
 
 from .connection import connect, connect_sync
+from .metrics import QueueMetrics, QueueState
 from .process import WorkerConfig, load_state, run_worker
 from .protocol import (
     DEFAULT_GROUP,
@@ -16,13 +17,14 @@ from .protocol import (
     encode_request,
     parse_request,
 )
-from .worker import QueueState, Worker, WorkerSettings
+from .worker import Worker, WorkerSettings
 
 __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_STREAM",
     "Keys",
     "MalformedMessageError",
+    "QueueMetrics",
     "QueueState",
     "Request",
     "Worker",

@@ -3,9 +3,45 @@ did, next to the server's own request and batching metrics (api label ``queue``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["QueueMetrics"]
+__all__ = ["QueueMetrics", "QueueState", "read_queue_state"]
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What a stream holds now: unread, pending, and the oldest unfinished message's age."""
+
+    backlog: int
+    pending: int
+    oldest_age: float
+
+
+async def read_queue_state(client: aioredis.Redis, stream: str, group: str) -> QueueState:
+    """Backlog (unread by ``group``), pending, and the oldest unfinished message's age in
+    seconds, by Redis's clock. Workers delete what they finish, so the oldest unfinished
+    message is the stream's first entry; and when deletions leave ``XINFO GROUPS`` without
+    a lag, the backlog is the stream's length less what is pending."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xinfo_groups(stream)
+    pipe.xpending(stream, group)
+    pipe.xrange(stream, "-", "+", count=1)
+    pipe.xlen(stream)
+    pipe.time()
+    groups, pending, first, length, now = await pipe.execute()
+    found: dict[str, Any] = next((g for g in groups if g["name"] == group), {})
+    waiting = int(pending["pending"])
+    lag = found.get("lag")
+    backlog = int(lag) if lag is not None else max(int(length) - waiting, 0)
+    age = 0.0
+    if first:
+        millis = int(first[0][0].split("-")[0])  # an entry id is "<ms>-<seq>"
+        age = max(now[0] + now[1] / 1e6 - millis / 1000, 0.0)
+    return QueueState(backlog, waiting, age)
 
 
 class QueueMetrics:
@@ -58,3 +94,9 @@ class QueueMetrics:
             ["stream"],
             registry=registry,
         )
+
+    def show(self, stream: str, state: QueueState) -> None:
+        """Set the gauges of ``stream`` to ``state``."""
+        self.backlog.labels(stream).set(state.backlog)
+        self.pending.labels(stream).set(state.pending)
+        self.oldest_age.labels(stream).set(state.oldest_age)

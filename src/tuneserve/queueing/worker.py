@@ -41,7 +41,7 @@ from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
 from .connection import REDIS_DOWN, Backoff, RedisHealth
-from .metrics import QueueMetrics
+from .metrics import QueueMetrics, QueueState, read_queue_state
 from .protocol import (
     DEFAULT_GROUP,
     DEFAULT_STREAM,
@@ -52,7 +52,7 @@ from .protocol import (
     parse_request,
 )
 
-__all__ = ["QueueState", "Worker", "WorkerSettings"]
+__all__ = ["Worker", "WorkerSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,6 @@ class WorkerSettings:
     read_count: int = 32
     block_ms: int = 1000
     observe_interval: float = 1.0
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """What the stream holds now: unread, pending, and the oldest unfinished message's age."""
-
-    backlog: int
-    pending: int
-    oldest_age: float
 
 
 @dataclass
@@ -388,24 +379,8 @@ class Worker:
     # ---- the queue's state, for the metrics ------------------------------------------
 
     async def queue_state(self) -> QueueState:
-        """Backlog (unread by the group), pending, and the oldest unfinished message's age
-        in seconds (finished messages are deleted, so that is the stream's first entry)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xinfo_groups(self.keys.stream)
-        pipe.xpending(self.keys.stream, self.settings.group)
-        pipe.xrange(self.keys.stream, "-", "+", count=1)
-        pipe.xlen(self.keys.stream)
-        pipe.time()
-        groups, pending, first, length, now = await pipe.execute()
-        group: dict[str, Any] = next((g for g in groups if g["name"] == self.settings.group), {})
-        waiting = int(pending["pending"])
-        lag = group.get("lag")  # None after deletions past the group's position
-        backlog = int(lag) if lag is not None else max(int(length) - waiting, 0)
-        age = 0.0
-        if first:
-            millis = int(first[0][0].split("-")[0])
-            age = max(now[0] + now[1] / 1e6 - millis / 1000, 0.0)
-        return QueueState(backlog, waiting, age)
+        """What the stream holds now (see :func:`~.metrics.read_queue_state`)."""
+        return await read_queue_state(self.redis, self.keys.stream, self.settings.group)
 
     async def _observe(self) -> None:
         gauges, stream = self.metrics, self.settings.stream
@@ -415,7 +390,5 @@ class Worker:
             except (*REDIS_DOWN, redis.ResponseError):
                 pass  # the read loop reports Redis errors; the gauges keep their last value
             else:
-                gauges.backlog.labels(stream).set(state.backlog)
-                gauges.pending.labels(stream).set(state.pending)
-                gauges.oldest_age.labels(stream).set(state.oldest_age)
+                gauges.show(stream, state)
             await asyncio.sleep(self.settings.observe_interval)
