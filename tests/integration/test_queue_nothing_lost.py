@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -222,6 +223,49 @@ def test_a_redis_restart_mid_run_loses_nothing(stream, cancer_package, cancer_sp
         text = log.read_text()  # the worker saw Redis go and come back
         assert "failed (ConnectionError" in text and "answers again" in text, text
         _check_results(r, stream, sent, rows, cancer_package)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        r.close()
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_second_signal_stops_at_once_and_leaves_the_work_pending(
+    stream, cancer_package, cancer_splits, tmp_path
+):
+    """Draining waits for the messages in work to be recorded; while Redis is away it cannot
+    be, and a second SIGTERM stops the worker at once (exit 1): its messages stay pending
+    for other workers."""
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = _redis_server(port, tmp_path)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    log = tmp_path / "worker.log"
+    worker = _worker(url, stream, cancer_package, "w", log)
+    try:
+        _wait_ready(log, "w", worker)
+        _send(r, stream, cancer_splits.test.X.to_dict("records"), 2000, 0)
+        while r.xlen(Keys(stream).results) < 100:
+            time.sleep(0.005)
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            r.shutdown()
+        server.wait(30)
+        deadline = time.monotonic() + 60
+        while "failed (ConnectionError" not in log.read_text():
+            assert time.monotonic() < deadline, "the worker never noticed Redis was gone"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        while "stopping: finishing the messages in work" not in log.read_text():
+            assert worker.poll() is None, log.read_text()  # in work, not recorded: it waits
+            assert time.monotonic() < deadline, "the first signal was not heard"
+            time.sleep(0.05)
+        assert worker.poll() is None, log.read_text()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 1, log.read_text()
+        assert "stopped at once: messages in work stay pending" in log.read_text()
+        server = _redis_server(port, tmp_path)
+        assert _consumers(r, stream)["w"] > 0  # what it held waits to be claimed
     finally:
         if worker.poll() is None:
             worker.kill()
