@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,9 +219,17 @@ class Worker:
             coro = self._give_up(entry_id, fields, deliveries)
         else:
             coro = self._handle(entry_id, fields, deliveries)
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(self._guarded(entry_id, coro))
         self._inflight[entry_id] = task
         task.add_done_callback(lambda _: self._inflight.pop(entry_id, None))
+
+    async def _guarded(self, entry_id: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one message's work; an error nobody expected (Redis refusing the finish
+        script, say) is logged and leaves the message pending, to be claimed again."""
+        try:
+            await work
+        except Exception:
+            log.exception("%s failed unexpectedly; left pending for a retry", entry_id)
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         """Claim what dead or failing deliveries left pending, every half visibility
