@@ -12,7 +12,9 @@ background thread that resolves the futures by request id. Never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -33,6 +35,8 @@ from tuneserve.queueing.connection import REDIS_DOWN, connect_sync, shown_url
 from tuneserve.queueing.protocol import DEFAULT_STREAM, Keys, encode_request
 
 __all__ = ["QueueClient", "QueueFuture"]
+
+log = logging.getLogger(__name__)
 
 #: The error a worker's error result raises, by the status it records (as HTTP would answer).
 _ERRORS: dict[int, type[TuneserveError]] = {400: InvalidInputError, 404: NotFoundError}
@@ -159,7 +163,8 @@ class QueueClient:
             waiting, self._waiting = self._waiting, {}
         for rid, w in waiting.items():
             w.future.set_exception(TimeoutError(f"the client closed before request {rid} ended"))
-        self._redis.delete(self.reply_key)
+        with contextlib.suppress(*REDIS_DOWN):  # the list expires on its own
+            self._redis.delete(self.reply_key)
         self._redis.close()
 
     def __enter__(self) -> QueueClient:
@@ -185,10 +190,14 @@ class QueueClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 popped = None
-            except redis.ResponseError:
+            except redis.ResponseError:  # the key is no list: someone else wrote it
+                time.sleep(delay)
                 popped = None
             if popped is not None:
-                self._resolve(json.loads(popped[1]))
+                try:
+                    self._resolve(json.loads(popped[1]))
+                except (ValueError, TypeError, AttributeError):  # not a worker's reply
+                    log.warning("ignored a reply that is not a worker's: %.80r", popped[1])
             self._expire()
 
     def _resolve(self, reply: dict[str, Any]) -> None:

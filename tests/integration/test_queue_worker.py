@@ -217,8 +217,9 @@ def test_bad_messages_are_dead_lettered_at_once_and_the_worker_keeps_serving(
             empty = client.submit([[]])
             with pytest.raises(InvalidInputError):
                 empty.result(60)
+            r.rpush(client.reply_key, "garbage", json.dumps([1]), json.dumps({"id": 1}))
             row = cancer_splits.test.X.iloc[:1].to_dict("records")
-            good = client.submit(row).result(60)  # the worker still serves
+            good = client.submit(row).result(60)  # the worker (and the client) still serve
             assert good["predictions"][0]["label"] in ("malignant", "benign")
     finally:
         running.stop()
