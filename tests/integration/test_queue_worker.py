@@ -440,6 +440,7 @@ def test_sigterm_drains_what_is_in_work_and_exits_0(stream, cancer_package, canc
     answered = r.xlen(Keys(stream).results)
     assert 0 < drained == answered < 2000  # stopped early, with nothing left half done
     assert r.xpending(stream, "tuneserve-workers")["pending"] == 0
+    assert r.xinfo_consumers(stream, "tuneserve-workers") == []  # it left the group
     assert r.xlen(stream) == 2000 - answered  # the rest wait, unread, for another worker
     r.close()
 

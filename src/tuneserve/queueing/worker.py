@@ -168,11 +168,24 @@ class Worker:
             await self._read_loop(stop)
             while self._inflight:
                 await asyncio.wait(list(self._inflight.values()))
+            await self._leave()
         finally:
             for task in [*helpers, *self._inflight.values()]:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
         return self.processed
+
+    async def _leave(self) -> None:
+        """Drained: leave the group's list of consumers, unless something is still pending
+        under this name (a message whose work failed; deleting the consumer would drop it
+        from the pending list, and no one could claim it)."""
+        with contextlib.suppress(*REDIS_DOWN, redis.ResponseError):
+            consumers = await self.redis.xinfo_consumers(self.keys.stream, self.settings.group)
+            mine = [c for c in consumers if c["name"] == self.settings.consumer]
+            if mine and int(mine[0]["pending"]) == 0:
+                await self.redis.xgroup_delconsumer(
+                    self.keys.stream, self.settings.group, self.settings.consumer
+                )
 
     # ---- reading and claiming ----------------------------------------------------------
 
