@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from PIL import Image
 
 from tuneserve.runtime import Predictor
 
@@ -73,10 +74,12 @@ def down_url() -> str:
 
 
 def test_worker_and_submit_from_an_empty_folder(
-    newcomer, stream, cancer_package, text_package, cancer_splits, text_model, tmp_path
-):
+    newcomer, stream, cancer_package, text_package, digits_package, cancer_splits, text_model,
+    digits_splits, tmp_path,
+):  # fmt: skip
     log = tmp_path / "worker.log"
     models = ["--model", f"cancer={cancer_package}", "--model", f"reviews={text_package}"]
+    models += ["--model", f"digits={digits_package}"]
     with log.open("w") as out:
         worker = subprocess.Popen(
             [CLI, "worker", *models, "--queue", REDIS, "--stream", stream],
@@ -110,6 +113,17 @@ def test_worker_and_submit_from_an_empty_folder(
         for p in Predictor(text_package).predict(texts[:2]):
             assert p.label in proc.stdout  # the table view
 
+        images = tmp_path / "images"
+        images.mkdir()
+        for i, x in enumerate(digits_splits.test.X[:3]):
+            pixels = (x[:, :, 0] * 255).round().astype("uint8")
+            Image.fromarray(pixels, mode="L").save(images / f"{i}.png")
+        proc = run(newcomer, "submit", *queue, "--model", "digits", str(images), "--json")
+        assert proc.returncode == 0, proc.stderr
+        want = Predictor(digits_package).predict(sorted(images.iterdir()))
+        got = json.loads(proc.stdout)["predictions"]
+        assert [p["label"] for p in got] == [p.label for p in want]
+
         proc = run(newcomer, "submit", *queue, "--model", "reviews", "--no-wait", "hello")
         assert proc.returncode == 0 and len(proc.stdout.strip()) == 32  # the request id
         request_id = proc.stdout.strip()
@@ -127,10 +141,10 @@ def test_worker_and_submit_from_an_empty_folder(
         worker.wait(60)
     text = log.read_text()
     assert worker.returncode == 0, text
-    assert "drained: 5 requests answered by this worker" in text, text  # the --no-wait one too
+    assert "drained: 6 requests answered by this worker" in text, text  # the --no-wait one too
     r = redis.Redis.from_url(REDIS, decode_responses=True)
     ids = [fields["id"] for _, fields in r.xrange(f"{stream}:results")]
-    assert request_id in ids and len(ids) == len(set(ids)) == 5
+    assert request_id in ids and len(ids) == len(set(ids)) == 6
     r.close()
     assert list(newcomer.iterdir()) == []  # nothing written where the user stands
 
