@@ -495,3 +495,15 @@ assert "torch" not in sys.modules, "torch was imported"
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_request_no_worker_answers_times_out_with_a_hint(stream):
+    with QueueClient(REDIS, stream=stream, model="reviews", timeout=0.3) as client:
+        future = client.submit(["hello"])
+        with pytest.raises(TimeoutError, match=r"no answer to request \w+ within 0.3 s; is a wor"):
+            future.result(30)
+        with pytest.raises(InvalidInputError, match="non-empty list"):
+            client.submit([])
+    r = redis.Redis.from_url(REDIS)
+    assert r.xlen(stream) == 1  # still queued: a worker that comes later answers it
+    r.close()
