@@ -29,14 +29,18 @@ as one ``[1, 30]`` tensor:
   * ``tuneserve gRPC`` is the same server started with ``--grpc-port``, loaded by Triton's
     own gRPC client (``_serve_grpc.py``), one input per request as OIP tensors; it takes
     its turns with the others, and a table sets it beside REST;
+  * queue rows (``_serve_queue.py``): for the simple JSON workloads, a burst of requests
+    through ``QueueClient`` answered by 1 and 2 ``tuneserve worker`` processes on the Redis
+    at ``--redis``, pinned as the servers are;
   * ``--baseline-src DIR`` adds a second tuneserve, run from another checkout's ``src``
     (e.g. ``git archive`` of the commit before a change), and a before/after table: the
     way to show a change to the server costs no throughput.
 
 Rerun: ``make bench-peers && .venv/bin/python benchmarks/serve.py [--seconds 4]
 [--concurrency 1 4 16] [--repeats 3] [--workloads ...] [--servers ...] [--baseline-src DIR]
-[--out FILE]``; ``--workloads minilm --servers tuneserve`` is the served-versus-raw part
-alone. Writes ``benchmarks/results/serve.md`` unless told otherwise.
+[--queue-workers 1 2] [--queue-requests 1000] [--out FILE]``; ``--workloads minilm --servers
+tuneserve`` is the served-versus-raw part alone. Writes ``benchmarks/results/serve.md``
+unless told otherwise.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import _serve_grpc
+import _serve_queue
 import _serve_raw
 from _serve_raw import PATHS, spread
 
@@ -380,6 +385,34 @@ def _measure(
     return results, unsupported, batching
 
 
+def _queue_rows(
+    work: Workload,
+    args: argparse.Namespace,
+    server_cpus: set[int],
+    client_cpus: set[int],
+    folder: Path,
+) -> list[str]:
+    """Queue throughput with each count of workers, the counts taking turns repeat by
+    repeat; one table row per count."""
+    inputs_file = folder / "inputs.pkl"
+    inputs_file.write_bytes(pickle.dumps(work.inputs))
+    runs: dict[int, list[dict]] = {}
+    for repeat in range(max(args.repeats, 1)):
+        order = args.queue_workers[:: -1 if repeat % 2 else 1]
+        for workers in order:
+            result = _serve_queue.measure(
+                work.package, inputs_file, workers, args.queue_requests, server_cpus,
+                client_cpus, (MAX_BATCH, MAX_DELAY_MS), args.redis,
+            )  # fmt: skip
+            runs.setdefault(workers, []).append(result)
+    return [
+        f"| {work.name} | {workers} | {args.queue_requests} | {spread([r['rps'] for r in rs])} | "
+        f"{spread([r['p50'] for r in rs], 1)} | {spread([r['p99'] for r in rs], 1)} | "
+        f"{sum(r['errors'] for r in rs)} |"
+        for workers, rs in sorted(runs.items())
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -412,8 +445,24 @@ def main() -> None:
         help="with the minilm workload: also serve these text packages on the same texts "
         "(a compressed variant: benchmarks/compress.py prints where its packages are)",
     )
+    parser.add_argument(
+        "--queue-workers",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="queue rows (simple JSON workloads): tuneserve worker processes per run; none: "
+        "no queue rows",
+    )
+    parser.add_argument("--queue-requests", type=int, default=1000, help="requests per burst")
+    parser.add_argument("--redis", default=_serve_queue.REDIS, help="the Redis of the queue rows")
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--queue-client", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.queue_client:  # the queue's load generator process
+        url, stream, inputs_file, requests = args.queue_client
+        inputs = pickle.loads(Path(inputs_file).read_bytes())
+        print(json.dumps(_serve_queue.burst(url, stream, inputs, int(requests))))
+        return
     if args.client:  # the load generator process
         port, path, bodies_file, clients, seconds = args.client
         bodies = pickle.loads(Path(bodies_file).read_bytes())
@@ -446,6 +495,7 @@ def main() -> None:
     package_notes: list[str] = []
     changes: list[str] = []
     grpc_rows: list[str] = []
+    queue_rows: list[str] = []
     notes: list[str] = []
     workloads = _workloads(folder, args.workloads, args.text_package)
     for work in workloads if args.repeats else []:  # --repeats 0: per request only
@@ -466,6 +516,8 @@ def main() -> None:
                 )
         notes += [f"{name}: {s} not run, it {why}." for s, why in unsupported.items()]
         grpc_rows += _serve_grpc.comparison_rows(name, args.concurrency, results, OURS, OURS_GRPC)
+        if work.api == "v1" and args.queue_workers:
+            queue_rows += _queue_rows(work, args, server_cpus, client_cpus, folder)
         manifest = json.loads((work.package / "manifest.json").read_text())
         backbone = (manifest.get("lineage") or {}).get("backbone") or {}
         if backbone.get("strategy"):  # a trained encoder package: say what it is
@@ -529,6 +581,8 @@ def main() -> None:
         + (f" --servers {' '.join(args.servers)}" if args.servers != default_servers else "")
         + (" --baseline-src BEFORE/src" if args.baseline_src else "")
         + (f" --per-request {args.per_request}" if args.per_request else "")
+        + f" --queue-workers {' '.join(map(str, args.queue_workers))}"
+        + f" --queue-requests {args.queue_requests}"
         + "`"
     )
     per_request: list[str] = []
@@ -591,6 +645,21 @@ def main() -> None:
         *_serve_grpc.HEADER,
         *grpc_rows,
     ] * bool(grpc_rows)
+    lines += [
+        "",
+        "## Queue: tuneserve worker on a Redis Stream",
+        "",
+        f"One burst of {args.queue_requests} one-input requests submitted at once "
+        "(`QueueClient.submit_many`, one round trip) on a fresh stream, answered by 1 or 2 "
+        f"`tuneserve worker` processes pinned to cores {sorted(server_cpus)} (the servers' "
+        f"cores; batching at {MAX_BATCH} items and {MAX_DELAY_MS:g} ms as the servers), the "
+        f"client pinned to {sorted(client_cpus)}. req/s = requests / (last answer - submit); "
+        "latency = each request's submit-to-answer time, in a burst mostly its wait in the "
+        "queue. Median (min-max) over the repeats; the worker counts take turns.",
+        "",
+        *_serve_queue.HEADER,
+        *queue_rows,
+    ] * bool(queue_rows)
     lines += [
         "",
         "## Against raw ONNX Runtime and the peers",
