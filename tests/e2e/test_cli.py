@@ -233,6 +233,7 @@ def test_error_row_numbers_count_across_batches(cancer_package, cancer_splits, t
     assert_one_line_error(proc, "row 100 column 'mean radius' holds 'abc'")
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
     summary = json.loads(
         tuneserve("train", "wine", "--out", str(tmp_path / "wine"), "-b", "logreg", "--json").stdout
@@ -264,6 +265,7 @@ def test_train_table_and_text_from_the_cli(tmp_path, reviews_csv):
     assert_one_line_error(proc, "already exists", "--force")
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_train_hugging_face_vision_model_from_the_cli(tmp_path, tiny_vit, digits_splits):
     out = tmp_path / "vit"
     args = ["train", "digits", "--out", str(out), "-b", str(tiny_vit), "-s", "partial"]
@@ -284,6 +286,7 @@ def test_train_hugging_face_vision_model_from_the_cli(tmp_path, tiny_vit, digits
     assert proc.returncode == 0
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_update_a_package_with_new_rows_from_the_cli(tmp_path):
     from tuneserve.data import load
 
@@ -304,6 +307,7 @@ def test_update_a_package_with_new_rows_from_the_cli(tmp_path):
     assert_one_line_error(proc, "--update continues the package's own model")
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_pretrain_then_train_from_it_on_the_cli(tmp_path):
     encoder, model = tmp_path / "enc", tmp_path / "model"
     args = ["pretrain", "digits", "--out", str(encoder), "--epochs", "2", "--json"]
@@ -342,6 +346,7 @@ def test_sgd_update_refuses_loop_options(tmp_path):
     assert_one_line_error(proc, "an sgd update takes --epochs", "batch_size")
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_registry_from_the_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     for seed in ("0", "1"):
@@ -638,6 +643,7 @@ def test_cross_validation(tmp_path):
     assert bad.returncode == 2 and "already exists" in bad.stderr
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_select_an_ensemble_then_predict_and_serve_it(cancer_candidates, tmp_path, cancer_splits):
     out = tmp_path / "ensemble"
     args = ["select", str(cancer_candidates / "logreg"), str(cancer_candidates / "random-forest")]

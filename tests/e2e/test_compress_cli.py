@@ -91,6 +91,7 @@ def test_no_variant_within_the_budget_exits_2_with_the_closest(wine_mlp) -> None
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_bad_input_is_one_clear_line(wine_mlp, tmp_path) -> None:
     from tuneserve.data import load
 

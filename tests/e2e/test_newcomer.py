@@ -92,6 +92,7 @@ def serving(cwd: Path, *args: str, ready: str) -> Iterator[int]:
     assert proc.returncode == 0, out
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_demo_from_an_empty_folder(newcomer):
     out = run(newcomer, "demo", "--epochs", "2").stdout
     home = newcomer / ".tuneserve"

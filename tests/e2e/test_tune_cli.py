@@ -56,6 +56,7 @@ def test_a_space_file_narrows_the_search(tmp_path) -> None:
     assert config["config"]["max_iter"] == 500
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_bad_input_is_one_line(tmp_path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("learning_rat: {low: 0.001, high: 0.01}\n")

@@ -15,6 +15,7 @@ def digits_small():
     return load("digits").sample_per_class(30, seed=0)[0]
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_auto_is_the_default_and_records_its_choice(tiny_vit, digits_small, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     result = train(digits_small, tmp_path / "auto", backbone=str(tiny_vit), time_budget=10)

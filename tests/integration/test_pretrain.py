@@ -110,6 +110,7 @@ def test_denoising_autoencoder(unlabeled_digits, tmp_path):
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_interrupted_pretraining_resumes_exactly(unlabeled_digits, tmp_path):
     data = Unlabeled("d", "image", unlabeled_digits.X[:300], "digits")
     config = pretrain_defaults("cnn", epochs=4, batch_size=64)
@@ -140,6 +141,7 @@ def test_interrupted_pretraining_resumes_exactly(unlabeled_digits, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_simcse_text_pretraining_then_probe(reviews_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     texts = tmp_path / "unlabeled.txt"
@@ -164,6 +166,7 @@ def test_simcse_text_pretraining_then_probe(reviews_csv, tmp_path, monkeypatch):
     assert result.test_metrics["test_accuracy"] >= 0.9
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_vision_model_contrastive_pretraining(tiny_vit, unlabeled_digits, tmp_path):
     data = Unlabeled("d", "image", unlabeled_digits.X[:200], "digits")
     config = pretrain_defaults("vision", epochs=2, batch_size=32)

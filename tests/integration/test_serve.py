@@ -461,6 +461,7 @@ def test_alias_moves_are_followed_without_dropping_requests(tmp_path, monkeypatc
     assert seen == {"1", "2"}
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_canary_and_shadow_traffic(tmp_path, monkeypatch):
     import random
 

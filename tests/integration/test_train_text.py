@@ -19,6 +19,7 @@ def _check(result, accuracy: float = 0.9) -> None:
     assert (result.package.path / "assets/tokenizer.json").is_file()
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_probe_caches_frozen_features(reviews_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     first = train(reviews_csv, tmp_path / "a", strategy="probe", max_length=32)
@@ -57,6 +58,7 @@ def test_fine_tuning_strategies(reviews_csv, tmp_path, strategy):
     _check(result, accuracy=0.8)  # 24 test texts, 3 short epochs
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_lora_is_merged_into_a_plain_encoder(reviews_csv):
     import torch
 

@@ -44,7 +44,15 @@ def test_preprocessing_follows_the_image_processor_config(tiny_vit):
     np.testing.assert_allclose(pre.transform([white])["input"], 2.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", ["probe", "partial", "full", "lora"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "probe",
+        "full",
+        pytest.param("partial", marks=pytest.mark.slow),  # the default run's budget
+        pytest.param("lora", marks=pytest.mark.slow),
+    ],
+)
 def test_vit_strategies_export_with_parity(tiny_vit, digits_small, tmp_path, strategy, monkeypatch):
     monkeypatch.setenv("TUNESERVE_HOME", str(tmp_path / "home"))
     # the probe trains a head on cached features: its defaults (60 epochs) cost little
@@ -96,6 +104,7 @@ def test_convolutional_model_pools_its_feature_map(tiny_resnet, digits_small, tm
         train(digits_small, tmp_path / "l", backbone=str(tiny_resnet), strategy="lora")
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_from_a_vision_package_needs_no_original_folder(tiny_vit, tmp_path):
     digits = load("digits")
     folder = tmp_path / "vit-copy"

@@ -32,6 +32,7 @@ def _study(tmp_path: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=_storage(tmp_path))
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_mlp_study_prunes_bad_trials_and_keeps_only_the_best_package(tmp_path) -> None:
     out = tmp_path / "wine"
     result = tune(

@@ -61,6 +61,7 @@ def _poll(url: str, study: str, ready, timeout: float = 120) -> None:
     raise AssertionError(f"study {study} never got ready")
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_a_killed_study_resumes_and_continues_the_killed_trial_from_its_checkpoint(
     tmp_path,
 ) -> None:
@@ -118,6 +119,7 @@ def postgres() -> str:
     return POSTGRES
 
 
+@pytest.mark.slow  # the default run's 15-minute budget; make test-slow runs it
 def test_two_workers_share_a_study_on_postgresql(tmp_path, postgres) -> None:
     study = f"workers-{uuid.uuid4().hex[:8]}"
     common = ["breast_cancer", "--backbone", "logreg", "--trials", "10", "--storage", postgres]
