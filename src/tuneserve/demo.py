@@ -176,6 +176,11 @@ def run_demo(out: Path | None = None, epochs: int = 30, seed: int = 0) -> DemoRe
 
     serve_and_call(con, out, "digits-5-9", transfer_test.X[0])
 
+    con.rule("[bold]10. a message queue: a worker answers from a Redis Stream")
+    from tuneserve.demo_queue import queue_round_trip
+
+    queue_round_trip(con, out, "digits-5-9", out / "digit-for-the-server.png")
+
     con.rule("[bold]next")
     con.print(f"tuneserve package show {cnn_dir}")
     con.print(f"open {out / 'digits-cnn-compressed' / 'report.html'}   # the compression report")

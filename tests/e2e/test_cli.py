@@ -178,6 +178,10 @@ def test_demo_runs_end_to_end(tmp_path, epochs, monkeypatch):
     # the demo served the champion, called it, and printed commands that work
     assert "simple JSON  -> " in out and "Open Inference Protocol -> " in out
     assert "gRPC (Open Inference Protocol) -> " in out
+    # a worker answered the same image from a Redis Stream (Redis runs here)
+    label = out.split("simple JSON  -> ")[1].split()[0]
+    assert f"queue (Redis Streams) -> {label}" in out
+    assert "tuneserve submit --queue redis://127.0.0.1:6379/0 --model digits-5-9" in out
     assert "server stopped cleanly" in out  # no terminal: it does not keep serving
     commands = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(("curl", "python"))]
     assert len(commands) == 4
