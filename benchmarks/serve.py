@@ -46,191 +46,23 @@ unless told otherwise.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import pickle
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import _serve_grpc
+import _serve_procs
 import _serve_queue
 import _serve_raw
-from _serve_raw import PATHS, spread
-
-ROOT = Path(__file__).resolve().parents[1]
-PEERS = ROOT / ".venv-peers" / "bin"
-MAX_BATCH, MAX_DELAY_MS = 32, 2.0
-OURS, BASELINE = "tuneserve", "tuneserve (baseline)"
-OURS_GRPC = "tuneserve gRPC"  # the same server with --grpc-port, loaded by tritonclient.grpc
-
-
-@dataclass
-class Workload:
-    """One model and the request bodies that call it (``api``: v1 simple JSON, v2 OIP)."""
-
-    name: str
-    package: Path
-    inputs: list[Any]  # raw inputs, for raw ONNX Runtime
-    bodies: list[bytes]
-    api: str = "v1"
-    matrix: bool = False  # a table sent as one [1, n_columns] tensor (gRPC too)
-
-
-class Unsupported(Exception):
-    """The server answers, but not 200, to the workload's request (e.g. a baseline that
-    predates an input form)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pinned(cpus: set[int]) -> Callable[[], None]:
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-def _post(port: int, path: str, body: bytes) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("POST", path, body, {"Content-Type": "application/json"})
-        reply = conn.getresponse()
-        return reply.status, reply.read()
-    finally:
-        conn.close()
-
-
-def _commands(
-    server: str, package: Path, port: int, threads: int, api: str
-) -> tuple[list[str], str]:
-    """The command line of ``server`` and the path it predicts on."""
-    if server in (OURS, BASELINE, OURS_GRPC):
-        cli = str(Path(sys.executable).parent / "tuneserve")
-        return [
-            cli, "serve", "-m", f"m={package}", "--port", str(port), "--watch", "0",
-            "--threads", str(threads), "--max-batch-size", str(MAX_BATCH),
-            "--max-queue-delay-ms", str(MAX_DELAY_MS),
-        ], PATHS[api]  # fmt: skip
-    if server == "LitServe":
-        script = str(ROOT / "benchmarks" / "peers" / "litserve_server.py")
-        return [str(PEERS / "python"), script, str(port)], "/predict"
-    return [
-        str(PEERS / "bentoml"), "serve", "bento_service:PackageService", "--port", str(port),
-        "--host", "127.0.0.1",
-    ], "/predict"  # fmt: skip
-
-
-def _start(
-    server: str, work: Workload, cpus: set[int], baseline_src: Path | None
-) -> tuple[subprocess.Popen[bytes], int, str]:
-    port = _free_port()
-    command, path = _commands(server, work.package, port, len(cpus), work.api)
-    if server == OURS_GRPC:
-        command += ["--grpc-port", str(grpc_port := _free_port())]
-    src = baseline_src if server == BASELINE and baseline_src else ROOT / "src"
-    env = dict(
-        os.environ,
-        PEER_PACKAGE=str(work.package),
-        PEER_THREADS=str(len(cpus)),
-        PEER_MAX_BATCH_SIZE=str(MAX_BATCH),
-        PEER_MAX_DELAY_MS=str(MAX_DELAY_MS),
-        PYTHONPATH=os.pathsep.join([str(src), str(ROOT / "benchmarks" / "peers")]),
-        BENTOML_HOME=tempfile.mkdtemp(prefix="bentoml-"),
-        BENTOML_DO_NOT_TRACK="True",
-    )
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; a pipe could stall it
-    proc = subprocess.Popen(
-        command,
-        cwd=ROOT / "benchmarks" / "peers",
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_pinned(cpus),
-        start_new_session=True,  # the whole process tree stops together
-    )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            status, reply = _post(port, path, work.bodies[0])
-        except OSError:
-            pass
-        else:
-            if status == 200 and server == OURS_GRPC:
-                return proc, grpc_port, "grpc-matrix" if work.matrix else "grpc"
-            if status == 200:
-                return proc, port, path
-            _stop(proc)
-            raise Unsupported(f"{status}: {reply.decode(errors='replace')[:300]}")
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
-            log.seek(0)
-            raise RuntimeError(f"{server} did not start: {log.read().decode()[-3000:]}")
-        time.sleep(0.3)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with_kill = proc.poll() is None
-        if with_kill:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _client(port: int, path: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
-    """Closed loop: ``clients`` threads, one request in flight each, for ``seconds``."""
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
-
-    def client(offset: int) -> None:
-        nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine, bad, i = [], 0, offset
-        while time.perf_counter() < stop:
-            start = time.perf_counter()
-            conn.request(
-                "POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"}
-            )
-            reply = conn.getresponse()
-            reply.read()
-            bad += reply.status != 200
-            mine.append(time.perf_counter() - start)
-            i += clients
-        with lock:
-            latencies.extend(mine)
-            errors += bad
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    begin = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - begin
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": errors,
-    }
+from _serve_procs import BASELINE, MAX_BATCH, MAX_DELAY_MS, OURS, OURS_GRPC, PEERS, ROOT, Workload
+from _serve_raw import spread
 
 
 def _in_process(cpus: set[int], *args: str, src: Path | None = None) -> dict:
@@ -344,8 +176,8 @@ def _measure(
                 unsupported[server] = "speaks simple JSON only"
                 continue
             try:
-                started[server] = _start(server, work, server_cpus, args.baseline_src)
-            except Unsupported as exc:
+                started[server] = _serve_procs.start(server, work, server_cpus, args.baseline_src)
+            except _serve_procs.Unsupported as exc:
                 unsupported[server] = f"refuses the request ({str(exc)[:120]}...)"
 
         def load(server: str, clients: int, seconds: float) -> tuple[dict, Any]:
@@ -381,7 +213,7 @@ def _measure(
             batching[clients] = (mix, formed[0] / formed[1] if formed[1] else float("nan"))
     finally:
         for proc, _, _ in started.values():
-            _stop(proc)
+            _serve_procs.stop(proc)
     return results, unsupported, batching
 
 
@@ -470,7 +302,7 @@ def main() -> None:
             matrix = path == "grpc-matrix"
             result = _serve_grpc.client(int(port), bodies, int(clients), float(seconds), matrix)
         else:
-            result = _client(int(port), path, bodies, int(clients), float(seconds))
+            result = _serve_procs.client(int(port), path, bodies, int(clients), float(seconds))
         print(json.dumps(result))
         return
     if args.per_request and not args.baseline_src:
