@@ -130,7 +130,13 @@ def read_image(source: str | Path | bytes, within: tuple[int, int] | None = None
         ) from exc
     except ImageTooLargeError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its text names a memory address, not the input
+        fix = "send an image file" if isinstance(source, bytes) else "remove or replace that file"
+        raise InvalidInputError(
+            f"cannot read image {name}: no image format recognises its bytes. Hint: {fix} "
+            f"(readable formats: {', '.join(IMAGE_SUFFIXES)})"
+        ) from exc
+    except (OSError, ValueError) as exc:
         raise InvalidInputError(
             f"cannot read image {name}: {exc}. Hint: remove or replace that file "
             f"(readable formats: {', '.join(IMAGE_SUFFIXES)})"
