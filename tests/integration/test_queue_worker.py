@@ -507,3 +507,43 @@ def test_a_request_no_worker_answers_times_out_with_a_hint(stream):
     r = redis.Redis.from_url(REDIS)
     assert r.xlen(stream) == 1  # still queued: a worker that comes later answers it
     r.close()
+
+
+def test_a_message_that_breaks_the_parser_is_dead_lettered_not_retried_forever(
+    stream, cancer_package, monkeypatch
+):
+    """Deep JSON and a 5,000-digit integer are dead-lettered on their first delivery; and
+    giving up cannot fail: a message whose reading raises anything is dead-lettered raw,
+    with the error, after --max-attempts."""
+    import tuneserve.queueing.worker as worker_module
+
+    real = worker_module.parse_request
+
+    def parse(fields: dict[str, str], keys: Keys) -> Any:
+        if fields.get("request") == "unreadable":
+            raise RuntimeError("the parser broke")
+        return real(fields, keys)
+
+    monkeypatch.setattr(worker_module, "parse_request", parse)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.2, max_attempts=1)
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        r.xadd(stream, {"request": "[" * 100_000 + "]" * 100_000})
+        r.xadd(stream, {"request": '{"id": "big", "model": "cancer", "inputs": [' + "9" * 5000})
+        r.xadd(stream, {"request": "unreadable"})
+        deadline = time.monotonic() + 30
+        while r.xlen(Keys(stream).dead) < 3:
+            assert time.monotonic() < deadline, _dead(stream)
+            time.sleep(0.05)
+    finally:
+        running.stop()
+        r.close()
+    by_start = {d["request"][:3]: d for d in _dead(stream)}  # "[[[", '{"i', "unr"
+    assert by_start["[[["]["deliveries"] == by_start['{"i']["deliveries"] == "1"
+    assert "nested deeper than the worker parses" in by_start["[[["]["error"]
+    assert "is not JSON" in by_start['{"i']["error"]
+    unreadable = by_start["unr"]
+    assert unreadable["request"] == "unreadable" and unreadable["deliveries"] == "2"
+    assert "cannot be read (RuntimeError: the parser broke)" in unreadable["error"]
+    assert redis.Redis.from_url(REDIS).xlen(stream) == 0

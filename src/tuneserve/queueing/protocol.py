@@ -145,10 +145,15 @@ def parse_request(fields: dict[str, str], keys: Keys) -> Request:
         )
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # also an integer past Python's digit limit (4300 digits)
         raise MalformedMessageError(
             f"the {FIELD!r} field is not JSON ({exc}): {raw[:80]!r}; send a JSON object "
             '{"id", "model", "inputs"}'
+        ) from None
+    except RecursionError:
+        raise MalformedMessageError(
+            f"the {FIELD!r} field is JSON nested deeper than the worker parses (about 1000 "
+            "levels); send inputs nested at most as deep as their shape"
         ) from None
     if not isinstance(body, dict):
         raise MalformedMessageError(

@@ -348,6 +348,9 @@ class Worker:
             outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
         except MalformedMessageError as exc:
             outcome = _Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
+        except Exception as exc:  # giving up must not fail: the raw fields, with the error
+            problem = f"{error}; the message cannot be read ({type(exc).__name__}: {exc})"
+            outcome = _Outcome(None, error=problem, dead=True)
         await self._record(entry_id, fields, outcome, deliveries)
 
     async def _note_failure(self, entry_id: str, error: str) -> None:

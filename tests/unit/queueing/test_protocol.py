@@ -126,3 +126,18 @@ def test_the_back_off_doubles_to_its_cap_and_warns_once_per_outage(caplog):
     assert len(warnings) == 2, warnings  # one when it went, one when it came back
     assert "redis://:***@host:1/0: reading failed (ConnectionError: refused)" in warnings[0]
     assert "answers again" in warnings[1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "pattern"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than the worker parses"),
+        ('{"id": "x", "model": "m", "inputs": [' + "9" * 5000 + "]}", "is not JSON"),
+    ],
+    ids=["deeply-nested", "huge-integer"],
+)
+def test_json_python_cannot_parse_is_a_malformed_message(raw, pattern):
+    """RecursionError and the int-string limit's ValueError are the message's fault: dead
+    letter at once, never a retry that fails the same way forever."""
+    with pytest.raises(MalformedMessageError, match=pattern):
+        parse_request({"request": raw}, KEYS)
