@@ -409,9 +409,6 @@ def test_keys_deadlines_a_full_queue_and_the_repository_extension(cancer_package
         batcher.run = lambda items: (time.sleep(0.4), run(items))[1]
         code, message = _code(lambda: client.infer("cancer", columns, headers=user))
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "0.2 s" in message
-        # the client's own deadline, shorter than the server's limit
-        code, _ = _code(lambda: client.infer("cancer", columns, headers=user, client_timeout=0.05))
-        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
 
         # a burst into a queue of 4 items: RESOURCE_EXHAUSTED for some, with the limit
         codes: list[Any] = []
@@ -485,3 +482,64 @@ def test_a_compressed_message_is_held_to_the_limit_once_decompressed(served):
     with grpc.insecure_channel(served.grpc, compression=grpc.Compression.Gzip) as channel:
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(small, timeout=30)
     assert list(reply.outputs[0].shape) == [1, 10]
+
+
+def test_the_clients_deadline_ends_the_work_on_the_server(cancer_package, cancer_splits):
+    """A call whose deadline (0.1 s) ends before the model answers (0.5 s) is given up by
+    the server at the deadline, not finished after it: counted as a 504, never a 200."""
+    server = Served([f"cancer={cancer_package}"], Limits(timeout_s=10))
+    client = server.client()
+    frame = cancer_splits.test.X.iloc[:2]
+    columns = [_input(c, frame[c].to_numpy(np.float64), "FP64") for c in frame.columns]
+    batcher = server.repository.get("cancer").batcher
+    run = batcher.run
+    batcher.run = lambda items: (time.sleep(0.5), run(items))[1]
+    try:
+        code, _ = _code(lambda: client.infer("cancer", columns, client_timeout=0.1))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.0)  # past the model's 0.5 s: a server that ignored the deadline is done
+        metrics = server.metrics()
+        assert 'tuneserve_requests_total{api="grpc",code="504",model="cancer"} 1.0' in metrics
+        assert 'api="grpc",code="200"' not in metrics
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_counts_are_checked_before_values_are_read(served):
+    """More items than --max-items (300), or more elements than the shape, are refused
+    before the values become objects: 40,000 empty BYTES elements cost no 40,000 Python
+    objects."""
+    from tuneserve.serving.proto import grpc_predict_v2_pb2 as pb
+    from tuneserve.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    typed = pb.ModelInferRequest(model_name="reviews")
+    tensor = typed.inputs.add(name="text", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.extend([b""] * 40_000)  # 80 kB, within the 200 kB
+    raw = pb.ModelInferRequest(model_name="reviews")
+    raw.inputs.add(name="text", datatype="BYTES", shape=[1])
+    raw.raw_input_contents.append(bytes(4 * 40_000))  # 40,000 empty elements
+    many = pb.ModelInferRequest(model_name="reviews")
+    many.inputs.add(name="text", datatype="BYTES", shape=[40_000])
+    many.raw_input_contents.append(bytes(4 * 40_000))
+    cases = [
+        (typed, "holds 1 elements but 40000 were sent"),
+        (raw, "more BYTES elements than its shape's 1"),
+        (many, "40000 inputs in one request; the limit is 300"),
+    ]
+    with grpc.insecure_channel(served.grpc) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for message, text in cases:
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(message, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert text in caught.value.details(), caught.value.details()
+    # REST refuses the count first too: 400 images that are not base64, over the limit
+    body = {"inputs": ["not base64 !"] * 400}
+    request = urllib.request.Request(
+        f"http://{served.http.url}/v1/models/digits/predict", json.dumps(body).encode()
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    with error.value as reply:
+        assert "400 inputs in one request; the limit is 300" in json.loads(reply.read())["error"]

@@ -10,6 +10,8 @@ client sends); both are checked by the same rules as REST (:func:`.oip.check_hea
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,8 +40,11 @@ CONTENTS = {
 }
 
 
-def request_from_proto(request: pb.ModelInferRequest) -> oip.InferRequest:
-    """The tensors of a ``ModelInferRequest``, checked as a REST request's are."""
+def request_from_proto(
+    request: pb.ModelInferRequest, check_items: Callable[[int], None] | None = None
+) -> oip.InferRequest:
+    """The tensors of a ``ModelInferRequest``, checked as a REST request's are (with
+    ``check_items`` seeing each tensor's first dimension before its values are read)."""
     if not request.inputs:
         raise InvalidInputError("an infer request needs at least one input tensor")
     raw = request.raw_input_contents
@@ -54,6 +59,8 @@ def request_from_proto(request: pb.ModelInferRequest) -> oip.InferRequest:
         if not name:
             raise InvalidInputError(f"inputs[{i}] has no name")
         datatype, shape = oip.check_header(name, tensor.datatype, list(tensor.shape))
+        if check_items is not None and shape:
+            check_items(shape[0])
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInputError(
@@ -62,7 +69,7 @@ def request_from_proto(request: pb.ModelInferRequest) -> oip.InferRequest:
                 )
             values = oip.raw_values(name, datatype, shape, raw[i])
         else:
-            values = _typed(name, datatype, tensor.contents)
+            values = _typed(name, datatype, shape, tensor.contents)
         tensors.append(oip.shaped(name, datatype, shape, values))
     outputs = [{"name": o.name, "parameters": {}} for o in request.outputs] or None
     return oip.InferRequest(
@@ -70,7 +77,9 @@ def request_from_proto(request: pb.ModelInferRequest) -> oip.InferRequest:
     )
 
 
-def _typed(name: str, datatype: str, contents: pb.InferTensorContents) -> np.ndarray:
+def _typed(
+    name: str, datatype: str, shape: list[int], contents: pb.InferTensorContents
+) -> np.ndarray:
     field = CONTENTS.get(datatype)
     if field is None:
         raise InvalidInputError(
@@ -83,6 +92,11 @@ def _typed(name: str, datatype: str, contents: pb.InferTensorContents) -> np.nda
         raise InvalidInputError(
             f"input {name!r} is {datatype}, whose values go in contents.{field}; it sent "
             f"{sorted(others)}"
+        )
+    if len(values) != math.prod(shape):  # before any copy of them
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} holds {math.prod(shape)} elements but "
+            f"{len(values)} were sent"
         )
     if datatype == "BYTES":
         out = np.empty(len(values), dtype=object)

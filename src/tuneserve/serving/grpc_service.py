@@ -159,7 +159,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         async def work() -> pb.ModelInferResponse:
             name = request.model_name
             model = self.state.route(name, request.model_version or None)
-            parsed = request_from_proto(request)
+            parsed = request_from_proto(request, self.state.check_items)
             remaining = context.time_remaining()
             tensors = await infer_tensors(self.state, name, model, parsed, "grpc", remaining)
             return response_to_proto(name, model.version, parsed, tensors)

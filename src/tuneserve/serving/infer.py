@@ -54,6 +54,7 @@ async def predict_json(state: ServerState, name: str, payload: Any, api: str) ->
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInputError('send {"inputs": [...]} with at least one input')
     version = payload.get("version")
+    state.check_items(len(inputs))  # before decoding any of them
     model = state.route(name, str(version) if version is not None else None)
     items = decode.from_json(model.inputs, inputs)
     out = await state.predict(model, items, api)
@@ -78,6 +79,7 @@ async def infer_tensors(
     :meth:`ServerState.route` chose for ``name``, before the body was read: an unknown model
     is a 404 whatever the body holds. ``deadline``: seconds the caller has left (a gRPC
     deadline), when shorter than the server's time limit."""
+    state.check_items(max((t.shape[0] for t in request.inputs if t.shape), default=1))
     items = decode.from_tensors(model.inputs, request.inputs)
     out = await state.predict(model, items, api, deadline)
     state.mirror(name, items, out)

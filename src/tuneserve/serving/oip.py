@@ -16,6 +16,7 @@ import json
 import math
 import reprlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +63,17 @@ class InferRequest:
     binary_output: bool
 
 
-def _bytes_elements(blob: bytes, name: str) -> list[bytes]:
-    out, at = [], 0
+def _bytes_elements(blob: bytes, name: str, expected: int) -> list[bytes]:
+    """The length-prefixed elements of ``blob``; more than ``expected`` (the shape's count)
+    is refused as soon as it is seen, before the rest are made into objects."""
+    out: list[bytes] = []
+    at = 0
     while at < len(blob):
+        if len(out) == expected:
+            raise InvalidInputError(
+                f"input {name!r}: more BYTES elements than its shape's {expected}; send as "
+                "many as the shape says"
+            )
         if at + 4 > len(blob):
             raise InvalidInputError(f"input {name!r}: truncated BYTES element length at {at}")
         (size,) = struct.unpack_from("<I", blob, at)
@@ -142,7 +151,7 @@ def raw_values(name: str, datatype: str, shape: list[int], blob: bytes) -> np.nd
     """A tensor's flat values from its raw bytes (the binary extension's, or gRPC's
     ``raw_input_contents``): little-endian elements, or length-prefixed ``BYTES``."""
     if datatype == "BYTES":
-        return _object_array(_bytes_elements(blob, name))
+        return _object_array(_bytes_elements(blob, name, _count(shape)))
     dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
     if len(blob) != _count(shape) * dtype.itemsize:
         raise InvalidInputError(
@@ -168,8 +177,12 @@ def shaped(name: str, datatype: str, shape: list[int], values: np.ndarray) -> Te
         ) from None
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Decode an infer request (JSON, or JSON header plus binary tensors)."""
+def parse_request(
+    body: bytes, header_length: str | None, check_items: Callable[[int], None] | None = None
+) -> InferRequest:
+    """Decode an infer request (JSON, or JSON header plus binary tensors). ``check_items``
+    (the server's ``--max-items`` check) sees each tensor's first dimension before its
+    values are read."""
     if header_length is not None:
         try:
             size = int(header_length)
@@ -195,6 +208,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"inputs[{i}] has no name")
         datatype, shape = check_header(name, datatype, shape)
+        if check_items is not None and shape:
+            check_items(shape[0])
         params = raw.get("parameters") or {}
         blob_size = params.get("binary_data_size") if isinstance(params, dict) else None
         if blob_size is not None:

@@ -82,7 +82,8 @@ def add_oip_routes(router: APIRouter, state: ServerState) -> None:
 
     async def infer(name: str, version: str | None, request: Request) -> Response:
         model = state.route(name, version)
-        parsed = oip.parse_request(await state.read_body(request), request.headers.get(oip.HEADER))
+        body = await state.read_body(request)
+        parsed = oip.parse_request(body, request.headers.get(oip.HEADER), state.check_items)
         tensors = await infer_tensors(state, name, model, parsed, "v2")
         body, header = oip.encode_response(name, model.version, parsed, tensors)
         if header is None:

@@ -72,17 +72,22 @@ class ServerState:
             self.metrics.routed.labels(name, "primary").inc()
         return self.repository.get(name, version)
 
+    def check_items(self, count: int) -> None:
+        """Refuse more inputs than ``--max-items``: called before decoding (a request of
+        20,000 images is refused before one is read) and again before predicting."""
+        if count > self.limits.max_items:
+            raise InvalidInputError(
+                f"{count} inputs in one request; the limit is {self.limits.max_items}. "
+                "Hint: split the request"
+            )
+
     async def predict(
         self, model: ServedModel, inputs: Items, api: str, deadline: float | None = None
     ) -> np.ndarray:
         """Run ``inputs`` through the model's batcher within the time limit (or within
         ``deadline`` seconds, the caller's, when that ends first); counted and timed by
         model, API and status."""
-        if len(inputs) > self.limits.max_items:
-            raise InvalidInputError(
-                f"{len(inputs)} inputs in one request; the limit is {self.limits.max_items}. "
-                "Hint: split the request"
-            )
+        self.check_items(len(inputs))
         start = time.perf_counter()
         code = "200"
         try:
