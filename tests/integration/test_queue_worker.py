@@ -93,6 +93,9 @@ class RunningWorker:
         finally:
             await client.aclose()
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def metrics(self) -> str:
         return generate_latest(self.state.metrics.registry).decode()
 
@@ -547,3 +550,104 @@ def test_a_message_that_breaks_the_parser_is_dead_lettered_not_retried_forever(
     assert unreadable["request"] == "unreadable" and unreadable["deliveries"] == "2"
     assert "cannot be read (RuntimeError: the parser broke)" in unreadable["error"]
     assert redis.Redis.from_url(REDIS).xlen(stream) == 0
+
+
+def _private_redis(tmp_path: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of this test alone, without persistence: ``(process, url)``."""
+    import shutil
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not on PATH; this test starts its own"
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, "no redis-server"
+            time.sleep(0.02)
+    client.close()
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def test_the_stream_or_group_deleted_and_a_read_only_redis_are_survived(
+    stream, cancer_package, cancer_splits, tmp_path
+):
+    """The stream deleted under a blocked XREADGROUP (UNBLOCKED), the group destroyed
+    (NOGROUP, in the read and the claim loop) and a Redis turned read-only (READONLY, as a
+    replica after a failover) neither stop the worker nor any of its loops."""
+    server, url = _private_redis(tmp_path)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.1)
+    config.url = url
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    row = cancer_splits.test.X.iloc[:1].to_dict("records")
+    try:
+        with QueueClient(url, stream=stream, model="cancer", timeout=30) as client:
+            time.sleep(0.2)  # the worker waits in XREADGROUP
+            r.delete(stream)
+            assert client.submit(row).result(30)["predictions"]
+            r.xgroup_destroy(stream, "tuneserve-workers")
+            assert client.submit(row).result(30)["predictions"]
+            errors = f'tuneserve_queue_redis_errors_total{{stream="{stream}"}}'
+            assert f"{errors} 0.0" in running.metrics()
+            r.replicaof("127.0.0.1", 1)  # a replica of nothing: every write is refused
+            deadline = time.monotonic() + 30
+            while f"{errors} 0.0" in running.metrics():  # XREADGROUP refused, retried
+                assert time.monotonic() < deadline, "the worker never met READONLY"
+                time.sleep(0.05)
+            r.replicaof("NO", "ONE")
+            assert client.submit(row).result(30)["predictions"]
+        assert running.is_alive()
+    finally:
+        running.stop()
+        r.close()
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_helper_loop_that_dies_stops_the_worker_loudly(stream, cancer_package, monkeypatch):
+    """A claim loop that dies of an error nobody expected must not leave a worker that reads
+    on but never claims what dead workers left: the worker stops with an error naming it."""
+
+    async def broken(self: Worker, idle_ms: int) -> int:
+        raise ValueError("a bug in claiming")
+
+    monkeypatch.setattr(Worker, "claim", broken)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.1)
+    state = load_state(config)
+
+    async def main() -> None:
+        client = await connect(REDIS)
+        try:
+            await Worker(state, client, config.settings).run(asyncio.Event())
+        finally:
+            await client.aclose()
+
+    with pytest.raises(RuntimeError, match=r"claim loop ended \(ValueError\('a bug in claiming'"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_consumer_leaves_the_group_only_with_nothing_pending(stream):
+    """The check and the delete are one script: a message claimed by this consumer just
+    before it leaves stays pending (and claimable) instead of vanishing with the consumer."""
+    from tuneserve.queueing.protocol import LEAVE_SCRIPT
+
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    leave = r.register_script(LEAVE_SCRIPT)
+    r.xgroup_create(stream, "g", "0", mkstream=True)
+    entry = r.xadd(stream, {"request": "{}"})
+    r.xreadgroup("g", "me", {stream: ">"}, count=1)
+    assert leave(keys=[stream], args=["g", "me"]) == 0
+    assert [c["name"] for c in r.xinfo_consumers(stream, "g")] == ["me"]
+    r.xack(stream, "g", entry)
+    assert leave(keys=[stream], args=["g", "me"]) == 1
+    assert r.xinfo_consumers(stream, "g") == []
+    r.close()

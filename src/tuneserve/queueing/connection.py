@@ -16,7 +16,15 @@ from redis.backoff import NoBackoff
 
 from tuneserve.exceptions import InvalidInputError, UnavailableError
 
-__all__ = ["REDIS_DOWN", "Backoff", "RedisHealth", "connect", "connect_sync", "shown_url"]
+__all__ = [
+    "REDIS_DOWN",
+    "Backoff",
+    "RedisHealth",
+    "connect",
+    "connect_sync",
+    "group_lost",
+    "shown_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,15 @@ log = logging.getLogger(__name__)
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 _SCHEMES = ("redis", "rediss", "unix")
+
+
+def group_lost(exc: redis.ResponseError) -> bool:
+    """Whether an error reply says the stream or its group is gone: NOGROUP (a Redis restarted
+    without its data, FLUSHDB, XGROUP DESTROY) or UNBLOCKED (the stream deleted while a
+    read waited on it). The worker creates them again and goes on; any other error reply
+    (READONLY after a failover, MISCONF, a key of the wrong type) is waited out with a
+    :class:`Backoff`."""
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 def shown_url(url: str) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_STREAM",
     "FINISH_SCRIPT",
+    "LEAVE_SCRIPT",
     "Keys",
     "MalformedMessageError",
     "Request",
@@ -221,4 +222,16 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[5], ARGV[2])
 return recorded
+"""
+
+# Deletes a consumer from its group only if nothing is pending under its name, atomically
+# (a claim between a check and a separate XGROUP DELCONSUMER would drop the claimed
+# messages from the pending list for good):
+#   KEYS: stream; ARGV: group, consumer. Returns 1 when deleted.
+LEAVE_SCRIPT = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """

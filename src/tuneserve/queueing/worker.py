@@ -41,13 +41,14 @@ from tuneserve.serving.errors import status_of
 from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
-from .connection import REDIS_DOWN, Backoff, RedisHealth
+from .connection import REDIS_DOWN, Backoff, RedisHealth, group_lost
 from .metrics import QueueMetrics, QueueState, read_queue_state
 from .protocol import (
     DEFAULT_GROUP,
     DEFAULT_STREAM,
     FIELD,
     FINISH_SCRIPT,
+    LEAVE_SCRIPT,
     Keys,
     MalformedMessageError,
     parse_request,
@@ -140,6 +141,7 @@ class Worker:
         self.health = RedisHealth(url, errors.inc)
         self.processed = 0  # outcomes this worker recorded
         self._finish = client.register_script(FINISH_SCRIPT)
+        self._leave_group = client.register_script(LEAVE_SCRIPT)
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
     async def ensure_group(self) -> None:
@@ -156,36 +158,71 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set, then finish the messages in work (drain) and return
         how many outcomes this worker recorded. Cancelled, it stops at once: what was in
-        work stays pending and other workers claim it."""
+        work stays pending and other workers claim it.
+
+        Raises:
+            RuntimeError: A helper loop (claiming, the metrics, the alias watch) ended with
+                an error: the worker stops with it rather than serve without it.
+        """
         await self.ensure_group()
         helpers = [
-            asyncio.create_task(self._claim_loop(stop)),
-            asyncio.create_task(self._observe()),
+            asyncio.create_task(self._claim_loop(), name="claim loop"),
+            asyncio.create_task(self._observe(), name="metrics loop"),
         ]
         if self.state.watch_interval:
-            helpers.append(asyncio.create_task(self.state.follow_aliases()))
+            helpers.append(asyncio.create_task(self.state.follow_aliases(), name="alias watch"))
+        reader = asyncio.create_task(self._read_loop(stop), name="read loop")
         try:
-            await self._read_loop(stop)
+            done, _ = await asyncio.wait([reader, *helpers], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:  # the helpers run until cancelled: one that ended died
+                if task is not reader:
+                    exc = None if task.cancelled() else task.exception()
+                    raise RuntimeError(
+                        f"the worker's {task.get_name()} ended ({exc!r}); the worker stops "
+                        "(what is in work stays pending, other workers claim it)"
+                    ) from exc
+            reader.result()
+            # Drain: no claim after this point, so every message held is in _inflight or,
+            # if a cancelled claim took it, pending under this name (then _leave keeps it).
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             while self._inflight:
                 await asyncio.wait(list(self._inflight.values()))
             await self._leave()
         finally:
-            for task in [*helpers, *self._inflight.values()]:
+            for task in [reader, *helpers, *self._inflight.values()]:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await asyncio.gather(reader, *helpers, return_exceptions=True)
         return self.processed
 
     async def _leave(self) -> None:
         """Drained: leave the group's list of consumers, unless something is still pending
-        under this name (a message whose work failed; deleting the consumer would drop it
-        from the pending list, and no one could claim it)."""
+        under this name (deleting the consumer would drop it from the pending list, and no
+        one could claim it). The check and the delete are one script: atomic."""
         with contextlib.suppress(*REDIS_DOWN, redis.ResponseError):
-            consumers = await self.redis.xinfo_consumers(self.keys.stream, self.settings.group)
-            mine = [c for c in consumers if c["name"] == self.settings.consumer]
-            if mine and int(mine[0]["pending"]) == 0:
-                await self.redis.xgroup_delconsumer(
-                    self.keys.stream, self.settings.group, self.settings.consumer
+            await self._leave_group(
+                keys=[self.keys.stream], args=[self.settings.group, self.settings.consumer]
+            )
+
+    async def _recover(self, exc: redis.ResponseError, backoff: Backoff, doing: str) -> None:
+        """After an error reply: a stream or group that is gone is created again at once;
+        any other error is waited out with the back-off (and counted, and logged once)."""
+        problem: Exception = exc
+        if group_lost(exc):
+            try:
+                await self.ensure_group()
+            except (*REDIS_DOWN, redis.ResponseError) as again:
+                problem = again
+            else:
+                log.warning(
+                    "stream %s or its group %s was gone (%s); created again, carrying on",
+                    self.keys.stream,
+                    self.settings.group,
+                    exc,
                 )
+                return
+        await backoff.wait(problem, doing)
 
     # ---- reading and claiming ----------------------------------------------------------
 
@@ -216,9 +253,7 @@ class Worker:
                 await backoff.wait(exc, "reading")
                 continue
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.ensure_group()  # Redis restarted without the stream: start anew
+                await self._recover(exc, backoff, "reading")
                 continue
             backoff.reset()
             for _, entries in replies or []:
@@ -244,17 +279,20 @@ class Worker:
         except Exception:
             log.exception("%s failed unexpectedly; left pending for a retry", entry_id)
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+    async def _claim_loop(self) -> None:
         """Claim what dead or failing deliveries left pending, every half visibility
         timeout."""
         backoff = Backoff(self.health)
         idle_ms = max(int(self.settings.visibility_timeout * 1000), 1)
-        while not stop.is_set():
+        while True:  # until cancelled: run() stops it before draining
             await asyncio.sleep(max(self.settings.visibility_timeout / 2, 0.05))
             try:
                 await self.claim(idle_ms)
             except REDIS_DOWN as exc:
                 await backoff.wait(exc, "claiming")
+                continue
+            except redis.ResponseError as exc:
+                await self._recover(exc, backoff, "claiming")
                 continue
             backoff.reset()
 
