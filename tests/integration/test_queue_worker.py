@@ -651,3 +651,22 @@ def test_a_consumer_leaves_the_group_only_with_nothing_pending(stream):
     assert leave(keys=[stream], args=["g", "me"]) == 1
     assert r.xinfo_consumers(stream, "g") == []
     r.close()
+
+
+def test_a_full_batcher_makes_messages_wait_not_fail(stream, cancer_package, cancer_splits):
+    """The worker's own overload is no failure of the request: with room for 8 items in the
+    batcher and 64 messages in work, 300 one-row requests are all answered and none costs a
+    delivery (with --max-attempts 1 a single QueueFullError would dead-letter one)."""
+    config = _config(stream, [f"cancer={cancer_package}"], max_attempts=1, visibility_timeout=5)
+    config.batch.max_queue = 8
+    running = RunningWorker(config)
+    rows = cancer_splits.test.X.to_dict("records")
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=60) as client:
+            futures = client.submit_many([[rows[i % len(rows)]] for i in range(300)])
+            answers = [f.result(60) for f in futures]
+    finally:
+        running.stop()
+    assert all(len(a["predictions"]) == 1 for a in answers)
+    assert _dead(stream) == []
+    assert not re.search(r"queue_retried_total\{.*\} [1-9]", running.metrics())  # none failed

@@ -41,6 +41,7 @@ from tuneserve.serving.errors import status_of
 from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
+from .capacity import ItemGate
 from .connection import REDIS_DOWN, Backoff, RedisHealth, group_lost
 from .metrics import QueueMetrics, QueueState, read_queue_state
 from .protocol import (
@@ -143,6 +144,7 @@ class Worker:
         self._finish = client.register_script(FINISH_SCRIPT)
         self._leave_group = client.register_script(LEAVE_SCRIPT)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._room = ItemGate(state.repository.settings.max_queue)
 
     async def ensure_group(self) -> None:
         """Create the stream and the group if missing; a new group reads from the start, so
@@ -342,7 +344,10 @@ class Worker:
             await self._record(entry_id, fields, failed, deliveries)
             return
         try:
-            answer = await predict_json(self.state, request.model, request.payload, "queue")
+            inputs = request.payload.get("inputs")
+            items = len(inputs) if isinstance(inputs, list) else 1
+            async with self._room.hold(request.model, items):
+                answer = await predict_json(self.state, request.model, request.payload, "queue")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
