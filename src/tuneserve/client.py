@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import redis
-
 from tuneserve.exceptions import (
     InvalidInputError,
     NotFoundError,
@@ -162,7 +160,7 @@ class QueueClient:
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for rid, w in waiting.items():
-            w.future.set_exception(TimeoutError(f"the client closed before request {rid} ended"))
+            _settle(w.future, error=TimeoutError(f"the client closed before request {rid} ended"))
         with contextlib.suppress(*REDIS_DOWN):  # the list expires on its own
             self._redis.delete(self.reply_key)
         self._redis.close()
@@ -190,28 +188,37 @@ class QueueClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 popped = None
-            except redis.ResponseError:  # the key is no list: someone else wrote it
+            except Exception:  # the key is no list (someone else wrote it), or worse
+                log.exception("reading the replies at %s failed; retrying", self.reply_key)
                 time.sleep(delay)
                 popped = None
-            if popped is not None:
-                try:
-                    self._resolve(json.loads(popped[1]))
-                except (ValueError, TypeError, AttributeError):  # not a worker's reply
-                    log.warning("ignored a reply that is not a worker's: %.80r", popped[1])
-            self._expire()
+            # The one thread every future waits on must never end early: no error in
+            # resolving (a future cancelled by its caller, say) reaches this loop.
+            try:
+                if popped is not None:
+                    self._resolve(popped[1])
+                self._expire()
+            except Exception:
+                log.exception("the reply thread of %s met an error; it carries on", self.reply_key)
 
-    def _resolve(self, reply: dict[str, Any]) -> None:
+    def _resolve(self, raw: str) -> None:
+        try:
+            reply = json.loads(raw)
+            rid = str(reply.get("id"))
+        except (ValueError, TypeError, AttributeError):  # not a worker's reply
+            log.warning("ignored a reply that is not a worker's: %.80r", raw)
+            return
         with self._lock:
-            waiting = self._waiting.pop(str(reply.get("id")), None)
-        if waiting is None:  # already timed out
+            waiting = self._waiting.pop(rid, None)
+        if waiting is None or waiting.future.done():  # timed out, or cancelled by its caller
             return
         body = reply.get("body") or {}
         if reply.get("ok"):
-            waiting.future.set_result(body)
+            _settle(waiting.future, body)
             return
         message = str(body.get("error", "the worker recorded an error without a message"))
         error = _ERRORS.get(int(body.get("status", 503)), UnavailableError)
-        waiting.future.set_exception(error(message))
+        _settle(waiting.future, error=error(message))
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -219,10 +226,25 @@ class QueueClient:
             late = [rid for rid, w in self._waiting.items() if w.deadline <= now]
             expired = [(rid, self._waiting.pop(rid)) for rid in late]
         for rid, w in expired:
-            w.future.set_exception(
-                TimeoutError(
+            _settle(
+                w.future,
+                error=TimeoutError(
                     f"no answer to request {rid} within {self.timeout} s; is a worker for model "
                     f"{w.model!r} reading stream {self.stream!r}? Hint: tuneserve worker "
                     f"--model {w.model} --queue {shown_url(self.url)} --stream {self.stream}"
-                )
+                ),
             )
+
+
+def _settle(
+    future: Future[dict[str, Any]],
+    result: dict[str, Any] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Resolve ``future`` unless its caller cancelled it first (no InvalidStateError)."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or {})

@@ -670,3 +670,20 @@ def test_a_full_batcher_makes_messages_wait_not_fail(stream, cancer_package, can
     assert all(len(a["predictions"]) == 1 for a in answers)
     assert _dead(stream) == []
     assert not re.search(r"queue_retried_total\{.*\} [1-9]", running.metrics())  # none failed
+
+
+def test_a_cancelled_future_does_not_stop_the_clients_reply_thread(stream):
+    """The caller cancels one future; its reply arrives anyway; the others still resolve,
+    and a future with no reply still times out (the same thread)."""
+    with QueueClient(REDIS, stream=stream, model="m", timeout=2) as client:
+        first, second, late = client.submit_many([["a"], ["b"], ["c"]])
+        assert first.cancel()
+        r = redis.Redis.from_url(REDIS)
+        for future in (first, second):
+            reply = {"id": future.request_id, "ok": True, "body": {"predictions": [1]}}
+            r.rpush(client.reply_key, json.dumps(reply))
+        r.close()
+        assert second.result(10) == {"predictions": [1]}
+        with pytest.raises(TimeoutError, match="no answer to request"):
+            late.result(10)
+        assert first.cancelled()
