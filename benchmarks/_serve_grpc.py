@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import _serve_procs
 import numpy as np
 
 MODEL = "m"  # the name benchmarks/serve.py serves its package under
@@ -78,13 +79,7 @@ def client(port: int, inputs: list[Any], clients: int, seconds: float, matrix: b
     elapsed = time.perf_counter() - begin
     for c in connections:
         c.close()
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": errors,
-    }
+    return _serve_procs.summary(latencies, len(latencies), elapsed, errors)
 
 
 def comparison_rows(

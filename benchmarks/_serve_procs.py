@@ -174,9 +174,15 @@ def client(port: int, path: str, bodies: list[bytes], clients: int, seconds: flo
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - begin
-    latencies.sort()
+    return summary(latencies, len(latencies), elapsed, errors)
+
+
+def summary(latencies: list[float], count: int, elapsed: float, errors: int) -> dict:
+    """``{"rps", "p50", "p99", "errors"}`` of ``count`` requests in ``elapsed`` seconds with
+    these latencies (seconds; milliseconds out)."""
+    latencies = sorted(latencies)
     return {
-        "rps": len(latencies) / elapsed,
+        "rps": count / elapsed,
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "errors": errors,

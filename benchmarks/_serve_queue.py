@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _serve_procs
+
 REDIS = "redis://127.0.0.1:6379/0"
 MODEL = "m"
 
@@ -82,14 +84,8 @@ def burst(url: str, stream: str, inputs: list[Any], requests: int) -> dict:
             f.add_done_callback(lambda _: answered.append(time.perf_counter()))
         done, _ = wait(futures, timeout=600)
         errors = sum(1 for f in done if f.exception() is not None) + requests - len(done)
-    elapsed = max(answered) - begin
-    latencies = sorted(t - begin for t in answered)
-    return {
-        "rps": requests / elapsed,
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": errors,
-    }
+    latencies = [t - begin for t in answered]
+    return _serve_procs.summary(latencies, requests, max(answered) - begin, errors)
 
 
 def measure(

@@ -50,6 +50,7 @@ import json
 import os
 import pickle
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -410,7 +411,10 @@ def main() -> None:
         f"Rerun: `make bench-peers && .venv/bin/python benchmarks/serve.py --seconds "
         f"{args.seconds:g} --concurrency {' '.join(map(str, args.concurrency))} --repeats "
         f"{args.repeats} --workloads {' '.join(args.workloads)}"
-        + (f" --servers {' '.join(args.servers)}" if args.servers != default_servers else "")
+        + (
+            f" --servers {' '.join(map(shlex.quote, args.servers))}"
+            * (args.servers != default_servers)
+        )
         + (" --baseline-src BEFORE/src" if args.baseline_src else "")
         + (f" --per-request {args.per_request}" if args.per_request else "")
         + f" --queue-workers {' '.join(map(str, args.queue_workers))}"
@@ -487,7 +491,12 @@ def main() -> None:
         f"cores; batching at {MAX_BATCH} items and {MAX_DELAY_MS:g} ms as the servers), the "
         f"client pinned to {sorted(client_cpus)}. req/s = requests / (last answer - submit); "
         "latency = each request's submit-to-answer time, in a burst mostly its wait in the "
-        "queue. Median (min-max) over the repeats; the worker counts take turns.",
+        "queue. Median (min-max) over the repeats; the worker counts take turns."
+        + (
+            f" With {len(server_cpus)} server core(s), {max(args.queue_workers)} workers share "
+            "them: more workers than cores cannot add throughput here, only contention."
+        )
+        * (max(args.queue_workers) > len(server_cpus)),
         "",
         *_serve_queue.HEADER,
         *queue_rows,
