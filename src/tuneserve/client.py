@@ -102,7 +102,13 @@ class QueueClient:
         worker's error (:class:`InvalidInputError` for bad inputs, :class:`NotFoundError`
         for an unknown model or version, :class:`UnavailableError` when the workers gave up
         on it) or :class:`TimeoutError`. ``request_id`` (default: a new uuid4 hex) makes a
-        resubmit of the same request idempotent: a worker answers an id once."""
+        resubmit of the same request idempotent: a worker runs an id once, and a resubmit
+        of an id already answered (within ``--result-ttl``) gets the recorded answer.
+
+        Raises:
+            InvalidInputError: Bad ``inputs``, no model, or ``request_id`` already waiting
+                for its answer in this client.
+        """
         (future,) = self._queue([(inputs, request_id)], model, version)
         return future
 
@@ -139,7 +145,15 @@ class QueueClient:
             )
             pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
             futures.append(QueueFuture(rid))
+        ids = [future.request_id for future in futures]
         with self._lock:
+            twice = sorted({r for r in ids if ids.count(r) > 1 or r in self._waiting})
+            if twice:  # a second future of one id would orphan the first
+                raise InvalidInputError(
+                    f"request id {twice[0]!r} is already waiting for its answer in this "
+                    "client; wait for that future (a resubmit after it ended gets the "
+                    "recorded answer)"
+                )
             for future in futures:
                 self._waiting[future.request_id] = _Waiting(future, name, deadline)
         try:

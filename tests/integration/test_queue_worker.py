@@ -687,3 +687,54 @@ def test_a_cancelled_future_does_not_stop_the_clients_reply_thread(stream):
         with pytest.raises(TimeoutError, match="no answer to request"):
             late.result(10)
         assert first.cancelled()
+
+
+def test_a_resubmitted_request_id_gets_the_recorded_answer(stream, cancer_package, cancer_splits):
+    """A worker runs an id once; a resubmit (a new message, same id) gets the answer
+    recorded the first time, on its own reply list. One id twice in one client is refused:
+    the second future would orphan the first."""
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"]))
+    row = cancer_splits.test.X.iloc[:1].to_dict("records")
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=30) as client:
+            first = client.submit(row, request_id="same-id").result(30)
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=30) as other:
+            again = other.submit(row, request_id="same-id")
+            assert again.result(30) == first
+    finally:
+        processed = running.stop()
+    assert processed == 1
+    assert [x["id"] for x in _results(stream)] == ["same-id"]
+    with QueueClient(REDIS, stream=f"{stream}:unread", model="cancer", timeout=30) as client:
+        client.submit(row, request_id="twice")
+        with pytest.raises(InvalidInputError, match="'twice' is already waiting"):
+            client.submit(row, request_id="twice")
+        with pytest.raises(InvalidInputError, match="'x' is already waiting"):
+            client._queue([(row, "x"), (row, "x")], None, None)
+
+
+def test_a_reply_key_of_another_type_and_the_dead_letters_length(stream, cancer_package):
+    """A reply_to naming a string key records the outcome (no reply, no half-written
+    script); the dead-letter stream is trimmed to about --dead-maxlen."""
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    wrong = f"{stream}:reply:a-string"
+    r.set(wrong, "not a list")
+    request = {"id": "to-a-string", "model": "cancer", "inputs": [{}], "reply_to": wrong}
+    r.xadd(stream, {"request": json.dumps(request)})
+    pipe = r.pipeline()
+    for i in range(300):
+        pipe.xadd(stream, {"not-a-request": str(i)})
+    pipe.execute()
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"], dead_maxlen=10))
+    try:
+        deadline = time.monotonic() + 30
+        while r.xlen(stream):
+            assert time.monotonic() < deadline, "the messages were not all acknowledged"
+            time.sleep(0.05)
+    finally:
+        running.stop()
+    (result,) = _results(stream)
+    assert result["id"] == "to-a-string" and result["ok"] == "0"
+    assert r.get(wrong) == "not a list"
+    assert 10 <= r.xlen(Keys(stream).dead) < 301  # trimmed (whole nodes: about, not exact)
+    r.close()

@@ -48,6 +48,9 @@ def worker(
     results_maxlen: int = typer.Option(
         1_000_000, "--results-maxlen", min=1, help="Results stream trimmed to about this many."
     ),
+    dead_maxlen: int = typer.Option(
+        100_000, "--dead-maxlen", min=1, help="Dead-letter stream trimmed to about this many."
+    ),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=0, max=65535, help="Serve /metrics here (0: a free port)."
     ),
@@ -79,6 +82,7 @@ def worker(
         max_attempts=max_attempts,
         result_ttl=result_ttl,
         results_maxlen=results_maxlen,
+        dead_maxlen=dead_maxlen,
         read_count=max_batch_size,
     )
     if consumer:

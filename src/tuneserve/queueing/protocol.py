@@ -15,8 +15,8 @@ A request is one stream entry with one field, ``request``, holding JSON::
 ``S:results``          one entry per request id: ``id``, ``model``, ``version``, ``ok``
                        (``1``/``0``) and ``body`` (the ``/v1`` answer, or ``{"error"}``)
 ``S:dead``             dead letters: ``id``, ``error``, ``request`` (as sent), ``deliveries``
-``S:done:{id}``        the idempotency marker of a recorded request (expires after the
-                       result TTL)
+``S:done:{id}``        the idempotency marker of a recorded request, with its reply
+                       (expires after the result TTL)
 ``S:failures``         the last error of each message that failed and waits for a retry
 ``S:reply:{client}``   a client's reply list (see :class:`tuneserve.client.QueueClient`)
 =====================  ===================================================================
@@ -34,7 +34,6 @@ from tuneserve.exceptions import InvalidInputError
 __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_STREAM",
-    "FINISH_SCRIPT",
     "LEAVE_SCRIPT",
     "Keys",
     "MalformedMessageError",
@@ -191,38 +190,6 @@ def parse_request(fields: dict[str, str], keys: Keys) -> Request:
     payload = {k: body[k] for k in ("inputs", "version") if k in body}
     return Request(rid, model, payload, reply_to, ttl)
 
-
-# Records one outcome of a request and acknowledges its message, atomically:
-#   KEYS: stream, results, dead, done marker, failures hash[, reply list]
-#   ARGV: group, entry id, done TTL (s), results maxlen, request id, model, version, ok,
-#         body (JSON), dead-letter error ('' = none), request as sent, deliveries,
-#         write a result ('1'/'0'), reply payload, reply TTL (s)
-# The done marker (SET NX) makes it idempotent: a message processed twice (a slow worker
-# whose message another worker claimed) records one result, one dead letter, one reply.
-# The entry is then deleted (the request stream holds only what is pending or unread) and
-# its last failure, if any, forgotten.
-FINISH_SCRIPT = """
-local recorded = 0
-if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then
-  recorded = 1
-  if ARGV[13] == '1' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[5],
-               'model', ARGV[6], 'version', ARGV[7], 'ok', ARGV[8], 'body', ARGV[9])
-  end
-  if ARGV[10] ~= '' then
-    redis.call('XADD', KEYS[3], '*', 'id', ARGV[5], 'error', ARGV[10],
-               'request', ARGV[11], 'deliveries', ARGV[12])
-  end
-  if #KEYS > 5 then
-    redis.call('RPUSH', KEYS[6], ARGV[14])
-    redis.call('EXPIRE', KEYS[6], ARGV[15])
-  end
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[5], ARGV[2])
-return recorded
-"""
 
 # Deletes a consumer from its group only if nothing is pending under its name, atomically
 # (a claim between a check and a separate XGROUP DELCONSUMER would drop the claimed

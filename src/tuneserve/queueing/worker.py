@@ -4,7 +4,7 @@ answers them with the server's own prediction path, and records each outcome onc
 Delivery is at-least-once, results are exactly-once per request id:
 
 * A message is acknowledged only in the script that records its outcome
-  (:data:`~.protocol.FINISH_SCRIPT`: result, dead letter, reply, ack, one atomic step,
+  (:data:`~.outcome.FINISH_SCRIPT`: result, dead letter, reply, ack, one atomic step,
   idempotent by request id). A worker that dies before that leaves it pending.
 * Every ``visibility_timeout / 2`` seconds each worker claims (XAUTOCLAIM) the messages
   pending longer than ``visibility_timeout``, from any consumer, itself included, and runs
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -44,11 +43,10 @@ from tuneserve.serving.state import ServerState
 from .capacity import ItemGate
 from .connection import REDIS_DOWN, Backoff, RedisHealth, group_lost
 from .metrics import QueueMetrics, QueueState, read_queue_state
+from .outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
 from .protocol import (
     DEFAULT_GROUP,
     DEFAULT_STREAM,
-    FIELD,
-    FINISH_SCRIPT,
     LEAVE_SCRIPT,
     Keys,
     MalformedMessageError,
@@ -80,6 +78,7 @@ class WorkerSettings:
         result_ttl: Seconds a request id is remembered (a repeat is not answered twice) and
             a reply list is kept.
         results_maxlen: The results stream is trimmed to about this many entries.
+        dead_maxlen: The dead-letter stream is trimmed to about this many entries.
         read_count: Most messages read per XREADGROUP (the model's batch size is a fit).
     """
 
@@ -91,24 +90,10 @@ class WorkerSettings:
     max_attempts: int = 5
     result_ttl: int = 24 * 3600
     results_maxlen: int = 1_000_000
+    dead_maxlen: int = 100_000
     read_count: int = 32
     block_ms: int = 1000
     observe_interval: float = 1.0
-
-
-@dataclass
-class _Outcome:
-    """What the finish script records for one message."""
-
-    request_id: str | None
-    model: str = ""
-    version: str = ""
-    body: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None  # None: a prediction
-    status: int = 400  # of an error, as HTTP would answer it (the client maps it back)
-    dead: bool = False  # also a dead letter
-    reply_to: str | None = None
-    reply_ttl: int | None = None
 
 
 class Worker:
@@ -328,10 +313,10 @@ class Worker:
         try:
             request = parse_request(fields, self.keys)
         except MalformedMessageError as exc:
-            outcome = _Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
+            outcome = Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
             await self._record(entry_id, fields, outcome, deliveries)
             return
-        failed = _Outcome(request.id, request.model, reply_to=request.reply_to, dead=True)
+        failed = Outcome(request.id, request.model, reply_to=request.reply_to, dead=True)
         failed.reply_ttl = request.ttl
         repository = self.state.repository
         if request.model not in repository.specs:
@@ -370,7 +355,7 @@ class Worker:
             )
             await self._note_failure(entry_id, f"{type(exc).__name__}: {problem}")
             return
-        outcome = _Outcome(request.id, request.model, str(answer["version"]), answer)
+        outcome = Outcome(request.id, request.model, str(answer["version"]), answer)
         outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
         await self._record(entry_id, fields, outcome, deliveries)
 
@@ -387,13 +372,13 @@ class Worker:
         )
         try:
             request = parse_request(fields, self.keys)
-            outcome = _Outcome(request.id, request.model, error=error, status=503, dead=True)
+            outcome = Outcome(request.id, request.model, error=error, status=503, dead=True)
             outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
         except MalformedMessageError as exc:
-            outcome = _Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
+            outcome = Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
         except Exception as exc:  # giving up must not fail: the raw fields, with the error
             problem = f"{error}; the message cannot be read ({type(exc).__name__}: {exc})"
-            outcome = _Outcome(None, error=problem, dead=True)
+            outcome = Outcome(None, error=problem, dead=True)
         await self._record(entry_id, fields, outcome, deliveries)
 
     async def _note_failure(self, entry_id: str, error: str) -> None:
@@ -401,40 +386,28 @@ class Worker:
             await self.redis.hset(self.keys.failures, entry_id, error)
 
     async def _record(
-        self, entry_id: str, fields: dict[str, str], outcome: _Outcome, deliveries: int
+        self, entry_id: str, fields: dict[str, str], outcome: Outcome, deliveries: int
     ) -> None:
         """Run the finish script until Redis takes it (retried while Redis is away)."""
-        s, k, rid = self.settings, self.keys, outcome.request_id
-        ok = outcome.error is None
-        body = outcome.body if ok else {"error": outcome.error, "status": outcome.status}
-        keys = [k.stream, k.results, k.dead, k.done(rid or f"entry:{entry_id}"), k.failures]
-        if rid and outcome.reply_to:
-            keys.append(outcome.reply_to)
-        args: list[str | int] = [
-            s.group,
-            entry_id,
-            s.result_ttl,
-            s.results_maxlen,
-            rid or "",
-            outcome.model,
-            outcome.version,
-            "1" if ok else "0",
-            json.dumps(body),
-            (outcome.error or "") if outcome.dead else "",
-            fields.get(FIELD) or json.dumps(fields),
-            deliveries,
-            "1" if rid else "0",
-            json.dumps({"id": rid, "ok": ok, "body": body}),
-            outcome.reply_ttl or s.result_ttl,
-        ]
+        s, rid, ok = self.settings, outcome.request_id, outcome.error is None
+        keep = Retention(s.group, s.result_ttl, s.results_maxlen, s.dead_maxlen)
+        keys, args = finish_call(self.keys, keep, entry_id, fields, outcome, deliveries)
         backoff = Backoff(self.health)
         while True:
             try:
-                recorded = await self._finish(keys=keys, args=args)
+                recorded, dropped = await self._finish(keys=keys, args=args)
                 break
             except REDIS_DOWN as exc:
                 await backoff.wait(exc, f"recording {entry_id}")
         backoff.reset()
+        if dropped:
+            log.warning(
+                "request %s: reply_to %r is a key of another type, not a list: its outcome "
+                "is recorded in %s without a reply",
+                rid,
+                outcome.reply_to,
+                self.keys.results,
+            )
         if not recorded:
             log.debug("%s (request %s) was recorded by another delivery", entry_id, rid)
             return
