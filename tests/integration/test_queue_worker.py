@@ -738,3 +738,24 @@ def test_a_reply_key_of_another_type_and_the_dead_letters_length(stream, cancer_
     assert r.get(wrong) == "not a list"
     assert 10 <= r.xlen(Keys(stream).dead) < 301  # trimmed (whole nodes: about, not exact)
     r.close()
+
+
+def test_a_message_over_the_body_limit_is_dead_lettered_naming_the_limit(stream, cancer_package):
+    """Checked before the JSON is read: the dead letter keeps a cut of it, not all of it."""
+    limits = Limits(max_body_bytes=10_000)
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"], limits=limits))
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    huge = {"id": "huge", "model": "cancer", "inputs": ["A" * 1000] * 20}
+    try:
+        r.xadd(stream, {"request": json.dumps(huge)})
+        deadline = time.monotonic() + 30
+        while not r.xlen(Keys(stream).dead):
+            assert time.monotonic() < deadline, "not dead-lettered"
+            time.sleep(0.05)
+    finally:
+        running.stop()
+        r.close()
+    (dead,) = _dead(stream)
+    assert "the limit is 10,000 (--max-body-mb 0.00953674)" in dead["error"]
+    size = len(json.dumps(huge))
+    assert len(dead["request"]) < 1100 and f"(cut: {size:,} characters)" in dead["request"]

@@ -58,6 +58,9 @@ def worker(
     max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", min=0.0),
     max_queue: int = typer.Option(1024, "--max-queue", min=1, help="Items waiting per model."),
     max_items: int = typer.Option(1024, "--max-items", min=1, help="Inputs per request."),
+    max_body_mb: float = typer.Option(
+        32.0, "--max-body-mb", min=0.001, help="Largest request message (its JSON), in MiB."
+    ),
     timeout_s: float = typer.Option(30.0, "--timeout", min=0.000001, help="Seconds per request."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads."),
     watch: float = typer.Option(
@@ -92,7 +95,9 @@ def worker(
         url=queue,
         settings=settings,
         batch=BatchSettings(max_batch_size, max_queue_delay_ms, max_queue),
-        limits=Limits(max_items=max_items, timeout_s=timeout_s),
+        limits=Limits(
+            max_body_bytes=int(max_body_mb * 2**20), max_items=max_items, timeout_s=timeout_s
+        ),
         watch=watch,
         threads=threads,
         metrics_port=metrics_port,

@@ -47,6 +47,7 @@ from .outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
 from .protocol import (
     DEFAULT_GROUP,
     DEFAULT_STREAM,
+    FIELD,
     LEAVE_SCRIPT,
     Keys,
     MalformedMessageError,
@@ -310,6 +311,16 @@ class Worker:
     # ---- one message ----------------------------------------------------------------------
 
     async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
+        raw, limit = fields.get(FIELD) or "", self.state.limits.max_body_bytes
+        if len(raw) > limit:  # refused before JSON (and before any image is decoded)
+            error = (
+                f"the request is {len(raw):,} characters; the limit is {limit:,} "
+                f"(--max-body-mb {limit / 2**20:g}). Hint: send fewer or smaller inputs per "
+                "request, or start the workers with a larger --max-body-mb"
+            )
+            cut = {FIELD: f"{raw[:1000]}... (cut: {len(raw):,} characters)"}
+            await self._record(entry_id, cut, Outcome(None, error=error, dead=True), deliveries)
+            return
         try:
             request = parse_request(fields, self.keys)
         except MalformedMessageError as exc:
