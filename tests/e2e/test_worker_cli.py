@@ -172,3 +172,14 @@ def test_a_bad_queue_url_is_one_line_and_exit_2(newcomer, url):
         line = proc.stderr.strip()
         assert line.startswith("error: --queue") and "redis://HOST:PORT/DB" in line, line
         assert len(line.splitlines()) == 1
+
+
+def test_a_stream_name_of_another_keys_type_is_one_line_and_exit_2(newcomer, stream):
+    r = redis.Redis.from_url(REDIS)
+    r.set(stream, "a string")
+    r.close()
+    proc = run(newcomer, "worker", "--model", "x=.", "--queue", REDIS, "--stream", stream)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith(f"error: --stream '{stream}' names a Redis key of type string"), line
+    assert len(line.splitlines()) == 1

@@ -102,7 +102,8 @@ def worker(
         threads=threads,
         metrics_port=metrics_port,
     )
-    _check_redis(queue)  # a wrong URL or a Redis that is down fails before the models load
+    _check_redis(queue, stream)  # a wrong URL, a Redis that is down or a --stream naming
+    # a key of another type fails before the models load
     state = load_state(config)
     for name in state.repository.names:
         served = state.repository.get(name)
@@ -119,10 +120,15 @@ def worker(
     typer.echo(f"drained: {processed} requests answered by this worker", err=True)
 
 
-def _check_redis(url: str) -> None:
+def _check_redis(url: str, stream: str) -> None:
     from tuneserve.queueing import connect_sync
+    from tuneserve.queueing.connection import check_stream
 
-    connect_sync(url).close()
+    client = connect_sync(url)
+    try:
+        check_stream(str(client.type(stream)), stream)
+    finally:
+        client.close()
 
 
 def _inputs(items: list[str], modality: str, text_column: str | None) -> list[Any]:

@@ -20,6 +20,7 @@ __all__ = [
     "REDIS_DOWN",
     "Backoff",
     "RedisHealth",
+    "check_stream",
     "connect",
     "connect_sync",
     "group_lost",
@@ -32,6 +33,20 @@ log = logging.getLogger(__name__)
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 _SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_stream(kind: str, stream: str) -> None:
+    """Refuse a ``--stream`` that names a key of another type (``kind``, from ``TYPE``).
+
+    Raises:
+        InvalidInputError: The key holds a string, a list... (names it and what to do).
+    """
+    if kind not in ("none", "stream"):
+        raise InvalidInputError(
+            f"--stream {stream!r} names a Redis key of type {kind}, not a stream; pass the "
+            "name of the request stream (or of a key not in use), e.g. --stream "
+            "tuneserve:requests"
+        )
 
 
 def group_lost(exc: redis.ResponseError) -> bool:

@@ -41,7 +41,7 @@ from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
 from .capacity import ItemGate
-from .connection import REDIS_DOWN, Backoff, RedisHealth, group_lost
+from .connection import REDIS_DOWN, Backoff, RedisHealth, check_stream, group_lost
 from .metrics import QueueMetrics, QueueState, read_queue_state
 from .outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
 from .protocol import (
@@ -134,12 +134,18 @@ class Worker:
 
     async def ensure_group(self) -> None:
         """Create the stream and the group if missing; a new group reads from the start, so
-        messages sent before any worker started are served."""
+        messages sent before any worker started are served.
+
+        Raises:
+            InvalidInputError: The stream's name is a key of another type.
+        """
         try:
             await self.redis.xgroup_create(
                 self.keys.stream, self.settings.group, "0", mkstream=True
             )
         except redis.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                check_stream(str(await self.redis.type(self.keys.stream)), self.keys.stream)
             if "BUSYGROUP" not in str(exc):
                 raise
 
