@@ -244,6 +244,7 @@ def test_bad_messages_are_dead_lettered_at_once_and_the_worker_keeps_serving(
         assert re.search(pattern, by_request[request]), (pattern, by_request[request])
     by_id = {d["id"]: d["error"] for d in dead}
     assert "no model named 'no-such-model' is served on stream" in by_id[unknown.request_id]
+    assert "Every worker of a stream must serve every model sent to it" in by_id[unknown.request_id]
     assert "missing column" in by_id[bad.request_id]
     assert by_id[empty.request_id]
     # error results for the requests that have an id: the submitter learns why

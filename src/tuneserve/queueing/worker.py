@@ -340,8 +340,11 @@ class Worker:
             failed.status = 404
             failed.error = (
                 f"no model named {request.model!r} is served on stream {self.keys.stream!r}; "
-                f"served: {repository.listed}. Hint: start a worker with --model "
-                f"{request.model}, or send it to the stream of the workers that serve it"
+                f"served: {repository.listed}. Every worker of a stream must serve every "
+                "model sent to it (one stream per set of models); a message for a model this "
+                f"worker lacks is dead-lettered. Hint: start the workers of this stream with "
+                f"--model {request.model} too, or send it to the stream of the workers that "
+                "serve it"
             )
             await self._record(entry_id, fields, failed, deliveries)
             return
