@@ -183,3 +183,11 @@ def test_a_stream_name_of_another_keys_type_is_one_line_and_exit_2(newcomer, str
     line = proc.stderr.strip()
     assert line.startswith(f"error: --stream '{stream}' names a Redis key of type string"), line
     assert len(line.splitlines()) == 1
+
+
+def test_a_visibility_timeout_not_above_the_time_limit_is_refused(newcomer):
+    proc = run(newcomer, "worker", "-m", "x=.", "-q", REDIS, "--visibility-timeout", "30")
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("error: --visibility-timeout 30 must exceed --timeout 30"), line
+    assert "Hint: pass --visibility-timeout 60" in line and len(line.splitlines()) == 1

@@ -49,7 +49,8 @@ def stream() -> Iterator[str]:
 
 def _worker(url: str, stream: str, package: Path, name: str, log: Path) -> subprocess.Popen[str]:
     args = ["--queue", url, "--stream", stream, "--consumer", name, "--watch", "0"]
-    args += ["--visibility-timeout", "1", "--concurrency", "16", "--max-batch-size", "8"]
+    args += ["--visibility-timeout", "1", "--timeout", "0.9"]  # must exceed it
+    args += ["--concurrency", "16", "--max-batch-size", "8"]
     with log.open("a") as out:  # the child keeps its own handle
         return subprocess.Popen(
             [*CLI, "worker", "--model", f"cancer={package}", *args],

@@ -760,3 +760,36 @@ def test_a_message_over_the_body_limit_is_dead_lettered_naming_the_limit(stream,
     assert "the limit is 10,000 (--max-body-mb 0.00953674)" in dead["error"]
     size = len(json.dumps(huge))
     assert len(dead["request"]) < 1100 and f"(cut: {size:,} characters)" in dead["request"]
+
+
+def test_a_slow_healthy_message_is_renewed_without_counting_a_delivery(
+    stream, cancer_package, cancer_splits, monkeypatch
+):
+    """A message in work longer than the visibility timeout is renewed by its live worker
+    (XCLAIM JUSTID), which counts no delivery: no worker can dead-letter it for that."""
+    import tuneserve.queueing.worker as worker_module
+
+    real = worker_module.predict_json
+
+    async def slow(*args: Any) -> Any:
+        await asyncio.sleep(1.5)
+        return await real(*args)
+
+    monkeypatch.setattr(worker_module, "predict_json", slow)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.3)
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    row = cancer_splits.test.X.iloc[:1].to_dict("records")
+    most = 0
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=30) as client:
+            future = client.submit(row)
+            while not future.done():
+                for p in r.xpending_range(stream, "tuneserve-workers", "-", "+", 10):
+                    most = max(most, p["times_delivered"])
+                time.sleep(0.05)
+            assert future.result()["predictions"]
+    finally:
+        running.stop()
+        r.close()
+    assert most == 1

@@ -32,12 +32,13 @@ def worker(
         None, "--consumer", help="This worker's name in the group (default: hostname-pid)."
     ),
     concurrency: int = typer.Option(64, "--concurrency", min=1, help="Messages in work at once."),
-    visibility_timeout: float = typer.Option(
-        30.0,
+    visibility_timeout: float | None = typer.Option(
+        None,
         "--visibility-timeout",
         min=0.01,
-        help="Seconds a message may stay unacknowledged before another worker claims it; "
-        "keep it above --timeout.",
+        help="Seconds a message may stay unacknowledged before another worker claims it "
+        "(a live worker renews its own); must exceed --timeout. Default: 2 x --timeout, at "
+        "least 60.",
     ),
     max_attempts: int = typer.Option(
         5, "--max-attempts", min=1, help="Deliveries before a failing message is dead-lettered."
@@ -72,11 +73,20 @@ def worker(
     import asyncio
     import logging
 
+    from tuneserve.exceptions import InvalidInputError
     from tuneserve.queueing import WorkerConfig, WorkerSettings, load_state, run_worker
     from tuneserve.serving.repository import BatchSettings
     from tuneserve.serving.state import Limits
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if visibility_timeout is None:
+        visibility_timeout = max(60.0, 2 * timeout_s)
+    elif visibility_timeout <= timeout_s:
+        raise InvalidInputError(
+            f"--visibility-timeout {visibility_timeout:g} must exceed --timeout {timeout_s:g}: "
+            "a message still in work would be claimed and run again. Hint: pass "
+            f"--visibility-timeout {max(60.0, 2 * timeout_s):g} or a shorter --timeout"
+        )
     settings = WorkerSettings(
         stream=stream,
         group=group,

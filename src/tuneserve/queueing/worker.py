@@ -274,13 +274,14 @@ class Worker:
             log.exception("%s failed unexpectedly; left pending for a retry", entry_id)
 
     async def _claim_loop(self) -> None:
-        """Claim what dead or failing deliveries left pending, every half visibility
-        timeout."""
+        """Every half visibility timeout: renew the messages in work here, then claim what
+        dead or failing deliveries left pending."""
         backoff = Backoff(self.health)
         idle_ms = max(int(self.settings.visibility_timeout * 1000), 1)
         while True:  # until cancelled: run() stops it before draining
             await asyncio.sleep(max(self.settings.visibility_timeout / 2, 0.05))
             try:
+                await self.renew()
                 await self.claim(idle_ms)
             except REDIS_DOWN as exc:
                 await backoff.wait(exc, "claiming")
@@ -289,6 +290,15 @@ class Worker:
                 await self._recover(exc, backoff, "claiming")
                 continue
             backoff.reset()
+
+    async def renew(self) -> None:
+        """Reset the idle time of the messages in work here, so that no worker (this one
+        included) claims them while this one lives. ``XCLAIM ... JUSTID`` does not count a
+        delivery: a slow healthy message is never dead-lettered for this worker's renewals."""
+        ids: list[Any] = list(self._inflight)
+        if ids:
+            s = self.settings
+            await self.redis.xclaim(self.keys.stream, s.group, s.consumer, 0, ids, justid=True)
 
     async def claim(self, idle_ms: int) -> int:
         """Claim and start the messages pending longer than ``idle_ms`` (as many as there is
