@@ -6,10 +6,11 @@ Delivery is at-least-once, results are exactly-once per request id:
 * A message is acknowledged only in the script that records its outcome
   (:data:`~.outcome.FINISH_SCRIPT`: result, dead letter, reply, ack, one atomic step,
   idempotent by request id). A worker that dies before that leaves it pending.
-* Every ``visibility_timeout / 2`` seconds each worker claims (XAUTOCLAIM) the messages
-  pending longer than ``visibility_timeout``, from any consumer, itself included, and runs
-  them again; one delivered more than ``max_attempts`` times is dead-lettered with its
-  last error.
+* Every ``visibility_timeout / 2`` seconds each worker renews the messages it has in work
+  (XCLAIM JUSTID: no delivery counted), then claims (XAUTOCLAIM) the messages pending
+  longer than ``visibility_timeout``, which a dead or failing delivery left, and runs them
+  again; one delivered more than ``max_attempts`` times is dead-lettered with its last
+  error.
 * Whose fault decides what a failure does (:func:`tuneserve.serving.errors.status_of`,
   the same table as HTTP): the client's (a message that is no request, an unknown model,
   bad inputs: 4xx) is recorded at once as an error result and a dead letter, since
@@ -41,14 +42,14 @@ from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
 from .capacity import ItemGate
-from .connection import REDIS_DOWN, Backoff, RedisHealth, check_stream, group_lost
+from .connection import REDIS_DOWN, Backoff, RedisHealth
+from .group import Membership
 from .metrics import QueueMetrics, QueueState, read_queue_state
 from .outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
 from .protocol import (
     DEFAULT_GROUP,
     DEFAULT_STREAM,
     FIELD,
-    LEAVE_SCRIPT,
     Keys,
     MalformedMessageError,
     parse_request,
@@ -87,7 +88,7 @@ class WorkerSettings:
     group: str = DEFAULT_GROUP
     consumer: str = field(default_factory=default_consumer)
     concurrency: int = 64
-    visibility_timeout: float = 30.0
+    visibility_timeout: float = 60.0  # above Limits.timeout_s (30)
     max_attempts: int = 5
     result_ttl: int = 24 * 3600
     results_maxlen: int = 1_000_000
@@ -128,26 +129,13 @@ class Worker:
         self.health = RedisHealth(url, errors.inc)
         self.processed = 0  # outcomes this worker recorded
         self._finish = client.register_script(FINISH_SCRIPT)
-        self._leave_group = client.register_script(LEAVE_SCRIPT)
+        self.group = Membership(client, self.keys, self.settings.group, self.settings.consumer)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._room = ItemGate(state.repository.settings.max_queue)
 
     async def ensure_group(self) -> None:
-        """Create the stream and the group if missing; a new group reads from the start, so
-        messages sent before any worker started are served.
-
-        Raises:
-            InvalidInputError: The stream's name is a key of another type.
-        """
-        try:
-            await self.redis.xgroup_create(
-                self.keys.stream, self.settings.group, "0", mkstream=True
-            )
-        except redis.ResponseError as exc:
-            if str(exc).startswith("WRONGTYPE"):
-                check_stream(str(await self.redis.type(self.keys.stream)), self.keys.stream)
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Join the group (see :meth:`~.group.Membership.join`)."""
+        await self.group.join()
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set, then finish the messages in work (drain) and return
@@ -177,46 +165,18 @@ class Worker:
                     ) from exc
             reader.result()
             # Drain: no claim after this point, so every message held is in _inflight or,
-            # if a cancelled claim took it, pending under this name (then _leave keeps it).
+            # if a cancelled claim took it, pending under this name (then leave() keeps it).
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             while self._inflight:
                 await asyncio.wait(list(self._inflight.values()))
-            await self._leave()
+            await self.group.leave()
         finally:
             for task in [reader, *helpers, *self._inflight.values()]:
                 task.cancel()
             await asyncio.gather(reader, *helpers, return_exceptions=True)
         return self.processed
-
-    async def _leave(self) -> None:
-        """Drained: leave the group's list of consumers, unless something is still pending
-        under this name (deleting the consumer would drop it from the pending list, and no
-        one could claim it). The check and the delete are one script: atomic."""
-        with contextlib.suppress(*REDIS_DOWN, redis.ResponseError):
-            await self._leave_group(
-                keys=[self.keys.stream], args=[self.settings.group, self.settings.consumer]
-            )
-
-    async def _recover(self, exc: redis.ResponseError, backoff: Backoff, doing: str) -> None:
-        """After an error reply: a stream or group that is gone is created again at once;
-        any other error is waited out with the back-off (and counted, and logged once)."""
-        problem: Exception = exc
-        if group_lost(exc):
-            try:
-                await self.ensure_group()
-            except (*REDIS_DOWN, redis.ResponseError) as again:
-                problem = again
-            else:
-                log.warning(
-                    "stream %s or its group %s was gone (%s); created again, carrying on",
-                    self.keys.stream,
-                    self.settings.group,
-                    exc,
-                )
-                return
-        await backoff.wait(problem, doing)
 
     # ---- reading and claiming ----------------------------------------------------------
 
@@ -247,7 +207,7 @@ class Worker:
                 await backoff.wait(exc, "reading")
                 continue
             except redis.ResponseError as exc:
-                await self._recover(exc, backoff, "reading")
+                await self.group.recover(exc, backoff, "reading")
                 continue
             backoff.reset()
             for _, entries in replies or []:
@@ -287,7 +247,7 @@ class Worker:
                 await backoff.wait(exc, "claiming")
                 continue
             except redis.ResponseError as exc:
-                await self._recover(exc, backoff, "claiming")
+                await self.group.recover(exc, backoff, "claiming")
                 continue
             backoff.reset()
 
