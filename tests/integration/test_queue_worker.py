@@ -793,3 +793,49 @@ def test_a_slow_healthy_message_is_renewed_without_counting_a_delivery(
         running.stop()
         r.close()
     assert most == 1
+
+
+def test_a_message_finished_while_redis_is_read_only_waits_and_is_recorded_once(
+    stream, cancer_package, cancer_splits, tmp_path, monkeypatch, caplog
+):
+    """The finish script refused with READONLY (a failover under the worker) is retried with
+    the back-off, like a lost connection: no traceback, no second delivery."""
+    import tuneserve.queueing.worker as worker_module
+
+    real = worker_module.predict_json
+
+    async def slow(*args: Any) -> Any:
+        await asyncio.sleep(0.5)
+        return await real(*args)
+
+    monkeypatch.setattr(worker_module, "predict_json", slow)
+    server, url = _private_redis(tmp_path)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=5)
+    config.url = url
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    row = cancer_splits.test.X.iloc[:1].to_dict("records")
+    try:
+        with QueueClient(url, stream=stream, model="cancer", timeout=30) as client:
+            future = client.submit(row)
+            deadline = time.monotonic() + 30
+            while not r.xpending(stream, "tuneserve-workers")["pending"]:  # in work
+                assert time.monotonic() < deadline, "never read"
+                time.sleep(0.02)
+            r.replicaof("127.0.0.1", 1)
+            time.sleep(1.0)  # the prediction ends and its finish script is refused
+            r.replicaof("NO", "ONE")
+            assert future.result(30)["predictions"]
+            (entry,) = _results_at(r, stream)
+            assert entry["ok"] == "1"
+    finally:
+        running.stop()
+        r.close()
+        server.terminate()
+        server.wait(30)
+    assert "failed unexpectedly" not in caplog.text
+    assert not re.search(r"queue_retried_total\{.*\} [1-9]", running.metrics())
+
+
+def _results_at(r: redis.Redis, stream: str) -> list[dict[str, str]]:
+    return [fields for _, fields in r.xrange(Keys(stream).results)]

@@ -25,6 +25,7 @@ __all__ = [
     "connect_sync",
     "group_lost",
     "shown_url",
+    "transient",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,15 @@ def check_stream(kind: str, stream: str) -> None:
             "name of the request stream (or of a key not in use), e.g. --stream "
             "tuneserve:requests"
         )
+
+
+def transient(exc: redis.ResponseError) -> bool:
+    """Whether an error reply says Redis cannot write *now* (a replica after a failover, a
+    failed save with stop-writes-on-bgsave-error, a load, a busy script): worth waiting
+    out, as a lost connection is."""
+    return isinstance(exc, redis.exceptions.ReadOnlyError) or str(exc).startswith(
+        ("READONLY", "MISCONF", "LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
+    )
 
 
 def group_lost(exc: redis.ResponseError) -> bool:

@@ -42,7 +42,7 @@ from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
 
 from .capacity import ItemGate
-from .connection import REDIS_DOWN, Backoff, RedisHealth
+from .connection import REDIS_DOWN, Backoff, RedisHealth, transient
 from .group import Membership
 from .metrics import QueueMetrics, QueueState, read_queue_state
 from .outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
@@ -388,6 +388,10 @@ class Worker:
                 recorded, dropped = await self._finish(keys=keys, args=args)
                 break
             except REDIS_DOWN as exc:
+                await backoff.wait(exc, f"recording {entry_id}")
+            except redis.ResponseError as exc:
+                if not transient(exc):
+                    raise
                 await backoff.wait(exc, f"recording {entry_id}")
         backoff.reset()
         if dropped:
