@@ -191,3 +191,9 @@ def test_a_visibility_timeout_not_above_the_time_limit_is_refused(newcomer):
     line = proc.stderr.strip()
     assert line.startswith("error: --visibility-timeout 30 must exceed --timeout 30"), line
     assert "Hint: pass --visibility-timeout 60" in line and len(line.splitlines()) == 1
+    proc = run(
+        newcomer, "worker", "-m", "x=.", "-q", REDIS, "--max-items", "64", "--max-queue", "8"
+    )
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and len(line.splitlines()) == 1, proc.stderr
+    assert line.startswith("error: --max-items 64 is above --max-queue 8"), line

@@ -87,6 +87,12 @@ def worker(
             "a message still in work would be claimed and run again. Hint: pass "
             f"--visibility-timeout {max(60.0, 2 * timeout_s):g} or a shorter --timeout"
         )
+    if max_items > max_queue:
+        raise InvalidInputError(
+            f"--max-items {max_items} is above --max-queue {max_queue}: a request that large "
+            "could never enter its model's queue and would be retried until dead-lettered. "
+            f"Hint: --max-items {max_queue} or --max-queue {max_items}"
+        )
     settings = WorkerSettings(
         stream=stream,
         group=group,
