@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -99,10 +100,10 @@ class RunningWorker:
     def metrics(self) -> str:
         return generate_latest(self.state.metrics.registry).decode()
 
-    def stop(self) -> int:
+    def stop(self, within: float = 60) -> int:
         """Drain and stop; how many outcomes it recorded."""
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
+        self._thread.join(within)
         assert not self._thread.is_alive(), "the worker did not drain"
         assert self.processed is not None
         return self.processed
@@ -839,3 +840,59 @@ def test_a_message_finished_while_redis_is_read_only_waits_and_is_recorded_once(
 
 def _results_at(r: redis.Redis, stream: str) -> list[dict[str, str]]:
     return [fields for _, fields in r.xrange(Keys(stream).results)]
+
+
+def test_the_drain_ends_the_helper_loops_without_cancelling_a_redis_call(
+    stream, cancer_package, monkeypatch
+):
+    """redis-py (8.1) can swallow a cancellation that lands inside a command; a claim loop
+    stopped by ``cancel()`` then ran on and the drain waited for it forever (the flaky
+    "the worker did not drain"). Here renewal swallows a cancellation as redis-py does."""
+    inside = threading.Event()
+
+    async def renew(self: Worker) -> None:
+        inside.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1.0)
+
+    monkeypatch.setattr(Worker, "renew", renew)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.1, block_ms=50)
+    running = RunningWorker(config)
+    assert inside.wait(30), "the claim loop never renewed"
+    assert running.stop(within=30) == 0
+
+
+def test_a_draining_worker_keeps_renewing_what_it_has_in_work(
+    stream, cancer_package, cancer_splits, monkeypatch
+):
+    """A drain that lasts longer than the visibility timeout must not let other workers
+    claim (and compute again) the messages it is finishing: it stops claiming, not renewing."""
+    import tuneserve.queueing.worker as worker_module
+
+    real, real_renew = worker_module.predict_json, Worker.renew
+    started, renewed_while_draining = threading.Event(), []
+
+    async def slow(*args: Any) -> Any:
+        started.set()
+        await asyncio.sleep(1.5)
+        return await real(*args)
+
+    async def renew(self: Worker) -> None:
+        if self._draining and self._inflight:
+            renewed_while_draining.append(list(self._inflight))
+        await real_renew(self)
+
+    monkeypatch.setattr(worker_module, "predict_json", slow)
+    monkeypatch.setattr(Worker, "renew", renew)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.3, block_ms=50)
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    r.xadd(stream, encode_request("cancer", cancer_splits.test.X.iloc[:1].to_dict("records"))[1])
+    try:
+        assert started.wait(30), "never read"
+    finally:
+        assert running.stop() == 1
+    assert renewed_while_draining
+    (result,) = _results(stream)
+    assert result["ok"] == "1"
+    r.close()

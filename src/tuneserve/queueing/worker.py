@@ -132,6 +132,8 @@ class Worker:
         self.group = Membership(client, self.keys, self.settings.group, self.settings.consumer)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._room = ItemGate(state.repository.settings.max_queue)
+        self._draining = False  # no more claims; in-flight messages are still renewed
+        self._closing = asyncio.Event()  # the drain is over: the helper loops end
 
     async def ensure_group(self) -> None:
         """Join the group (see :meth:`~.group.Membership.join`)."""
@@ -156,7 +158,7 @@ class Worker:
         reader = asyncio.create_task(self._read_loop(stop), name="read loop")
         try:
             done, _ = await asyncio.wait([reader, *helpers], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:  # the helpers run until cancelled: one that ended died
+            for task in done:  # the helpers run until the drain ends: one that ended died
                 if task is not reader:
                     exc = None if task.cancelled() else task.exception()
                     raise RuntimeError(
@@ -164,19 +166,46 @@ class Worker:
                         "(what is in work stays pending, other workers claim it)"
                     ) from exc
             reader.result()
-            # Drain: no claim after this point, so every message held is in _inflight or,
-            # if a cancelled claim took it, pending under this name (then leave() keeps it).
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            while self._inflight:
-                await asyncio.wait(list(self._inflight.values()))
-            await self.group.leave()
+            await self._drain(helpers)
         finally:
             for task in [reader, *helpers, *self._inflight.values()]:
                 task.cancel()
             await asyncio.gather(reader, *helpers, return_exceptions=True)
         return self.processed
+
+    async def _drain(self, helpers: list[asyncio.Task[Any]]) -> None:
+        """Finish the messages in work, then end the helper loops and leave the group.
+
+        The claim loop stops *claiming* but goes on renewing what is in work (a drain
+        longer than the visibility timeout must not let other workers take it), and ends
+        by itself once nothing is. The loops end on a flag, never by ``cancel()``: redis-py
+        (8.1) can swallow a cancellation that lands inside a command, and a cancelled
+        claim loop then ran on forever while the drain waited for it.
+        """
+        self._draining = True
+        while self._inflight:
+            await asyncio.wait(list(self._inflight.values()))
+        self._closing.set()
+        ours = [t for t in helpers if t.get_name() != "alias watch"]
+        for task in helpers:
+            if task not in ours:  # the registry watch: no Redis call in it
+                task.cancel()
+        await asyncio.wait(helpers)
+        while self._inflight:  # what a claim sent just as the drain began started
+            await asyncio.wait(list(self._inflight.values()))
+        await self.group.leave()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``; cut short when the drain is over (then, while something is
+        still in work, until a message ends)."""
+        if self._closing.is_set():
+            if self._inflight:
+                waiting = list(self._inflight.values())
+                await asyncio.wait(waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
 
     # ---- reading and claiming ----------------------------------------------------------
 
@@ -234,15 +263,18 @@ class Worker:
             log.exception("%s failed unexpectedly; left pending for a retry", entry_id)
 
     async def _claim_loop(self) -> None:
-        """Every half visibility timeout: renew the messages in work here, then claim what
-        dead or failing deliveries left pending."""
+        """Every half visibility timeout: renew the messages in work here, then (unless
+        draining) claim what dead or failing deliveries left pending."""
         backoff = Backoff(self.health)
         idle_ms = max(int(self.settings.visibility_timeout * 1000), 1)
-        while True:  # until cancelled: run() stops it before draining
-            await asyncio.sleep(max(self.settings.visibility_timeout / 2, 0.05))
+        while True:  # until the drain is over and nothing is in work
+            await self._pause(max(self.settings.visibility_timeout / 2, 0.05))
+            if self._closing.is_set() and not self._inflight:
+                return
             try:
                 await self.renew()
-                await self.claim(idle_ms)
+                if not self._draining:
+                    await self.claim(idle_ms)
             except REDIS_DOWN as exc:
                 await backoff.wait(exc, "claiming")
                 continue
@@ -419,11 +451,11 @@ class Worker:
 
     async def _observe(self) -> None:
         gauges, stream = self.metrics, self.settings.stream
-        while True:
+        while not self._closing.is_set():
             try:
                 state = await self.queue_state()
             except (*REDIS_DOWN, redis.ResponseError):
                 pass  # the read loop reports Redis errors; the gauges keep their last value
             else:
                 gauges.show(stream, state)
-            await asyncio.sleep(self.settings.observe_interval)
+            await self._pause(self.settings.observe_interval)
