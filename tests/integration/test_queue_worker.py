@@ -524,10 +524,10 @@ def test_a_message_that_breaks_the_parser_is_dead_lettered_not_retried_forever(
 
     real = worker_module.parse_request
 
-    def parse(fields: dict[str, str], keys: Keys) -> Any:
+    def parse(fields: dict[str, str], keys: Keys, **options: Any) -> Any:
         if fields.get("request") == "unreadable":
             raise RuntimeError("the parser broke")
-        return real(fields, keys)
+        return real(fields, keys, **options)
 
     monkeypatch.setattr(worker_module, "parse_request", parse)
     config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.2, max_attempts=1)
@@ -895,4 +895,34 @@ def test_a_draining_worker_keeps_renewing_what_it_has_in_work(
     assert renewed_while_draining
     (result,) = _results(stream)
     assert result["ok"] == "1"
+    r.close()
+
+
+def test_a_ttl_past_the_result_ttl_is_dead_lettered_at_once(stream, cancer_package):
+    """A ttl Redis cannot expire with (10**16 s) used to break the finish script after its
+    first writes: no ack, and every resubmit failed the same way. It is refused when the
+    message is read, and the script checks its numbers before it writes anything."""
+    from tuneserve.queueing.outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
+
+    keys = Keys(stream)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    script = r.register_script(FINISH_SCRIPT)
+    outcome = Outcome("direct", "m", reply_to=keys.reply("d"), reply_ttl=10**16)
+    names, args = finish_call(keys, Retention("g", 60, 10, 10), "1-1", {}, outcome, 1)
+    with pytest.raises(redis.ResponseError, match="not a whole number from 1 to 1e9"):
+        script(keys=names, args=args)
+    assert not r.exists(keys.done("direct"), keys.results, keys.reply("d"))
+
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"], result_ttl=600))
+    huge = {"id": "huge-ttl", "model": "cancer", "inputs": [{}], "ttl": 10**16}
+    huge["reply_to"] = keys.reply("c")
+    try:
+        r.xadd(stream, {"request": json.dumps(huge)})
+        _, reply = r.blpop([keys.reply("c")], timeout=30) or (None, None)
+    finally:
+        running.stop()
+    assert reply and "ttl is 10000000000000000" in reply and "<= 600" in reply
+    (dead,) = _dead(stream)
+    assert dead["id"] == "huge-ttl" and dead["deliveries"] == "1"
+    assert r.xlen(stream) == 0
     r.close()

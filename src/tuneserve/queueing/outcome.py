@@ -79,8 +79,10 @@ def finish_call(
 #         body (JSON), dead-letter error ('' = none), request as sent, deliveries,
 #         write a result ('1'/'0'), reply payload, reply TTL (s), dead letters maxlen
 #   Returns {recorded (1/0), the reply key is no list and got no reply (1/0)}.
-# Nothing is written before every check that can fail has passed: the reply key's type is
-# read first (a key of another type would make RPUSH abort the script half-way).
+# Nothing is written before every check that can fail has passed: the numbers EXPIRE, SET EX
+# and MAXLEN take are checked first (Redis refuses an expire time past its range, after
+# the writes before it), and the reply key's type is read (a key of another type would make
+# RPUSH abort the script half-way). A refused call returns an error and writes nothing.
 # The done marker (SET NX) makes it idempotent: a message processed twice (a slow worker
 # whose message another worker claimed) records one result, one dead letter, one reply.
 # The marker holds "<entry id> <reply>": a resubmit of an answered id (a new message, so a
@@ -88,6 +90,13 @@ def finish_call(
 # The entry is then deleted (the request stream holds only what is pending or unread) and
 # its last failure, if any, forgotten.
 FINISH_SCRIPT = """
+for _, i in ipairs({3, 4, 15, 16}) do
+  local n = tonumber(ARGV[i])
+  if not n or n < 1 or n > 1000000000 or n ~= math.floor(n) then
+    return redis.error_reply('ERR finish: argument ' .. i .. ' is ' .. ARGV[i] ..
+                             ', not a whole number from 1 to 1e9; nothing recorded')
+  end
+end
 local reply, dropped = #KEYS > 5, 0
 if reply then
   local kind = redis.call('TYPE', KEYS[6])['ok']

@@ -330,7 +330,7 @@ class Worker:
             await self._record(entry_id, cut, Outcome(None, error=error, dead=True), deliveries)
             return
         try:
-            request = parse_request(fields, self.keys)
+            request = parse_request(fields, self.keys, max_ttl=self.settings.result_ttl)
         except MalformedMessageError as exc:
             outcome = Outcome(exc.request_id, error=str(exc), dead=True, reply_to=exc.reply_to)
             await self._record(entry_id, fields, outcome, deliveries)
@@ -393,7 +393,7 @@ class Worker:
             + (last or "none noted: each worker that took it stopped before it finished")
         )
         try:
-            request = parse_request(fields, self.keys)
+            request = parse_request(fields, self.keys, max_ttl=self.settings.result_ttl)
             outcome = Outcome(request.id, request.model, error=error, status=503, dead=True)
             outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
         except MalformedMessageError as exc:

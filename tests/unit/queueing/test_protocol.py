@@ -141,3 +141,11 @@ def test_json_python_cannot_parse_is_a_malformed_message(raw, pattern):
     letter at once, never a retry that fails the same way forever."""
     with pytest.raises(MalformedMessageError, match=pattern):
         parse_request({"request": raw}, KEYS)
+
+
+def test_a_ttl_above_the_workers_result_ttl_is_refused():
+    body = {"id": "a", "model": "m", "inputs": [1], "reply_to": "requests:reply:c"}
+    assert parse_request(_fields({**body, "ttl": 600}), KEYS, max_ttl=600).ttl == 600
+    with pytest.raises(MalformedMessageError, match=r"ttl is 601; .* <= 600 \(the workers'") as e:
+        parse_request(_fields({**body, "ttl": 601}), KEYS, max_ttl=600)
+    assert (e.value.request_id, e.value.reply_to) == ("a", "requests:reply:c")
