@@ -554,7 +554,7 @@ def test_a_message_that_breaks_the_parser_is_dead_lettered_not_retried_forever(
     assert redis.Redis.from_url(REDIS).xlen(stream) == 0
 
 
-def _private_redis(tmp_path: Any) -> tuple[subprocess.Popen[bytes], str]:
+def _private_redis(tmp_path: Any, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server of this test alone, without persistence: ``(process, url)``."""
     import shutil
     import socket
@@ -565,7 +565,7 @@ def _private_redis(tmp_path: Any) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not on PATH; this test starts its own"
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
-    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([binary, *args, *extra], stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 30
     while True:
@@ -926,3 +926,47 @@ def test_a_ttl_past_the_result_ttl_is_dead_lettered_at_once(stream, cancer_packa
     assert dead["id"] == "huge-ttl" and dead["deliveries"] == "1"
     assert r.xlen(stream) == 0
     r.close()
+
+
+def test_a_message_finished_while_redis_is_out_of_memory_waits_and_is_recorded_once(
+    stream, cancer_package, cancer_splits, tmp_path, monkeypatch, caplog
+):
+    """OOM (maxmemory reached, noeviction) is Redis unable to write *now*: the finish script
+    waits with the back-off, costing no delivery; it used to count as a permanent error,
+    and a valid request ended dead-lettered (here --max-attempts 1 would do it at once)."""
+    import tuneserve.queueing.worker as worker_module
+
+    real = worker_module.predict_json
+    started = threading.Event()
+
+    async def slow(*args: Any) -> Any:
+        started.set()
+        await asyncio.sleep(0.5)
+        return await real(*args)
+
+    monkeypatch.setattr(worker_module, "predict_json", slow)
+    server, url = _private_redis(tmp_path, "--maxmemory-policy", "noeviction")
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=60, max_attempts=1)
+    config.url = url
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    row = cancer_splits.test.X.iloc[:1].to_dict("records")
+    try:
+        with QueueClient(url, stream=stream, model="cancer", timeout=30) as client:
+            future = client.submit(row)
+            assert started.wait(30), "never read"
+            r.config_set("maxmemory", 1)  # far below what is used: every write refused
+            errors = f'tuneserve_queue_redis_errors_total{{stream="{stream}"}}'
+            deadline = time.monotonic() + 30
+            while f"{errors} 0.0" in running.metrics():  # the finish script refused, retried
+                assert time.monotonic() < deadline, "the finish script never met OOM"
+                time.sleep(0.05)
+            r.config_set("maxmemory", 0)
+            assert future.result(30)["predictions"]
+        assert [x["ok"] for x in _results_at(r, stream)] == ["1"]
+    finally:
+        running.stop()
+        r.close()
+        server.terminate()
+        server.wait(30)
+    assert "failed unexpectedly" not in caplog.text

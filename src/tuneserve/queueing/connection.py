@@ -52,10 +52,13 @@ def check_stream(kind: str, stream: str) -> None:
 
 def transient(exc: redis.ResponseError) -> bool:
     """Whether an error reply says Redis cannot write *now* (a replica after a failover, a
-    failed save with stop-writes-on-bgsave-error, a load, a busy script): worth waiting
-    out, as a lost connection is."""
-    return isinstance(exc, redis.exceptions.ReadOnlyError) or str(exc).startswith(
-        ("READONLY", "MISCONF", "LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS")
+    failed save with stop-writes-on-bgsave-error, a load, a busy script, memory full under
+    ``maxmemory`` with ``noeviction``): worth waiting out, as a lost connection is.
+    redis-py strips the code of some replies (``OOM``, ``READONLY``) and raises its own
+    class for them, so both the class and the text are checked."""
+    known = (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)
+    return isinstance(exc, known) or str(exc).startswith(
+        ("READONLY", "MISCONF", "LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "NOREPLICAS", "OOM")
     )
 
 

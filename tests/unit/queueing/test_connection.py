@@ -18,6 +18,8 @@ from tuneserve.queueing.connection import check_stream, group_lost, transient
         (redis.ResponseError("MISCONF Redis is configured to save RDB snapshots"), False, True),
         (redis.ResponseError("BUSYGROUP Consumer Group name already exists"), False, False),
         (redis.ResponseError("WRONGTYPE Operation against a key"), False, False),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory"), 0, 1),
+        (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'"), 0, 1),
     ],
 )
 def test_error_replies_are_sorted(exc, lost, wait):
