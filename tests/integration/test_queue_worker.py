@@ -970,3 +970,34 @@ def test_a_message_finished_while_redis_is_out_of_memory_waits_and_is_recorded_o
         server.terminate()
         server.wait(30)
     assert "failed unexpectedly" not in caplog.text
+
+
+def test_a_message_over_max_items_is_refused_without_waiting_for_room(
+    stream, cancer_package, cancer_splits, monkeypatch
+):
+    """The --max-items check comes before the wait for room in the batcher: a message that
+    will be refused anyway does not queue behind slow ones (nor hold others back)."""
+    import tuneserve.queueing.worker as worker_module
+
+    real = worker_module.predict_json
+
+    async def slow(*args: Any) -> Any:
+        await asyncio.sleep(2.0)
+        return await real(*args)
+
+    monkeypatch.setattr(worker_module, "predict_json", slow)
+    config = _config(stream, [f"cancer={cancer_package}"], limits=Limits(max_items=4))
+    config.batch.max_queue = 8
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    rows = cancer_splits.test.X.iloc[:5].to_dict("records")
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=60) as client:
+            slow_ones = client.submit_many([rows[:4], rows[:4]])  # the gate is full
+            with pytest.raises(InvalidInputError, match="5 inputs in one request; the limit"):
+                client.submit(rows).result(60)
+            assert not any(f.done() for f in slow_ones)  # refused while they still ran
+            assert all(f.result(60)["predictions"] for f in slow_ones)
+    finally:
+        running.stop()
+        r.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 
 __all__ = ["ItemGate"]
@@ -21,30 +22,58 @@ __all__ = ["ItemGate"]
 class ItemGate:
     """Counts the items each model has in its batcher, at most ``capacity`` at once.
 
-    A request larger than ``capacity`` is let in alone (the batcher then refuses it with
-    its own message); any other waits until its items fit.
+    Requests are let in in arrival order: one that does not fit yet also holds back those
+    behind it, so a large request is never starved by a stream of small ones (waiting costs
+    no delivery, so without the order it could wait forever). A request larger than
+    ``capacity`` is let in alone (the batcher then refuses it with its own message).
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._held: dict[str, int] = {}
-        self._changed = asyncio.Condition()
+        self._waiting: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
 
     def held(self, model: str) -> int:
         return self._held.get(model, 0)
 
+    def _fits(self, model: str, items: int) -> bool:
+        return self.held(model) == 0 or self.held(model) + items <= self.capacity
+
     @contextlib.asynccontextmanager
     async def hold(self, model: str, items: int) -> AsyncIterator[None]:
-        """Wait until ``items`` more fit in ``model``'s batcher, and hold them while the
-        body runs."""
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.held(model) == 0 or self.held(model) + items <= self.capacity
-            )
+        """Wait until ``items`` more fit in ``model``'s batcher and every request that came
+        before is in, and hold them while the body runs."""
+        queue = self._waiting.setdefault(model, deque())
+        if queue or not self._fits(model, items):
+            turn = (items, asyncio.get_running_loop().create_future())
+            queue.append(turn)
+            try:
+                await turn[1]
+            except asyncio.CancelledError:
+                if turn[1].done() and not turn[1].cancelled():  # let in as it was cancelled
+                    self._release(model, items)
+                else:
+                    with contextlib.suppress(ValueError):  # _admit may have dropped it
+                        queue.remove(turn)
+                    self._admit(model)  # the next one may fit now
+                raise
+        else:
             self._held[model] = self.held(model) + items
         try:
             yield
         finally:
-            async with self._changed:
-                self._held[model] -= items
-                self._changed.notify_all()
+            self._release(model, items)
+
+    def _release(self, model: str, items: int) -> None:
+        self._held[model] -= items
+        self._admit(model)
+
+    def _admit(self, model: str) -> None:
+        """Let in the waiting requests, first come first, while the first one fits."""
+        queue = self._waiting.get(model)
+        while queue and self._fits(model, queue[0][0]):
+            items, future = queue.popleft()
+            if future.done():  # cancelled while waiting
+                continue
+            self._held[model] = self.held(model) + items
+            future.set_result(None)

@@ -353,6 +353,7 @@ class Worker:
         try:
             inputs = request.payload.get("inputs")
             items = len(inputs) if isinstance(inputs, list) else 1
+            self.state.check_items(items)  # refused at once, not after waiting for room
             async with self._room.hold(request.model, items):
                 answer = await predict_json(self.state, request.model, request.payload, "queue")
         except asyncio.CancelledError:
