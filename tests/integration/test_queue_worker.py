@@ -1001,3 +1001,46 @@ def test_a_message_over_max_items_is_refused_without_waiting_for_room(
     finally:
         running.stop()
         r.close()
+
+
+def test_renewal_leaves_a_message_another_worker_claimed(
+    stream, cancer_package, cancer_splits, monkeypatch
+):
+    """A plain XCLAIM (min-idle 0) renewal took back a message another worker had claimed
+    meanwhile, and both ran it; now a worker renews only what is still pending under its
+    own name."""
+    import tuneserve.queueing.worker as worker_module
+
+    real, real_renew = worker_module.predict_json, Worker.renew
+    started, rounds = threading.Event(), []
+
+    async def slow(*args: Any) -> Any:
+        started.set()
+        await asyncio.sleep(2.0)
+        return await real(*args)
+
+    async def renew(self: Worker) -> None:
+        await real_renew(self)
+        rounds.append(1)
+
+    monkeypatch.setattr(worker_module, "predict_json", slow)
+    monkeypatch.setattr(Worker, "renew", renew)
+    config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.3)
+    running = RunningWorker(config)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    entry = r.xadd(
+        stream, encode_request("cancer", cancer_splits.test.X.iloc[:1].to_dict("records"))[1]
+    )
+    try:
+        assert started.wait(30), "never read"
+        r.xclaim(stream, "tuneserve-workers", "thief", 0, [entry], justid=True)
+        seen = len(rounds)
+        deadline = time.monotonic() + 30
+        while len(rounds) < seen + 2:
+            assert time.monotonic() < deadline, "no renewal"
+            time.sleep(0.02)
+        (row,) = r.xpending_range(stream, "tuneserve-workers", "-", "+", 10)
+        assert row["consumer"] == "thief"
+    finally:
+        running.stop()
+        r.close()

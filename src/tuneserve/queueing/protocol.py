@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_STREAM",
     "LEAVE_SCRIPT",
+    "RENEW_SCRIPT",
     "Keys",
     "MalformedMessageError",
     "Request",
@@ -211,4 +212,23 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"""
+
+
+# Renews (resets the idle time of) the given entries, only those still pending under this
+# consumer: a plain XCLAIM with min-idle 0 would take back one another worker claimed
+# meanwhile (this one's renewals lapsed), and both would run it. XCLAIM JUSTID counts no
+# delivery. KEYS: stream; ARGV: group, consumer, entry ids... Returns the ids no longer
+# this consumer's (claimed by another, or finished): the worker stops renewing them.
+RENEW_SCRIPT = """
+local call, lost = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}, {}
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then call[#call + 1] = ARGV[i] else lost[#lost + 1] = ARGV[i] end
+end
+if #call > 5 then
+  call[#call + 1] = 'JUSTID'
+  redis.call(unpack(call))
+end
+return lost
 """

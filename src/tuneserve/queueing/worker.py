@@ -50,6 +50,7 @@ from .protocol import (
     DEFAULT_GROUP,
     DEFAULT_STREAM,
     FIELD,
+    RENEW_SCRIPT,
     Keys,
     MalformedMessageError,
     parse_request,
@@ -129,6 +130,8 @@ class Worker:
         self.health = RedisHealth(url, errors.inc)
         self.processed = 0  # outcomes this worker recorded
         self._finish = client.register_script(FINISH_SCRIPT)
+        self._renew = client.register_script(RENEW_SCRIPT)
+        self._lost: set[str] = set()  # in work here, but another worker claimed them
         self.group = Membership(client, self.keys, self.settings.group, self.settings.consumer)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._room = ItemGate(state.repository.settings.max_queue)
@@ -252,7 +255,11 @@ class Worker:
             coro = self._handle(entry_id, fields, deliveries)
         task = asyncio.create_task(self._guarded(entry_id, coro))
         self._inflight[entry_id] = task
-        task.add_done_callback(lambda _: self._inflight.pop(entry_id, None))
+        task.add_done_callback(lambda _: self._forget(entry_id))
+
+    def _forget(self, entry_id: str) -> None:
+        self._inflight.pop(entry_id, None)
+        self._lost.discard(entry_id)
 
     async def _guarded(self, entry_id: str, work: Coroutine[Any, Any, None]) -> None:
         """Run one message's work; an error nobody expected (Redis refusing the finish
@@ -285,12 +292,15 @@ class Worker:
 
     async def renew(self) -> None:
         """Reset the idle time of the messages in work here, so that no worker (this one
-        included) claims them while this one lives. ``XCLAIM ... JUSTID`` does not count a
-        delivery: a slow healthy message is never dead-lettered for this worker's renewals."""
-        ids: list[Any] = list(self._inflight)
+        included) claims them while this one lives; only those still pending under this
+        name (:data:`~.protocol.RENEW_SCRIPT`): one another worker claimed meanwhile is
+        left to it. Renewal counts no delivery: a slow healthy message is never
+        dead-lettered for it."""
+        ids: list[Any] = [i for i in self._inflight if i not in self._lost]
         if ids:
             s = self.settings
-            await self.redis.xclaim(self.keys.stream, s.group, s.consumer, 0, ids, justid=True)
+            lost = await self._renew(keys=[self.keys.stream], args=[s.group, s.consumer, *ids])
+            self._lost.update(lost)
 
     async def claim(self, idle_ms: int) -> int:
         """Claim and start the messages pending longer than ``idle_ms`` (as many as there is
