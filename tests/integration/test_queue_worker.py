@@ -633,7 +633,7 @@ def test_a_helper_loop_that_dies_stops_the_worker_loudly(stream, cancer_package,
         finally:
             await client.aclose()
 
-    with pytest.raises(RuntimeError, match=r"claim loop ended \(ValueError\('a bug in claiming'"):
+    with pytest.raises(RuntimeError, match=r"claim loop ended \(ValueError: a bug in claiming\)"):
         asyncio.run(asyncio.wait_for(main(), 30))
 
 
@@ -1044,3 +1044,30 @@ def test_renewal_leaves_a_message_another_worker_claimed(
     finally:
         running.stop()
         r.close()
+
+
+def test_an_error_reply_waiting_cannot_cure_stops_the_worker_naming_it(stream, cancer_package):
+    """The stream's key replaced by a string (WRONGTYPE; NOPERM or an unknown command are
+    alike) used to be retried forever with the back-off; the worker now stops naming it."""
+    config = _config(stream, [f"cancer={cancer_package}"], block_ms=50)
+    state = load_state(config)
+    r = redis.Redis.from_url(REDIS)
+
+    async def main() -> None:
+        client = await connect(REDIS)
+        worker = Worker(state, client, config.settings)
+        running = asyncio.create_task(worker.run(asyncio.Event()))
+        await asyncio.sleep(0.3)  # reading
+        r.delete(stream)
+        r.set(stream, "not a stream")
+        try:
+            await running
+        finally:
+            await client.aclose()
+
+    # WRONGTYPE from XREADGROUP, or (the read blocked as the key went: UNBLOCKED) from
+    # the group's re-creation, which names the key's type
+    wrong = r"(ResponseError: WRONGTYPE|InvalidInputError: --stream .* of type string)"
+    with pytest.raises(RuntimeError, match=rf"the worker's read loop ended \({wrong}"):
+        asyncio.run(asyncio.wait_for(main(), 30))
+    r.close()

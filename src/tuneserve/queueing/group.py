@@ -9,7 +9,7 @@ import logging
 import redis
 import redis.asyncio as aioredis
 
-from .connection import REDIS_DOWN, Backoff, check_stream, group_lost
+from .connection import REDIS_DOWN, Backoff, check_stream, group_lost, transient
 from .protocol import LEAVE_SCRIPT, Keys
 
 __all__ = ["Membership"]
@@ -41,7 +41,16 @@ class Membership:
 
     async def recover(self, exc: redis.ResponseError, backoff: Backoff, doing: str) -> None:
         """After an error reply: a stream or group that is gone is created again at once;
-        any other error is waited out with the back-off (and counted, and logged once)."""
+        Redis unable to write *now* (:func:`~.connection.transient`) is waited out with the
+        back-off (and counted, and logged once).
+
+        Raises:
+            redis.ResponseError: Any other error reply (NOPERM, an unknown command, the
+                stream's key replaced by another type): waiting cannot help, so the loop
+                ends and the worker stops naming it, rather than retry forever.
+        """
+        if not group_lost(exc) and not transient(exc):
+            raise exc
         problem: Exception = exc
         if group_lost(exc):
             try:

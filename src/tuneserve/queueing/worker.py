@@ -148,8 +148,9 @@ class Worker:
         work stays pending and other workers claim it.
 
         Raises:
-            RuntimeError: A helper loop (claiming, the metrics, the alias watch) ended with
-                an error: the worker stops with it rather than serve without it.
+            RuntimeError: A loop (reading, claiming, the metrics, the alias watch) ended
+                with an error (a bug, or an error reply waiting cannot cure: NOPERM,
+                WRONGTYPE...): the worker stops with it rather than serve without it.
         """
         await self.ensure_group()
         helpers = [
@@ -162,10 +163,11 @@ class Worker:
         try:
             done, _ = await asyncio.wait([reader, *helpers], return_when=asyncio.FIRST_COMPLETED)
             for task in done:  # the helpers run until the drain ends: one that ended died
-                if task is not reader:
-                    exc = None if task.cancelled() else task.exception()
+                exc = None if task.cancelled() else task.exception()
+                if task is not reader or exc is not None:
                     raise RuntimeError(
-                        f"the worker's {task.get_name()} ended ({exc!r}); the worker stops "
+                        f"the worker's {task.get_name()} ended ({type(exc).__name__}: {exc}); "
+                        "the worker stops "
                         "(what is in work stays pending, other workers claim it)"
                     ) from exc
             reader.result()
