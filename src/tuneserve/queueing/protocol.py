@@ -130,8 +130,9 @@ def _text(value: Any) -> str | None:
 
 def parse_request(fields: dict[str, str], keys: Keys, max_ttl: int | None = None) -> Request:
     """The request in a stream entry's fields (read from ``keys.stream``). A ``ttl`` above
-    ``max_ttl`` (the worker's ``--result-ttl``) is refused: Redis itself refuses an expire
-    time past its range, and a reply kept longer than its id is remembered helps nobody.
+    ``max_ttl`` (the worker's ``--result-ttl``) is cut to it: Redis itself refuses an
+    expire time past its range, and a reply kept longer than its id is remembered helps
+    nobody (a client does not know the workers' setting, so this is no error).
 
     Raises:
         MalformedMessageError: The entry is not a request: no ``request`` field, not JSON,
@@ -186,18 +187,12 @@ def parse_request(fields: dict[str, str], keys: Keys, max_ttl: int | None = None
             reply_to,
         )
     ttl = body.get("ttl")
-    if ttl is not None and (
-        not isinstance(ttl, int)
-        or isinstance(ttl, bool)
-        or ttl < 1
-        or (max_ttl is not None and ttl > max_ttl)
-    ):
-        most = f" and <= {max_ttl} (the workers' --result-ttl)" if max_ttl is not None else ""
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
         raise MalformedMessageError(
-            f"request {rid}: ttl is {ttl!r}; send a whole number of seconds >= 1{most}",
-            rid,
-            reply_to,
+            f"request {rid}: ttl is {ttl!r}; send a whole number of seconds >= 1", rid, reply_to
         )
+    if ttl is not None and max_ttl is not None:
+        ttl = min(ttl, max_ttl)
     payload = {k: body[k] for k in ("inputs", "version") if k in body}
     return Request(rid, model, payload, reply_to, ttl)
 
