@@ -157,14 +157,20 @@ class QueueClient:
             for future in futures:
                 self._waiting[future.request_id] = _Waiting(future, name, deadline)
         try:
-            pipe.execute()
-        except REDIS_DOWN as exc:
+            added = pipe.execute(raise_on_error=False)
+        except Exception as exc:  # Redis away, or an error no reply can follow
             with self._lock:
                 for future in futures:
                     self._waiting.pop(future.request_id, None)
             raise UnavailableError(
                 f"could not queue the request at {shown_url(self.url)} ({exc}); is Redis up?"
             ) from None
+        for future, entry in zip(futures, added, strict=True):
+            if isinstance(entry, Exception):  # refused (OOM, the stream's key a string...)
+                with self._lock:
+                    self._waiting.pop(future.request_id, None)
+                problem = f"could not queue request {future.request_id} on {self.stream!r}"
+                _settle(future, error=UnavailableError(f"{problem}: {entry}"))
         return futures
 
     def close(self) -> None:
@@ -203,8 +209,10 @@ class QueueClient:
                 delay = min(delay * 2, 5.0)
                 popped = None
             except Exception:  # the key is no list (someone else wrote it), or worse
-                log.exception("reading the replies at %s failed; retrying", self.reply_key)
+                if delay == 0.1:  # once per run of failures, then quiet, with the back-off
+                    log.exception("reading the replies at %s failed; retrying", self.reply_key)
                 time.sleep(delay)
+                delay = min(delay * 2, 5.0)
                 popped = None
             # The one thread every future waits on must never end early: no error in
             # resolving (a future cancelled by its caller, say) reaches this loop.
@@ -226,12 +234,22 @@ class QueueClient:
             waiting = self._waiting.pop(rid, None)
         if waiting is None or waiting.future.done():  # timed out, or cancelled by its caller
             return
-        body = reply.get("body") or {}
-        if reply.get("ok"):
-            _settle(waiting.future, body)
+        try:  # the entry is out of _waiting now: whatever the reply holds, settle the future
+            body = reply.get("body") or {}
+            if reply.get("ok"):
+                _settle(waiting.future, dict(body))
+                return
+            message = str(body.get("error", "the worker recorded an error without a message"))
+            error = _ERRORS.get(int(body.get("status", 503)), UnavailableError)
+        except (ValueError, TypeError, AttributeError) as exc:
+            _settle(
+                waiting.future,
+                error=UnavailableError(
+                    f"the reply to request {rid} cannot be read ({type(exc).__name__}: "
+                    f"{exc}): {raw[:80]!r}"
+                ),
+            )
             return
-        message = str(body.get("error", "the worker recorded an error without a message"))
-        error = _ERRORS.get(int(body.get("status", 503)), UnavailableError)
         _settle(waiting.future, error=error(message))
 
     def _expire(self) -> None:

@@ -1072,3 +1072,28 @@ def test_an_error_reply_waiting_cannot_cure_stops_the_worker_naming_it(stream, c
     with pytest.raises(RuntimeError, match=rf"the worker's read loop ended \({wrong}"):
         asyncio.run(asyncio.wait_for(main(), 30))
     r.close()
+
+
+def test_a_reply_the_client_cannot_read_fails_its_future_and_a_refused_submit_fails_at_once(
+    stream,
+):
+    """A reply with a status that is no integer, or a body that is no object, used to leave
+    its future waiting forever (its entry was dropped before the reply was read); a message
+    Redis refuses to queue left its future registered until the timeout."""
+    with QueueClient(REDIS, stream=stream, model="m", timeout=60) as client:
+        odd_status, odd_body = client.submit_many([["a"], ["b"]])
+        r = redis.Redis.from_url(REDIS)
+        for future, body in ((odd_status, {"status": "x"}), (odd_body, [1])):
+            reply = {"id": future.request_id, "ok": False, "body": body}
+            r.rpush(client.reply_key, json.dumps(reply))
+        for future in (odd_status, odd_body):
+            with pytest.raises(UnavailableError, match=r"the reply to request .* cannot be read"):
+                future.result(10)
+        r.delete(stream)
+        r.set(stream, "not a stream")
+        refused = client.submit(["c"])
+        assert refused.done()
+        with pytest.raises(UnavailableError, match=r"could not queue request .*WRONGTYPE"):
+            refused.result(0)
+        assert refused.request_id not in client._waiting
+        r.close()
