@@ -1009,11 +1009,12 @@ def test_renewal_leaves_a_message_another_worker_claimed(
 ):
     """A plain XCLAIM (min-idle 0) renewal took back a message another worker had claimed
     meanwhile, and both ran it; now a worker renews only what is still pending under its
-    own name."""
+    own name. The owner is read right after the worker's first renewal since the steal."""
     import tuneserve.queueing.worker as worker_module
 
     real, real_renew = worker_module.predict_json, Worker.renew
-    started, rounds = threading.Event(), []
+    started, stolen, owners = threading.Event(), threading.Event(), []
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
 
     async def slow(*args: Any) -> Any:
         started.set()
@@ -1022,26 +1023,25 @@ def test_renewal_leaves_a_message_another_worker_claimed(
 
     async def renew(self: Worker) -> None:
         await real_renew(self)
-        rounds.append(1)
+        if stolen.is_set() and not owners:  # before this round's claim
+            rows = r.xpending_range(stream, "tuneserve-workers", "-", "+", 10)
+            owners.append(rows[0]["consumer"] if rows else None)
 
     monkeypatch.setattr(worker_module, "predict_json", slow)
     monkeypatch.setattr(Worker, "renew", renew)
     config = _config(stream, [f"cancer={cancer_package}"], visibility_timeout=0.3)
     running = RunningWorker(config)
-    r = redis.Redis.from_url(REDIS, decode_responses=True)
-    entry = r.xadd(
-        stream, encode_request("cancer", cancer_splits.test.X.iloc[:1].to_dict("records"))[1]
-    )
+    rows = cancer_splits.test.X.iloc[:1].to_dict("records")
+    entry = r.xadd(stream, encode_request("cancer", rows)[1])
     try:
         assert started.wait(30), "never read"
         r.xclaim(stream, "tuneserve-workers", "thief", 0, [entry], justid=True)
-        seen = len(rounds)
+        stolen.set()
         deadline = time.monotonic() + 30
-        while len(rounds) < seen + 2:
+        while not owners:
             assert time.monotonic() < deadline, "no renewal"
             time.sleep(0.02)
-        (row,) = r.xpending_range(stream, "tuneserve-workers", "-", "+", 10)
-        assert row["consumer"] == "thief"
+        assert owners == ["thief"]
     finally:
         running.stop()
         r.close()
