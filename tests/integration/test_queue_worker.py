@@ -1097,3 +1097,29 @@ def test_a_reply_the_client_cannot_read_fails_its_future_and_a_refused_submit_fa
             refused.result(0)
         assert refused.request_id not in client._waiting
         r.close()
+
+
+def test_the_done_marker_keeps_a_results_entry_id_not_the_reply(
+    stream, cancer_package, cancer_splits
+):
+    """The done marker lives for --result-ttl outside --results-maxlen, so it must not hold
+    the reply: it holds the results entry's id, and a resubmit's answer is rebuilt from
+    that entry; once the results were trimmed past it, the resubmit learns it was answered."""
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"]))
+    row = cancer_splits.test.X.iloc[:1].to_dict("records")
+    keys = Keys(stream)
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=30) as client:
+            first = client.submit(row, request_id="kept").result(30)
+            marker = r.get(keys.done("kept"))
+            assert marker and "predictions" not in marker
+            (at,) = [i for i, f in r.xrange(keys.results) if f["id"] == "kept"]
+            assert marker.endswith(f" {at}")
+            assert client.submit(row, request_id="kept").result(30) == first
+            r.delete(keys.results)
+            with pytest.raises(UnavailableError, match="request kept was answered already"):
+                client.submit(row, request_id="kept").result(30)
+    finally:
+        assert running.stop() == 1
+        r.close()

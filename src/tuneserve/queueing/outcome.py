@@ -85,8 +85,11 @@ def finish_call(
 # RPUSH abort the script half-way). A refused call returns an error and writes nothing.
 # The done marker (SET NX) makes it idempotent: a message processed twice (a slow worker
 # whose message another worker claimed) records one result, one dead letter, one reply.
-# The marker holds "<entry id> <reply>": a resubmit of an answered id (a new message, so a
-# new entry id) gets the recorded reply pushed to its own reply list.
+# The marker holds "<entry id> <results entry id>", a few dozen bytes whatever the answer
+# (it lives for the result TTL, outside the results' MAXLEN): a resubmit of an answered id
+# (a new message, so a new entry id) gets the answer rebuilt from that results entry pushed
+# to its own reply list, or, once the results stream was trimmed past it, an error reply
+# saying it was answered. (A marker an older worker wrote holds the reply itself.)
 # The entry is then deleted (the request stream holds only what is pending or unread) and
 # its last failure, if any, forgotten.
 FINISH_SCRIPT = """
@@ -103,11 +106,12 @@ if reply then
   if kind ~= 'none' and kind ~= 'list' then reply, dropped = false, 1 end
 end
 local recorded = 0
-if redis.call('SET', KEYS[4], ARGV[2] .. ' ' .. ARGV[14], 'NX', 'EX', ARGV[3]) then
+if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'EX', ARGV[3]) then
   recorded = 1
   if ARGV[13] == '1' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[5],
-               'model', ARGV[6], 'version', ARGV[7], 'ok', ARGV[8], 'body', ARGV[9])
+    local at = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[5],
+                          'model', ARGV[6], 'version', ARGV[7], 'ok', ARGV[8], 'body', ARGV[9])
+    redis.call('SET', KEYS[4], ARGV[2] .. ' ' .. at, 'EX', ARGV[3])
   end
   if ARGV[10] ~= '' then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[16], '*', 'id', ARGV[5],
@@ -121,7 +125,21 @@ elseif reply then
   local seen = redis.call('GET', KEYS[4])
   local space = seen and string.find(seen, ' ', 1, true)
   if space and string.sub(seen, 1, space - 1) ~= ARGV[2] then
-    redis.call('RPUSH', KEYS[6], string.sub(seen, space + 1))
+    local answer, at = string.sub(seen, space + 1), string.sub(seen, space + 1)
+    if string.match(at, '^%d+%-%d+$') then
+      local found = redis.call('XRANGE', KEYS[2], at, at)[1]
+      if found then
+        local f = {}
+        for i = 1, #found[2], 2 do f[found[2][i]] = found[2][i + 1] end
+        answer = '{"id": ' .. cjson.encode(ARGV[5]) .. ', "ok": ' ..
+                 (f['ok'] == '1' and 'true' or 'false') .. ', "body": ' .. f['body'] .. '}'
+      else
+        answer = cjson.encode({id = ARGV[5], ok = false, body = {status = 503,
+          error = 'request ' .. ARGV[5] .. ' was answered already; its answer is no ' ..
+                  'longer in ' .. KEYS[2] .. ' (trimmed)'}})
+      end
+    end
+    redis.call('RPUSH', KEYS[6], answer)
     redis.call('EXPIRE', KEYS[6], ARGV[15])
   end
 end

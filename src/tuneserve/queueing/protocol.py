@@ -15,8 +15,8 @@ A request is one stream entry with one field, ``request``, holding JSON::
 ``S:results``          one entry per request id: ``id``, ``model``, ``version``, ``ok``
                        (``1``/``0``) and ``body`` (the ``/v1`` answer, or ``{"error"}``)
 ``S:dead``             dead letters: ``id``, ``error``, ``request`` (as sent), ``deliveries``
-``S:done:{id}``        the idempotency marker of a recorded request, with its reply
-                       (expires after the result TTL)
+``S:done:{id}``        the idempotency marker of a recorded request: its entry id and its
+                       results entry id (expires after the result TTL)
 ``S:failures``         the last error of each message that failed and waits for a retry
 ``S:reply:{client}``   a client's reply list (see :class:`tuneserve.client.QueueClient`)
 =====================  ===================================================================
