@@ -759,7 +759,7 @@ def test_a_message_over_the_body_limit_is_dead_lettered_naming_the_limit(stream,
         r.close()
     (dead,) = _dead(stream)
     assert "the limit is 10,000 (--max-body-mb 0.00953674)" in dead["error"]
-    size = len(json.dumps(huge))
+    size = len(json.dumps(huge)) + len("request")  # every field counts, names too
     assert len(dead["request"]) < 1100 and f"(cut: {size:,} characters)" in dead["request"]
 
 
@@ -1123,3 +1123,31 @@ def test_the_done_marker_keeps_a_results_entry_id_not_the_reply(
     finally:
         assert running.stop() == 1
         r.close()
+
+
+def test_sender_values_in_errors_are_cut_and_every_field_counts_towards_the_body_limit(
+    stream, cancer_package
+):
+    """An id or model of 100,000 characters was repeated whole in the error text, stored
+    about four times; and --max-body-mb counted only the request field."""
+    limits = Limits(max_body_bytes=50_000)
+    running = RunningWorker(_config(stream, [f"cancer={cancer_package}"], limits=limits))
+    r = redis.Redis.from_url(REDIS, decode_responses=True)
+    long_id, long_model = "i" * 20_000, "m" * 20_000
+    try:
+        r.xadd(stream, {"request": json.dumps({"id": long_id, "inputs": [1]})})
+        r.xadd(stream, {"request": json.dumps({"id": "m", "model": long_model, "inputs": [1]})})
+        r.xadd(stream, {"request": json.dumps({"id": "pad", "model": "cancer"}), "x": "y" * 60_000})
+        deadline = time.monotonic() + 30
+        while r.xlen(Keys(stream).dead) < 3:
+            assert time.monotonic() < deadline, _dead(stream)
+            time.sleep(0.05)
+    finally:
+        running.stop()
+        r.close()
+    by_id = {d["id"]: d["error"] for d in _dead(stream)}
+    assert "names no model" in by_id[long_id] and len(by_id[long_id]) < 500
+    assert "no model named 'mmm" in by_id["m"] and len(by_id["m"]) < 1000
+    assert "the message is 60," in by_id[""] and "(all its fields)" in by_id[""]
+    bodies = [json.loads(x["body"])["error"] for x in _results(stream)]
+    assert all(len(b) < 1000 for b in bodies)

@@ -25,6 +25,7 @@ A request is one stream entry with one field, ``request``, holding JSON::
 from __future__ import annotations
 
 import json
+import reprlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "Request",
     "encode_request",
     "parse_request",
+    "shown",
 ]
 
 DEFAULT_STREAM = "tuneserve:requests"
@@ -124,6 +126,21 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable; send JSON values")
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlist = _SHOWN.maxdict = 10
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to about 80 characters: what a sender wrote (an id, a model, a
+    key) goes into error texts stored several times (dead letter, result, reply, log)."""
+    return _SHOWN.repr(value)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text):,} characters)"
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -144,7 +161,7 @@ def parse_request(fields: dict[str, str], keys: Keys, max_ttl: int | None = None
     raw = fields.get(FIELD)
     if raw is None:
         raise MalformedMessageError(
-            f"the stream entry has no {FIELD!r} field (fields: {sorted(fields)}); send "
+            f"the stream entry has no {FIELD!r} field (fields: {shown(sorted(fields))}); send "
             f'{{"{FIELD}": "<JSON request>"}} (tuneserve.client.QueueClient does)'
         )
     try:
@@ -168,13 +185,13 @@ def parse_request(fields: dict[str, str], keys: Keys, max_ttl: int | None = None
     prefix = keys.reply("")
     if body.get("reply_to") is not None and not (reply_to or "").startswith(prefix):
         raise MalformedMessageError(
-            f"reply_to is {body.get('reply_to')!r}; it must be a key that starts with "
+            f"reply_to is {shown(body.get('reply_to'))}; it must be a key that starts with "
             f"{prefix!r} (the worker writes no other key a message names)",
             rid,
         )
     if rid is None:
         raise MalformedMessageError(
-            f"the request has no id (a non-empty string); got {body.get('id')!r}. Hint: "
+            f"the request has no id (a non-empty string); got {shown(body.get('id'))}. Hint: "
             "tuneserve.client.QueueClient makes one per request",
             None,
             reply_to,
@@ -182,14 +199,17 @@ def parse_request(fields: dict[str, str], keys: Keys, max_ttl: int | None = None
     model = _text(body.get("model"))
     if model is None:
         raise MalformedMessageError(
-            f'request {rid} names no model: send "model": "NAME"; got {body.get("model")!r}',
+            f'request {_cut(rid)} names no model: send "model": "NAME"; got '
+            f"{shown(body.get('model'))}",
             rid,
             reply_to,
         )
     ttl = body.get("ttl")
     if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
         raise MalformedMessageError(
-            f"request {rid}: ttl is {ttl!r}; send a whole number of seconds >= 1", rid, reply_to
+            f"request {_cut(rid)}: ttl is {shown(ttl)}; send a whole number of seconds >= 1",
+            rid,
+            reply_to,
         )
     if ttl is not None and max_ttl is not None:
         ttl = min(ttl, max_ttl)

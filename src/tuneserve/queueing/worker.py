@@ -54,6 +54,7 @@ from .protocol import (
     Keys,
     MalformedMessageError,
     parse_request,
+    shown,
 )
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -332,13 +333,14 @@ class Worker:
 
     async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         raw, limit = fields.get(FIELD) or "", self.state.limits.max_body_bytes
-        if len(raw) > limit:  # refused before JSON (and before any image is decoded)
+        size = sum(len(k) + len(v) for k, v in fields.items())  # every field: all is stored
+        if size > limit:  # refused before JSON (and before any image is decoded)
             error = (
-                f"the request is {len(raw):,} characters; the limit is {limit:,} "
+                f"the message is {size:,} characters (all its fields); the limit is {limit:,} "
                 f"(--max-body-mb {limit / 2**20:g}). Hint: send fewer or smaller inputs per "
                 "request, or start the workers with a larger --max-body-mb"
             )
-            cut = {FIELD: f"{raw[:1000]}... (cut: {len(raw):,} characters)"}
+            cut = {FIELD: f"{raw[:1000]}... (cut: {size:,} characters)"}
             await self._record(entry_id, cut, Outcome(None, error=error, dead=True), deliveries)
             return
         try:
@@ -353,12 +355,13 @@ class Worker:
         if request.model not in repository.specs:
             failed.status = 404
             failed.error = (
-                f"no model named {request.model!r} is served on stream {self.keys.stream!r}; "
+                f"no model named {shown(request.model)} is served on stream "
+                f"{self.keys.stream!r}; "
                 f"served: {repository.listed}. Every worker of a stream must serve every "
                 "model sent to it (one stream per set of models); a message for a model this "
                 f"worker lacks is dead-lettered. Hint: start the workers of this stream with "
-                f"--model {request.model} too, or send it to the stream of the workers that "
-                "serve it"
+                f"--model {shown(request.model)[1:-1]} too, or send it to the stream of "
+                "the workers that serve it"
             )
             await self._record(entry_id, fields, failed, deliveries)
             return
