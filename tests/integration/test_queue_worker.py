@@ -1151,3 +1151,35 @@ def test_sender_values_in_errors_are_cut_and_every_field_counts_towards_the_body
     assert "the message is 60," in by_id[""] and "(all its fields)" in by_id[""]
     bodies = [json.loads(x["body"])["error"] for x in _results(stream)]
     assert all(len(b) < 1000 for b in bodies)
+
+
+def test_a_full_batcher_met_after_the_gate_waits_in_the_worker_not_in_redis(
+    stream, cancer_package, cancer_splits, monkeypatch
+):
+    """The batcher still counts timed-out requests the gate already freed, so a
+    QueueFullError can come after the gate; it is the worker's own overload: retried
+    locally, costing no delivery (with --max-attempts 1 it used to mean a dead letter)."""
+    import tuneserve.queueing.worker as worker_module
+    from tuneserve.serving.batcher import QueueFullError
+
+    real, calls = worker_module.predict_json, []
+
+    async def full_once(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise QueueFullError("the queue holds 8 items (limit 8); retry shortly")
+        return await real(*args)
+
+    monkeypatch.setattr(worker_module, "predict_json", full_once)
+    config = _config(stream, [f"cancer={cancer_package}"], max_attempts=1, visibility_timeout=60)
+    running = RunningWorker(config)
+    try:
+        with QueueClient(REDIS, stream=stream, model="cancer", timeout=10) as client:
+            rows = cancer_splits.test.X.iloc[:1].to_dict("records")
+            assert client.submit(rows).result(30)["predictions"]
+    finally:
+        running.stop()
+    assert len(calls) == 2
+    r = redis.Redis.from_url(REDIS)
+    assert not r.hlen(Keys(stream).failures)
+    r.close()

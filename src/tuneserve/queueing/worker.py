@@ -28,15 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
+from tuneserve.serving.batcher import QueueFullError
 from tuneserve.serving.errors import status_of
 from tuneserve.serving.infer import predict_json
 from tuneserve.serving.state import ServerState
@@ -47,57 +45,19 @@ from .group import Membership
 from .metrics import QueueMetrics, QueueState, read_queue_state
 from .outcome import FINISH_SCRIPT, Outcome, Retention, finish_call
 from .protocol import (
-    DEFAULT_GROUP,
-    DEFAULT_STREAM,
     FIELD,
     RENEW_SCRIPT,
     Keys,
     MalformedMessageError,
+    Request,
     parse_request,
     shown,
 )
+from .settings import WorkerSettings
 
 __all__ = ["Worker", "WorkerSettings"]
 
 log = logging.getLogger(__name__)
-
-
-def default_consumer() -> str:
-    """This process's consumer name: ``hostname-pid``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass
-class WorkerSettings:
-    """How a worker reads and retries.
-
-    Attributes:
-        stream: The request stream; the other keys derive from it (:class:`~.protocol.Keys`).
-        group: The consumer group all workers of the stream share.
-        consumer: This worker's name in the group.
-        concurrency: Most messages in work at once.
-        visibility_timeout: Seconds a message may stay unacknowledged before another worker
-            claims it. Must exceed the time a request takes (the ``--timeout``).
-        max_attempts: Deliveries before a message that keeps failing is dead-lettered.
-        result_ttl: Seconds a request id is remembered (a repeat is not answered twice) and
-            a reply list is kept.
-        results_maxlen: The results stream is trimmed to about this many entries.
-        dead_maxlen: The dead-letter stream is trimmed to about this many entries.
-        read_count: Most messages read per XREADGROUP (the model's batch size is a fit).
-    """
-
-    stream: str = DEFAULT_STREAM
-    group: str = DEFAULT_GROUP
-    consumer: str = field(default_factory=default_consumer)
-    concurrency: int = 64
-    visibility_timeout: float = 60.0  # above Limits.timeout_s (30)
-    max_attempts: int = 5
-    result_ttl: int = 24 * 3600
-    results_maxlen: int = 1_000_000
-    dead_maxlen: int = 100_000
-    read_count: int = 32
-    block_ms: int = 1000
-    observe_interval: float = 1.0
 
 
 class Worker:
@@ -369,8 +329,7 @@ class Worker:
             inputs = request.payload.get("inputs")
             items = len(inputs) if isinstance(inputs, list) else 1
             self.state.check_items(items)  # refused at once, not after waiting for room
-            async with self._room.hold(request.model, items):
-                answer = await predict_json(self.state, request.model, request.payload, "queue")
+            answer = await self._predict(request, items)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -396,6 +355,22 @@ class Worker:
         outcome = Outcome(request.id, request.model, str(answer["version"]), answer)
         outcome.reply_to, outcome.reply_ttl = request.reply_to, request.ttl
         await self._record(entry_id, fields, outcome, deliveries)
+
+    async def _predict(self, request: Request, items: int) -> dict[str, Any]:
+        """The answer, once the items fit in the model's batcher. The gate frees a timed-out
+        request's items at once, while the batcher counts them until it dequeues them: a
+        full batcher here is the worker's own overload, waited out locally rather than
+        costing the message a delivery (unless the request alone is over the capacity)."""
+        delay = 0.01
+        while True:
+            async with self._room.hold(request.model, items):
+                try:
+                    return await predict_json(self.state, request.model, request.payload, "queue")
+                except QueueFullError:
+                    if items > self._room.capacity:
+                        raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def _give_up(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         """Dead-letter a message delivered more than ``max_attempts`` times, with the last
