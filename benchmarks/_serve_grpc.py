@@ -12,8 +12,6 @@ column (or one ``[1, 30]`` tensor for the matrix workload).
 from __future__ import annotations
 
 import statistics
-import threading
-import time
 from typing import Any
 
 import _serve_procs
@@ -46,40 +44,22 @@ def client(port: int, inputs: list[Any], clients: int, seconds: float, matrix: b
     import tritonclient.grpc as triton
 
     requests = [_tensors(x, matrix) for x in inputs]
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
     connections = [triton.InferenceServerClient(f"127.0.0.1:{port}") for _ in range(clients)]
     for c in connections:
         c.infer(MODEL, requests[0])  # the connection is up before the clock starts
-    stop = time.perf_counter() + seconds
 
-    def run(offset: int) -> None:
-        nonlocal errors
-        conn = connections[offset]
-        mine, bad, i = [], 0, offset
-        while time.perf_counter() < stop:
-            start = time.perf_counter()
-            try:
-                conn.infer(MODEL, requests[i % len(requests)])
-            except Exception:
-                bad += 1
-            mine.append(time.perf_counter() - start)
-            i += clients
-        with lock:
-            latencies.extend(mine)
-            errors += bad
+    def call(thread: int, i: int) -> bool:
+        try:
+            connections[thread].infer(MODEL, requests[i % len(requests)])
+        except Exception:
+            return False
+        return True
 
-    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
-    begin = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - begin
-    for c in connections:
-        c.close()
-    return _serve_procs.summary(latencies, len(latencies), elapsed, errors)
+    try:
+        return _serve_procs.closed_loop(clients, seconds, call)
+    finally:
+        for c in connections:
+            c.close()
 
 
 def comparison_rows(

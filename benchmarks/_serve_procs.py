@@ -143,38 +143,50 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def client(port: int, path: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
-    """Closed loop: ``clients`` threads, one request in flight each, for ``seconds``."""
+    """Closed loop over keep-alive HTTP: ``clients`` threads, one request in flight each,
+    for ``seconds``."""
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(clients)
+    ]
+
+    def call(thread: int, i: int) -> bool:
+        conn = connections[thread]
+        conn.request("POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status == 200
+
+    return closed_loop(clients, seconds, call)
+
+
+def closed_loop(clients: int, seconds: float, call: Callable[[int, int], bool]) -> dict:
+    """``clients`` threads, each calling ``call(thread, i)`` (True: answered well) back to
+    back for ``seconds``, the i-th request of thread t being i = t, t + clients, ...; the
+    :func:`summary` of the latencies."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
-    def client(offset: int) -> None:
+    def run(thread: int) -> None:
         nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine, bad, i = [], 0, offset
+        mine, bad, i = [], 0, thread
         while time.perf_counter() < stop:
             start = time.perf_counter()
-            conn.request(
-                "POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"}
-            )
-            reply = conn.getresponse()
-            reply.read()
-            bad += reply.status != 200
+            bad += not call(thread, i)
             mine.append(time.perf_counter() - start)
             i += clients
         with lock:
             latencies.extend(mine)
             errors += bad
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(clients)]
     begin = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - begin
-    return summary(latencies, len(latencies), elapsed, errors)
+    return summary(latencies, len(latencies), time.perf_counter() - begin, errors)
 
 
 def summary(latencies: list[float], count: int, elapsed: float, errors: int) -> dict:
