@@ -29,8 +29,9 @@ from tuneserve.exceptions import (
     TuneserveError,
     UnavailableError,
 )
-from tuneserve.queueing.connection import REDIS_DOWN, connect_sync, shown_url
+from tuneserve.queueing.connection import REDIS_DOWN, connect_sync
 from tuneserve.queueing.protocol import DEFAULT_STREAM, Keys, encode_request
+from tuneserve.redact import mask_url
 
 __all__ = ["QueueClient", "QueueFuture"]
 
@@ -163,7 +164,7 @@ class QueueClient:
                 for future in futures:
                     self._waiting.pop(future.request_id, None)
             raise UnavailableError(
-                f"could not queue the request at {shown_url(self.url)} ({exc}); is Redis up?"
+                f"could not queue the request at {mask_url(self.url)} ({exc}); is Redis up?"
             ) from None
         for future, entry in zip(futures, added, strict=True):
             if isinstance(entry, Exception):  # refused (OOM, the stream's key a string...)
@@ -263,7 +264,7 @@ class QueueClient:
                 error=TimeoutError(
                     f"no answer to request {rid} within {self.timeout} s; is a worker for model "
                     f"{w.model!r} reading stream {self.stream!r}? Hint: tuneserve worker "
-                    f"--model {w.model} --queue {shown_url(self.url)} --stream {self.stream}"
+                    f"--model {w.model} --queue {mask_url(self.url)} --stream {self.stream}"
                 ),
             )
 

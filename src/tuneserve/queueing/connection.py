@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -15,6 +15,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from tuneserve.exceptions import InvalidInputError, UnavailableError
+from tuneserve.redact import mask_url
 
 __all__ = [
     "REDIS_DOWN",
@@ -24,7 +25,6 @@ __all__ = [
     "connect",
     "connect_sync",
     "group_lost",
-    "shown_url",
     "transient",
 ]
 
@@ -71,21 +71,10 @@ def group_lost(exc: redis.ResponseError) -> bool:
     return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
-def shown_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for errors and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _options(url: str) -> dict[str, object]:
     if urlsplit(url).scheme not in _SCHEMES:
         raise InvalidInputError(
-            f"--queue {shown_url(url)!r} is not a Redis URL; write redis://HOST:PORT/DB "
+            f"--queue {mask_url(url)!r} is not a Redis URL; write redis://HOST:PORT/DB "
             "(e.g. redis://127.0.0.1:6379/0), rediss:// for TLS or unix:///PATH"
         )
     # a blocking XREADGROUP waits 1 s; a reply slower than 10 s means the server is gone
@@ -99,7 +88,7 @@ def _options(url: str) -> dict[str, object]:
 
 def _down(url: str, exc: Exception) -> UnavailableError:
     return UnavailableError(
-        f"cannot reach Redis at {shown_url(url)} ({type(exc).__name__}: {exc}). Hint: start "
+        f"cannot reach Redis at {mask_url(url)} ({type(exc).__name__}: {exc}). Hint: start "
         "it (redis-server) or pass --queue redis://HOST:PORT/DB of a running one"
     )
 
@@ -109,8 +98,7 @@ def _client(url: str, factory: Any, **extra: Any) -> object:
         return factory.from_url(url, **_options(url), **extra)
     except ValueError as exc:  # redis-py's own URL checks (a bad port, database...)
         raise InvalidInputError(
-            f"--queue {shown_url(url)!r} is not a valid Redis URL: {exc}; write "
-            "redis://HOST:PORT/DB"
+            f"--queue {mask_url(url)!r} is not a valid Redis URL: {exc}; write redis://HOST:PORT/DB"
         ) from None
 
 
@@ -151,7 +139,7 @@ class RedisHealth:
     ``on_error`` is called for every failed call (the worker counts them)."""
 
     def __init__(self, url: str, on_error: Callable[[], None] | None = None) -> None:
-        self.url = shown_url(url)
+        self.url = mask_url(url)
         self.on_error = on_error
         self.down = False
 

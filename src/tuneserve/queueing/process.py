@@ -9,11 +9,12 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tuneserve.redact import mask_url
 from tuneserve.serving.metrics import Metrics
 from tuneserve.serving.repository import BatchSettings, ModelSpec, Repository
 from tuneserve.serving.state import Limits, ServerState
 
-from .connection import connect, shown_url
+from .connection import connect
 from .worker import Worker, WorkerSettings
 
 __all__ = ["WorkerConfig", "load_state", "run_worker"]
@@ -74,7 +75,7 @@ async def _main(config: WorkerConfig, state: ServerState, echo: Callable[[str], 
         echo(f"metrics on http://{config.metrics_host}:{server.server_port}/metrics")
     s = config.settings
     echo(
-        f"worker {s.consumer} of group {s.group} reading {s.stream} at {shown_url(config.url)} "
+        f"worker {s.consumer} of group {s.group} reading {s.stream} at {mask_url(config.url)} "
         f"(up to {s.concurrency} in work); SIGTERM or Ctrl-C drains"
     )
     stop = asyncio.Event()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 import shlex
 import warnings
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuneserve.atomic import write_text
+from tuneserve.redact import mask_url
 
 #: what one rung of each fidelity is called (the unit of the study's compute)
 STEP_NAMES = {"epoch": "epochs", "fold": "folds", "rows": "row rungs"}
@@ -45,19 +45,6 @@ def tune_report(study: optuna.Study, out: Path, *, title: str | None = None) -> 
     body += "<h2>Trials, best first</h2>" + _table(study, trials, best)
     write_text(Path(out), html_page(name, body))
     return Path(out)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (unchanged when it has none). The last
-    ``@`` ends the credentials, so a password holding ``/`` or ``@`` is hidden whole (a
-    path holding both ``:`` and ``@`` is masked too much, never too little)."""
-    # a password in the query string (?password=..., sslpassword=...) too
-    url = re.sub(r"(?i)([?&](?:ssl)?password=)[^&]*", r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _direction(study: optuna.Study) -> str:

@@ -38,7 +38,7 @@ def default_storage() -> str:
 def masked(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for messages, reports and tags); a
     password with ``/`` or ``@`` in it is hidden too (at worst more is hidden, never less)."""
-    from ._report import mask_url
+    from tuneserve.redact import mask_url
 
     return mask_url(url)
 

@@ -10,7 +10,7 @@ import pytest
 
 from tuneserve.exceptions import InvalidInputError
 from tuneserve.queueing import Keys, MalformedMessageError, encode_request, parse_request
-from tuneserve.queueing.connection import shown_url
+from tuneserve.redact import mask_url
 
 KEYS = Keys("requests")
 
@@ -97,7 +97,7 @@ def test_keys_derive_from_the_stream():
     ],
 )
 def test_a_password_in_the_url_is_never_shown(url, shown):
-    assert shown_url(url) == shown
+    assert mask_url(url) == shown
 
 
 def test_the_back_off_doubles_to_its_cap_and_warns_once_per_outage(caplog):

@@ -10,7 +10,8 @@ import matplotlib
 import optuna
 import pytest
 
-from tuneserve.tuning._report import mask_url, tune_report
+from tuneserve.redact import mask_url
+from tuneserve.tuning._report import tune_report
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
