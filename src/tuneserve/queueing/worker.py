@@ -333,9 +333,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            problem = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                problem = f"the request took longer than {self.state.limits.timeout_s} s"
+            problem = str(exc) or type(exc).__name__  # a timeout says its limit
             if status_of(exc) < 500:  # the request's fault: retrying cannot help
                 failed.error, failed.status = problem, status_of(exc)
                 await self._record(entry_id, fields, failed, deliveries)

@@ -67,7 +67,7 @@ def install(app: FastAPI, timeout_s: float) -> None:
         return error_response(status_of(exc), str(exc), headers)
 
     async def timeout_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(504, f"the request took longer than {timeout_s} s")
+        return error_response(504, str(exc) or f"the request took longer than {timeout_s} s")
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

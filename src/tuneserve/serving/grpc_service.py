@@ -89,12 +89,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(_CODES[exc.status], str(exc))
         except asyncio.CancelledError:
             raise
-        except TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the request took longer than {self.state.limits.timeout_s} s (the server's "
-                "limit) or ran past the call's deadline",
-            )
+        except TimeoutError as exc:  # the text says which limit (ServerState.predict)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "timed out")
         except Exception as exc:
             code = code_of(exc)
             if code == grpc.StatusCode.INTERNAL:

@@ -86,15 +86,19 @@ class ServerState:
     ) -> np.ndarray:
         """Run ``inputs`` through the model's batcher within the time limit (or within
         ``deadline`` seconds, the caller's, when that ends first); counted and timed by
-        model, API and status."""
+        model, API and status. Past the time, a :class:`TimeoutError` says which limit ended
+        it: every API answers with that text."""
         self.check_items(len(inputs))
         start = time.perf_counter()
         code = "200"
+        server = self.limits.timeout_s
+        limit = server if deadline is None else min(deadline, server)
         try:
-            limit = (
-                self.limits.timeout_s if deadline is None else min(deadline, self.limits.timeout_s)
-            )
             return await asyncio.wait_for(model.batcher.submit(inputs), max(limit, 0.0))
+        except TimeoutError:
+            code = "504"
+            which = "the server's limit" if limit == server else "the call's deadline"
+            raise TimeoutError(f"the request took longer than {limit:g} s ({which})") from None
         except Exception as exc:
             code = str(status_of(exc))
             raise
